@@ -1,0 +1,351 @@
+"""The build configuration: one typed, validated schema, loaded from YAML plus `--set` overrides.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo is an error
+naming the file and the key instead of a silently ignored setting. Relative paths in a config
+file resolve against that file's folder (a preset works from any working directory); paths
+given with `--set` resolve against the working directory, as a shell user expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from benchmark import protocol
+
+NAME_PATTERN = r"^[a-z0-9_]+$"  # names go into sample keys: no '-' (separator), no '.' (webdataset)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; each message names the file and the key."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _existing_file(value: Path) -> Path:
+    if not value.is_file():
+        raise ValueError(f"file not found: {value}")
+    return value
+
+
+def _existing_dir(value: Path) -> Path:
+    if not value.is_dir():
+        raise ValueError(f"folder not found: {value}")
+    return value
+
+
+class SemanticSpec(_Section):
+    path: Path  # folder of real photos for this semantic (searched recursively)
+    seen: bool  # seen in training (the paper's first 6) or held out for testing
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, v: Path) -> Path:
+        return _existing_dir(v)
+
+
+class RealSpec(_Section):
+    extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+    # Cap on the photos of a semantic that train its generators (the paper uses 100k).
+    gan_train_max: int = Field(100_000, ge=1)
+
+
+class TrainSpec(_Section):
+    """Training from scratch, used for every semantic a source has no checkpoint for."""
+    steps: int = Field(ge=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    lr_g: float = Field(2e-4, gt=0, le=1)
+    lr_d: float = Field(2e-4, gt=0, le=1)
+    n_dis: int = Field(1, ge=1, le=10)  # discriminator steps per generator step
+    options: dict[str, Union[int, float, str]] = {}  # architecture hyperparameters, e.g. ch
+
+
+class SourceSpec(_Section):
+    generator: Literal["sngan", "folder"]
+    checkpoints: dict[str, Path] = {}  # semantic -> weights file (.safetensors + .json)
+    folders: dict[str, Path] = {}  # semantic -> pre-generated images (generator: folder)
+    train: TrainSpec | None = None
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoints_exist(cls, v: dict[str, Path]) -> dict[str, Path]:
+        return {k: _existing_file(p) for k, p in v.items()}
+
+    @field_validator("folders")
+    @classmethod
+    def _folders_exist(cls, v: dict[str, Path]) -> dict[str, Path]:
+        return {k: _existing_dir(p) for k, p in v.items()}
+
+
+class SamplingSpec(_Section):
+    per_model: int = Field(protocol.SAMPLES_PER_MODEL, ge=1)
+    # Images sampled per batch. Fixed by the config, never by the runner, so each image is
+    # computed in the same batch (and so with the same float maths) on any runner.
+    chunk_size: int = Field(256, ge=1, le=8192)
+
+
+WeightsRef = Union[Literal["random"], Path]
+
+
+def _check_weights_file(v: WeightsRef | None) -> WeightsRef | None:
+    if v is None or v == "random":
+        return v
+    return _existing_file(Path(v))
+
+
+class InceptionSpec(_Section):
+    # A local InceptionV3 state dict (torchvision layout), or `random` for smoke tests only.
+    weights: WeightsRef
+    input_size: int = Field(299, ge=75, le=1024)  # 299 as trained; smaller trades fidelity for speed
+    precision: Literal["fp32", "bf16"] = "bf16"
+    batch_size: int = Field(64, ge=1, le=4096)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, v: WeightsRef) -> WeightsRef:
+        return _check_weights_file(v)
+
+
+class LpipsSpec(_Section):
+    # AlexNet backbone state dict for LPIPS (Yu et al. selection only), or `random`.
+    backbone_weights: WeightsRef | None = None
+
+    @field_validator("backbone_weights")
+    @classmethod
+    def _weights_file(cls, v: WeightsRef | None) -> WeightsRef | None:
+        return _check_weights_file(v)
+
+
+class FeaturesSpec(_Section):
+    inception: InceptionSpec
+    lpips: LpipsSpec = LpipsSpec()
+
+
+class SelectionSpec(_Section):
+    # repmix_kmeans: K-means over Inception features, top `per_cluster` nearest-real per cluster.
+    # yu_lpips: Yu et al. 2019, LPIPS distance to the 1-nearest real image, keep the closest.
+    method: Literal["repmix_kmeans", "yu_lpips"] = "repmix_kmeans"
+    clusters: int = Field(protocol.CLUSTERS, ge=1)
+    per_cluster: int = Field(protocol.PER_CLUSTER, ge=1)
+    # k-means++ init costs ~60 s on 100k x 2048 here; random init ~7 s for the same selection role.
+    kmeans_init: Literal["k-means++", "random"] = "random"
+    # A cluster smaller than per_cluster is topped up from the rest by distance, so every
+    # (source, semantic) cell keeps exactly clusters * per_cluster images.
+    fill: bool = True
+    # Real images the synthetic ones are compared with: drawn from the generators' training
+    # pool, never from the Real class, so selection cannot leak the test photos.
+    reference_count: int = Field(12_000, ge=1)
+
+
+class SplitsSpec(_Section):
+    train: int = Field(protocol.SPLITS["train"], ge=0)
+    val: int = Field(protocol.SPLITS["val"], ge=0)
+    test: int = Field(protocol.SPLITS["test"], ge=0)
+
+    @property
+    def total(self) -> int:
+        return self.train + self.val + self.test
+
+    def counts(self) -> dict[str, int]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class CorruptionSpec(_Section):
+    # Which 4 of the 19 ImageNet-C corruptions are held out of training (benchmark.protocol).
+    unseen_set: Literal["repmix", "imagenet_c"] = "repmix"
+    # Probability that a test (val) image carries a corruption; test draws from all 19 types,
+    # val from the seen ones only. Train images are stored clean.
+    test_probability: float = Field(1.0, ge=0, le=1)
+    val_probability: float = Field(1.0, ge=0, le=1)
+    severities: tuple[int, ...] = protocol.SEVERITIES
+    # `stored`: corrupt the stored 128 px image. The RepMix code corrupts after a resize to
+    # 224; that route comes with the corruption engine.
+    apply_at: Literal["stored"] = "stored"
+
+    @field_validator("severities")
+    @classmethod
+    def _severity_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(s not in protocol.SEVERITIES for s in v) or len(set(v)) != len(v):
+            raise ValueError("severities must be distinct values in 1..5")
+        return tuple(sorted(v))
+
+
+class ShardSpec(_Section):
+    max_samples: int = Field(1000, ge=1)  # a new shard starts at this count
+
+
+class RuntimeSpec(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class BuildConfig(_Section):
+    protocol: Literal["attribution88"] = "attribution88"
+    seed: int = Field(0, ge=0, lt=2**63)
+    output_dir: Path
+    resolution: int = Field(protocol.RESOLUTION, ge=32, le=1024)
+    semantics: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SemanticSpec]
+    sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
+    real: RealSpec = RealSpec()
+    sampling: SamplingSpec = SamplingSpec()
+    features: FeaturesSpec
+    selection: SelectionSpec = SelectionSpec()
+    splits: SplitsSpec = SplitsSpec()
+    corruptions: CorruptionSpec = CorruptionSpec()
+    shards: ShardSpec = ShardSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BuildConfig":
+        problems: list[tuple[str, str]] = []
+        if not self.semantics:
+            problems.append(("semantics", "at least one semantic is required"))
+        if not self.sources:
+            problems.append(("sources", "at least one generator source is required"))
+        if protocol.REAL in self.sources:
+            problems.append((f"sources.{protocol.REAL}", "`real` is the implicit class 0"))
+        for name, src in self.sources.items():
+            for where, table in (("checkpoints", src.checkpoints), ("folders", src.folders)):
+                for sem in table:
+                    if sem not in self.semantics:
+                        problems.append((f"sources.{name}.{where}.{sem}", "not a configured semantic"))
+            for sem in self.semantics:
+                if src.generator == "folder" and sem not in src.folders:
+                    problems.append((f"sources.{name}.folders.{sem}", "path required"))
+                if src.generator != "folder" and sem not in src.checkpoints and src.train is None:
+                    problems.append((f"sources.{name}.checkpoints.{sem}",
+                                     "give a checkpoint, or a `train:` section to train one"))
+        kept = self.kept_per_cell
+        if self.splits.total != kept:
+            problems.append(("splits", f"train+val+test = {self.splits.total} but selection "
+                             f"keeps {kept} per (source, semantic)"))
+        if self.sampling.per_model < kept:
+            problems.append(("sampling.per_model",
+                             f"{self.sampling.per_model} is fewer than the {kept} kept"))
+        if self.selection.method == "yu_lpips" and self.features.lpips.backbone_weights is None:
+            problems.append(("features.lpips.backbone_weights",
+                             "required by selection.method yu_lpips (a file or `random`)"))
+        if problems:
+            raise ValueError("; ".join(f"{k}: {m}" for k, m in problems))
+        return self
+
+    @property
+    def kept_per_cell(self) -> int:
+        """Images kept per (source, semantic) cell, real included."""
+        return self.selection.clusters * self.selection.per_cluster
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names in label order: real first, then the sources as configured."""
+        return (protocol.REAL, *self.sources)
+
+    def fingerprint(self) -> str:
+        """sha256 of the resolved config: names a build, and guards a resume."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _resolve_paths(node: Any, base: Path, key: str = "") -> Any:
+    """Make relative path-valued settings absolute against `base`."""
+    path_keys = ("path", "output_dir", "weights", "backbone_weights")
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            sub = f"{key}.{k}" if key else str(k)
+            if isinstance(v, str) and (k in path_keys or key.endswith(("checkpoints", "folders"))):
+                out[k] = v if v == "random" else str((base / Path(v).expanduser()).resolve())
+            else:
+                out[k] = _resolve_paths(v, base, sub)
+        return out
+    return node
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError([f"--set {assignment}: expected KEY.PATH=VALUE"])
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    if not all(parts):
+        raise ConfigError([f"--set {assignment}: empty key in {dotted!r}"])
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"--set {dotted}: value is not valid YAML ({exc})"]) from None
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError([f"--set {dotted}: {part} is not a section"])
+        node = nxt
+    node[parts[-1]] = _resolve_paths({parts[-1]: value}, Path.cwd(), ".".join(parts[:-1]))[parts[-1]]
+
+
+def _format_errors(source: str, exc: ValidationError) -> list[str]:
+    messages = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if err["type"] == "missing":
+            msg = "required key is missing"
+        if loc:
+            messages.append(f"{source}: {loc}: {msg}")
+        else:  # model-level checks carry their own key paths
+            messages.extend(f"{source}: {m}" for m in msg.split("; "))
+    return messages
+
+
+def load_config(path: str | Path, overrides: list[str] = (), output_dir: str | Path | None = None) -> BuildConfig:
+    """Read a YAML config, apply `--set` overrides, validate; ConfigError lists every problem."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read config ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{source}: not valid YAML ({exc})"]) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
+    data = _resolve_paths(data, path.parent.resolve())
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    if output_dir is not None:
+        data["output_dir"] = str(Path(output_dir).resolve())
+    _check_names(data, source)
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def _check_names(data: dict, source: str) -> None:
+    for section in ("semantics", "sources"):
+        table = data.get(section)
+        if isinstance(table, dict):
+            bad = [k for k in table if not isinstance(k, str) or not re.match(NAME_PATTERN, k)]
+            if bad:
+                raise ConfigError([f"{source}: {section}.{b}: names use a-z, 0-9 and _ only"
+                                   for b in bad])

@@ -1,0 +1,39 @@
+"""Sample keys and the seeds derived from them.
+
+A key says where a sample came from (`sngan-celeba-s00004213`, `real-bedroom-0a1b2c`) and is
+unique in a build. Every random choice about a sample (split, shard order, corruption) is a
+hash of the build seed, a purpose and the key: never arrival order, worker or wall time, so
+any runner with any number of workers makes the same choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def derive_seed(seed: int, purpose: str, key: str = "") -> int:
+    """A 63-bit seed for `purpose` (e.g. 'split') and `key`, stable across machines and Pythons."""
+    digest = hashlib.sha256(f"{seed}\x1f{purpose}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def order_key(seed: int, purpose: str, key: str) -> str:
+    """A sort key that shuffles keys deterministically (hex sha256; ties impossible in practice)."""
+    return hashlib.sha256(f"{seed}\x1f{purpose}\x1f{key}".encode()).hexdigest()
+
+
+def synthetic_key(source: str, semantic: str, seed: int) -> str:
+    return f"{source}-{semantic}-s{seed:08d}"
+
+
+def real_key(semantic: str, relative_path: str) -> str:
+    """Key of a real photo from its path inside the semantic's folder, minus the extension.
+
+    Characters that are not letters, digits or `_` become `_`: a dot would make webdataset
+    split the key, and `-` separates the key's fields.
+    """
+    stem = relative_path.rsplit(".", 1)[0] if "." in relative_path.rsplit("/", 1)[-1] else relative_path
+    return f"real-{semantic}-{_UNSAFE.sub('_', stem)}"

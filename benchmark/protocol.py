@@ -1,0 +1,48 @@
+"""The Attribution88 protocol as data (Bui, Yu, Collomosse, "RepMix", ECCV 2022).
+
+Stages compute; this module only declares. Class index 0 is `real`, as in the released
+RepMix code, and the generator classes follow in the paper's order.
+"""
+
+from __future__ import annotations
+
+PROTOCOL_NAME = "attribution88"
+# Bumped whenever a rule below (or a rule a stage derives from them) changes the bytes built.
+PROTOCOL_VERSION = "1.0.0"
+
+REAL = "real"
+GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3")
+SOURCES = (REAL, *GAN_SOURCES)
+
+SEEN_SEMANTICS = ("celeba", "bedroom", "airplane", "classroom", "cow", "church_outdoor")
+UNSEEN_SEMANTICS = ("bridge", "bus", "sheep", "kitchen", "cat")
+SEMANTICS = SEEN_SEMANTICS + UNSEEN_SEMANTICS
+
+RESOLUTION = 128
+SAMPLES_PER_MODEL = 100_000
+CLUSTERS = 100
+PER_CLUSTER = 120
+SPLITS = {"train": 10_000, "val": 1_000, "test": 1_000}
+SPLIT_NAMES = ("train", "val", "test")
+
+# ImageNet-C (Hendrycks & Dietterich 2019): 15 benchmark corruptions and 4 held-out extras.
+CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+    "elastic_transform", "pixelate", "jpeg_compression", "speckle_noise", "gaussian_blur",
+    "spatter", "saturate",
+)
+SEVERITIES = (1, 2, 3, 4, 5)
+
+# Which corruptions a model may see in training. `repmix`: the released RepMix code holds out
+# four blurs/weather types; `imagenet_c`: the official ImageNet-C split holds out its 4 extras.
+UNSEEN_CORRUPTIONS = {
+    "repmix": ("glass_blur", "motion_blur", "zoom_blur", "snow"),
+    "imagenet_c": ("speckle_noise", "gaussian_blur", "spatter", "saturate"),
+}
+
+
+def seen_corruptions(corruption_split: str) -> tuple[str, ...]:
+    """The corruptions a model is trained with under the named split (15 of the 19)."""
+    unseen = UNSEEN_CORRUPTIONS[corruption_split]
+    return tuple(c for c in CORRUPTIONS if c not in unseen)
