@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
 
-from benchmark import protocol
+from benchmark import protocol as a88
 
 NAME_PATTERN = r"^[a-z0-9_]+$"  # names go into sample keys: no '-' (separator), no '.' (webdataset)
 
@@ -47,14 +47,13 @@ def _existing_dir(value: Path) -> Path:
     return value
 
 
-class SemanticSpec(_Section):
-    path: Path  # folder of real photos for this semantic (searched recursively)
-    seen: bool  # seen in training (the paper's first 6) or held out for testing
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+ExistingDir = Annotated[Path, AfterValidator(_existing_dir)]
 
-    @field_validator("path")
-    @classmethod
-    def _path_exists(cls, v: Path) -> Path:
-        return _existing_dir(v)
+
+class SemanticSpec(_Section):
+    path: ExistingDir  # folder of real photos for this semantic (searched recursively)
+    seen: bool  # seen in training (the paper's first 6) or held out for testing
 
 
 class RealSpec(_Section):
@@ -75,23 +74,13 @@ class TrainSpec(_Section):
 
 class SourceSpec(_Section):
     generator: Literal["sngan", "folder"]
-    checkpoints: dict[str, Path] = {}  # semantic -> weights file (.safetensors + .json)
-    folders: dict[str, Path] = {}  # semantic -> pre-generated images (generator: folder)
+    checkpoints: dict[str, ExistingFile] = {}  # semantic -> weights file (.safetensors + .json)
+    folders: dict[str, ExistingDir] = {}  # semantic -> pre-generated images (generator: folder)
     train: TrainSpec | None = None
-
-    @field_validator("checkpoints")
-    @classmethod
-    def _checkpoints_exist(cls, v: dict[str, Path]) -> dict[str, Path]:
-        return {k: _existing_file(p) for k, p in v.items()}
-
-    @field_validator("folders")
-    @classmethod
-    def _folders_exist(cls, v: dict[str, Path]) -> dict[str, Path]:
-        return {k: _existing_dir(p) for k, p in v.items()}
 
 
 class SamplingSpec(_Section):
-    per_model: int = Field(protocol.SAMPLES_PER_MODEL, ge=1)
+    per_model: int = Field(a88.SAMPLES_PER_MODEL, ge=1)
     # Images sampled per batch. Fixed by the config, never by the runner, so each image is
     # computed in the same batch (and so with the same float maths) on any runner.
     chunk_size: int = Field(256, ge=1, le=8192)
@@ -138,8 +127,8 @@ class SelectionSpec(_Section):
     # repmix_kmeans: K-means over Inception features, top `per_cluster` nearest-real per cluster.
     # yu_lpips: Yu et al. 2019, LPIPS distance to the 1-nearest real image, keep the closest.
     method: Literal["repmix_kmeans", "yu_lpips"] = "repmix_kmeans"
-    clusters: int = Field(protocol.CLUSTERS, ge=1)
-    per_cluster: int = Field(protocol.PER_CLUSTER, ge=1)
+    clusters: int = Field(a88.CLUSTERS, ge=1)
+    per_cluster: int = Field(a88.PER_CLUSTER, ge=1)
     # k-means++ init costs ~60 s on 100k x 2048 here; random init ~7 s for the same selection role.
     kmeans_init: Literal["k-means++", "random"] = "random"
     # A cluster smaller than per_cluster is topped up from the rest by distance, so every
@@ -151,9 +140,9 @@ class SelectionSpec(_Section):
 
 
 class SplitsSpec(_Section):
-    train: int = Field(protocol.SPLITS["train"], ge=0)
-    val: int = Field(protocol.SPLITS["val"], ge=0)
-    test: int = Field(protocol.SPLITS["test"], ge=0)
+    train: int = Field(a88.SPLITS["train"], ge=0)
+    val: int = Field(a88.SPLITS["val"], ge=0)
+    test: int = Field(a88.SPLITS["test"], ge=0)
 
     @property
     def total(self) -> int:
@@ -170,7 +159,7 @@ class CorruptionSpec(_Section):
     # val from the seen ones only. Train images are stored clean.
     test_probability: float = Field(1.0, ge=0, le=1)
     val_probability: float = Field(1.0, ge=0, le=1)
-    severities: tuple[int, ...] = protocol.SEVERITIES
+    severities: tuple[int, ...] = a88.SEVERITIES
     # `stored`: corrupt the stored 128 px image. The RepMix code corrupts after a resize to
     # 224; that route comes with the corruption engine.
     apply_at: Literal["stored"] = "stored"
@@ -178,7 +167,7 @@ class CorruptionSpec(_Section):
     @field_validator("severities")
     @classmethod
     def _severity_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(s not in protocol.SEVERITIES for s in v) or len(set(v)) != len(v):
+        if not v or any(s not in a88.SEVERITIES for s in v) or len(set(v)) != len(v):
             raise ValueError("severities must be distinct values in 1..5")
         return tuple(sorted(v))
 
@@ -195,7 +184,7 @@ class BuildConfig(_Section):
     protocol: Literal["attribution88"] = "attribution88"
     seed: int = Field(0, ge=0, lt=2**63)
     output_dir: Path
-    resolution: int = Field(protocol.RESOLUTION, ge=32, le=1024)
+    resolution: int = Field(a88.RESOLUTION, ge=32, le=1024)
     semantics: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SemanticSpec]
     sources: dict[Annotated[str, Field(pattern=NAME_PATTERN)], SourceSpec]
     real: RealSpec = RealSpec()
@@ -214,8 +203,8 @@ class BuildConfig(_Section):
             problems.append(("semantics", "at least one semantic is required"))
         if not self.sources:
             problems.append(("sources", "at least one generator source is required"))
-        if protocol.REAL in self.sources:
-            problems.append((f"sources.{protocol.REAL}", "`real` is the implicit class 0"))
+        if a88.REAL in self.sources:
+            problems.append((f"sources.{a88.REAL}", "`real` is the implicit class 0"))
         for name, src in self.sources.items():
             for where, table in (("checkpoints", src.checkpoints), ("folders", src.folders)):
                 for sem in table:
@@ -249,7 +238,7 @@ class BuildConfig(_Section):
     @property
     def classes(self) -> tuple[str, ...]:
         """Class names in label order: real first, then the sources as configured."""
-        return (protocol.REAL, *self.sources)
+        return (a88.REAL, *self.sources)
 
     def fingerprint(self) -> str:
         """sha256 of the resolved config: names a build, and guards a resume."""

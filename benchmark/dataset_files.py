@@ -1,0 +1,136 @@
+"""The files beside the shards: classes, RepMix CSVs, sample grids, dataset card, dataset info.
+
+All are derived from the manifest and the config alone (no clock, no host), so they are as
+reproducible as the shards; timings go to build_stats.json, which is not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from benchmark import protocol
+from benchmark.atomic import atomic_path, write_text
+from benchmark.config import BuildConfig
+from benchmark.images import decode_image, image_grid
+
+GRID_COLUMNS = 8
+
+
+def write_classes(path: Path, cfg: BuildConfig) -> None:
+    data = {"classes": list(cfg.classes),
+            "semantics": [{"name": s, "label": i, "seen": spec.seen}
+                          for i, (s, spec) in enumerate(cfg.semantics.items())]}
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_repmix_csvs(folder: Path, manifest: pa.Table) -> None:
+    """`path,label,dlabel` per split for a copy extracted as SPLIT/KEY.png (RepMix's loader).
+
+    label: class index (real = 0); dlabel: detection label, 0 real and 1 synthetic.
+    """
+    rows = manifest.select(["key", "split", "label"]).to_pylist()
+    for split in protocol.SPLIT_NAMES:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "label", "dlabel"])
+        for r in rows:
+            if r["split"] == split:
+                writer.writerow([f"{split}/{r['key']}.png", r["label"], int(r["label"] != 0)])
+        write_text(folder / f"{split}.csv", buf.getvalue())
+
+
+def read_pngs(out_dir: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
+    """PNG payloads of (shard, key) pairs, each shard opened once."""
+    by_shard: dict[str, set[str]] = {}
+    for shard, key in wanted:
+        by_shard.setdefault(shard, set()).add(key)
+    found = {}
+    for shard, keys in sorted(by_shard.items()):
+        with tarfile.open(out_dir / shard) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if ext == "png" and key in keys:
+                    found[key] = tar.extractfile(member).read()
+    return found
+
+
+def write_grids(out_dir: Path, manifest: pa.Table, classes: tuple[str, ...]) -> dict[str, str]:
+    """One PNG per split: a row per class, its first samples in manifest order."""
+    rows = manifest.select(["key", "split", "source", "shard"]).to_pylist()
+    written = {}
+    for split in protocol.SPLIT_NAMES:
+        picks = {c: [r for r in rows if r["split"] == split and r["source"] == c][:GRID_COLUMNS]
+                 for c in classes}
+        if not any(picks.values()):
+            continue
+        pngs = read_pngs(out_dir, [(r["shard"], r["key"]) for p in picks.values() for r in p])
+        size = decode_image(next(iter(pngs.values()))).shape[0]
+        tiles = []
+        for c in classes:
+            row = [decode_image(pngs[r["key"]]) for r in picks[c]]
+            row += [np.zeros((size, size, 3), np.uint8)] * (GRID_COLUMNS - len(row))
+            tiles.extend(row)
+        grid = image_grid(np.stack(tiles), GRID_COLUMNS)
+        name = f"samples-{split}.png"
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_bytes(buf.tobytes())
+        written[split] = name
+    return written
+
+
+def count_table(manifest: pa.Table) -> dict[tuple[str, str, str], int]:
+    return Counter((r["source"], r["semantic"], r["split"])
+                   for r in manifest.select(["source", "semantic", "split"]).to_pylist())
+
+
+def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str, str],
+               rejected: int) -> None:
+    counts = count_table(manifest)
+    lines = [
+        f"# {cfg.protocol} benchmark (protocol {protocol.PROTOCOL_VERSION})", "",
+        "Built by `python -m pipelines.build_attribution88`. Classes: "
+        + ", ".join(f"{i} {c}" for i, c in enumerate(cfg.classes)) + ".", "",
+        f"{len(manifest)} samples at {cfg.resolution}x{cfg.resolution}, stored as lossless PNG in "
+        "WebDataset shards (`SPLIT-NNNNNN.tar`, members `KEY.png` and `KEY.json`). "
+        "`manifest.parquet` has one row per sample with its provenance; "
+        f"`rejections.parquet` lists {rejected} input files that could not be used.", "",
+        "Semantics: " + ", ".join(f"{s} ({'seen' if v.seen else 'unseen'})"
+                                  for s, v in cfg.semantics.items()) + ".", "",
+        "| source | semantic | train | val | test |", "|---|---|---:|---:|---:|",
+    ]
+    for source in cfg.classes:
+        for semantic in cfg.semantics:
+            c = [counts.get((source, semantic, s), 0) for s in protocol.SPLIT_NAMES]
+            lines.append(f"| {source} | {semantic} | {c[0]} | {c[1]} | {c[2]} |")
+    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != "none")
+    lines += ["", f"Val/test corruptions ({sum(corrupted.values())} images): "
+              + ", ".join(f"{k} {v}" for k, v in sorted(corrupted.items())) + ".", ""]
+    for split, name in grids.items():
+        lines += [f"## {split} samples (a row per class, in class order)", "", f"![{split}]({name})", ""]
+    write_text(path, "\n".join(lines))
+
+
+def check_counts(manifest: pa.Table, cfg: BuildConfig) -> list[str]:
+    """Every (class, semantic, split) cell holds exactly the configured count."""
+    counts = count_table(manifest)
+    problems = []
+    for source in cfg.classes:
+        for semantic in cfg.semantics:
+            for split, want in cfg.splits.counts().items():
+                got = counts.get((source, semantic, split), 0)
+                if got != want:
+                    problems.append(f"{source}/{semantic}/{split}: {got} samples, expected {want}")
+    keys = manifest.column("key").to_pylist()
+    if len(set(keys)) != len(keys):
+        problems.append(f"{len(keys) - len(set(keys))} duplicate keys in the manifest")
+    return problems

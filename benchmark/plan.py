@@ -1,0 +1,81 @@
+"""Plan a build from its config, before any pixel is touched: pools, chunks, models, tasks.
+
+Everything here is decided by the config and the folder listings alone, so the plan (and with
+it every key) is the same on any machine; the Beam stages only carry it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.config import BuildConfig
+from benchmark.keys import derive_seed
+from benchmark.real_sets import RealFile, RealPools, list_real_files, partition_pools
+from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE, ModelRef, RealChunk, TrainTask
+
+# Photos per read batch: large enough to amortise per-element cost, small enough to spread.
+REAL_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    pools: dict[str, RealPools]
+    real_chunks: tuple[RealChunk, ...]  # Real-class candidates and reference photos
+    train_chunks: tuple[RealChunk, ...]  # the rest of the training pool (read only if training)
+    models: tuple[ModelRef, ...]  # sources with checkpoints or folders
+    train_tasks: tuple[TrainTask, ...]  # sources trained by the build
+    roots: dict[str, str]  # semantic -> its photo folder
+
+
+def _chunks(semantic: str, role: str, files: tuple[RealFile, ...], first_rank: int) -> list[RealChunk]:
+    return [RealChunk(chunk_id=f"real-{semantic}-{role}-c{i // REAL_CHUNK:06d}", semantic=semantic,
+                      role=role, files=files[i:i + REAL_CHUNK], first_rank=first_rank + i)
+            for i in range(0, len(files), REAL_CHUNK)]
+
+
+def checkpoint_path(generators_dir: Path, source: str, semantic: str) -> Path:
+    return generators_dir / f"{source}-{semantic}.safetensors"
+
+
+def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple[str, str], int],
+               checkpoint_sha256: dict[tuple[str, str], str]) -> BuildPlan:
+    """`folder_counts` / `checkpoint_sha256` give, per (source, semantic), what the driver read
+    off the given folders and weights files (kept out of here so planning does no heavy I/O)."""
+    keep = cfg.kept_per_cell
+    pools, real_chunks, train_chunks, roots = {}, [], [], {}
+    for semantic, sem in cfg.semantics.items():
+        files = list_real_files(semantic, sem.path, cfg.real.extensions)
+        pool = partition_pools(semantic, files, seed=cfg.seed, real_class=keep,
+                               gan_train_max=cfg.real.gan_train_max, folder=sem.path)
+        pools[semantic] = pool
+        roots[semantic] = str(sem.path)
+        n_ref = min(cfg.selection.reference_count, len(pool.gan_train))
+        real_chunks += _chunks(semantic, REAL_CLASS, pool.real_class, 0)
+        real_chunks += _chunks(semantic, REFERENCE, pool.gan_train[:n_ref], 0)
+        train_chunks += _chunks(semantic, GAN_TRAIN, pool.gan_train[n_ref:], n_ref)
+
+    models, tasks = [], []
+    for source, src in cfg.sources.items():
+        for semantic in cfg.semantics:
+            if src.generator == "folder":
+                count = folder_counts[(source, semantic)]
+                if count < keep:
+                    raise ValueError(f"sources.{source}.folders.{semantic}: {count} images, fewer "
+                                     f"than the {keep} kept per cell")
+                models.append(ModelRef(source, semantic, "folder", "", str(src.folders[semantic]),
+                                       checkpoint_sha256[(source, semantic)],
+                                       min(count, cfg.sampling.per_model)))
+            elif semantic in src.checkpoints:
+                models.append(ModelRef(source, semantic, src.generator, str(src.checkpoints[semantic]),
+                                       "", checkpoint_sha256[(source, semantic)], cfg.sampling.per_model))
+            else:
+                t = src.train
+                tasks.append(TrainTask(source=source, semantic=semantic, arch=src.generator,
+                                       checkpoint=str(checkpoint_path(generators_dir, source, semantic)),
+                                       steps=t.steps, batch_size=t.batch_size, lr_g=t.lr_g,
+                                       lr_d=t.lr_d, n_dis=t.n_dis, samples=cfg.sampling.per_model,
+                                       options=dict(t.options),
+                                       seed=derive_seed(cfg.seed, "train", f"{source}-{semantic}")))
+    return BuildPlan(pools=pools, real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
+                     models=tuple(models), train_tasks=tuple(tasks), roots=roots)

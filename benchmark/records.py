@@ -1,0 +1,103 @@
+"""The records that move between build stages.
+
+Images travel as PNG bytes in batches (a chunk of one cell), never one array per element:
+the DirectRunner costs a few hundred microseconds per element, and PNG is ~4x smaller than
+raw pixels over the wire of a distributed runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from benchmark.real_sets import RealFile
+
+# Roles of a batch of images.
+REAL_CLASS = "real_class"  # Real-class candidates (stored)
+REFERENCE = "reference"  # real photos the synthetic ones are compared with (features only)
+GAN_TRAIN = "gan_train"  # further generator-training photos (read only when a model trains)
+CANDIDATE = "candidate"  # sampled images (selected, then stored)
+
+
+@dataclass(frozen=True)
+class RealChunk:
+    """Photos of one semantic for one role, in the pool's priority order."""
+    chunk_id: str
+    semantic: str
+    role: str
+    files: tuple[RealFile, ...]
+    first_rank: int  # priority rank of files[0] within its pool
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A generator ready to sample for one (source, semantic) cell."""
+    source: str
+    semantic: str
+    arch: str
+    checkpoint: str  # weights file, "" for a folder source
+    folder: str  # image folder of a folder source, ""
+    checkpoint_sha256: str
+    samples: int  # images to draw: seeds 0 .. samples-1
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Train `source`'s architecture on `semantic`'s training photos into `checkpoint`."""
+    source: str
+    semantic: str
+    arch: str
+    checkpoint: str
+    steps: int
+    batch_size: int
+    lr_g: float
+    lr_d: float
+    n_dis: int
+    samples: int  # images the trained model will be asked for
+    options: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SampleChunk:
+    """Seeds [start, stop) of a model: one batch, fixed by the config, not the runner."""
+    chunk_id: str
+    model: ModelRef
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    chunk_id: str
+    source: str  # `real` or a generator source
+    semantic: str
+    role: str
+    keys: tuple[str, ...]
+    pngs: tuple[bytes, ...]
+    ranks: tuple[int, ...]  # priority within the pool (real), seed (sampled)
+    origins: tuple[str, ...]  # photo path relative to its folder, or "" for latent samples
+    generator: str  # architecture, or `photo`
+    checkpoint_sha256: str
+
+
+@dataclass(frozen=True)
+class FeatureBatch:
+    chunk_id: str
+    role: str  # CANDIDATE or REFERENCE
+    keys: tuple[str, ...]
+    features: "object"  # float32 (N, D) numpy array
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a kept sample goes, and why it was kept."""
+    key: str
+    chunk_id: str
+    source: str
+    semantic: str
+    split: str = ""
+    shard: int = -1
+    position: int = -1
+    cluster: int = -1
+    distance: float = float("nan")
+    filled: bool = False

@@ -1,0 +1,47 @@
+"""ApplyCorruptions: val/test images get the ImageNet-C corruption their key decides.
+
+Train images are stored clean (the training stage corrupts them on the fly); each corrupted
+image is re-encoded losslessly, so the only loss is the corruption itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import apache_beam as beam
+import numpy as np
+
+from benchmark.config import CorruptionSpec
+from benchmark.corruption_policy import CLEAN, choose_corruption
+from benchmark.corruptions import corrupt, names
+from benchmark.images import decode_image, encode_png
+from benchmark.shards import ShardSample
+from pipelines.stage_metrics import counter, timed
+
+
+def corrupt_sample(sample: ShardSample, seed: int, spec: CorruptionSpec) -> ShardSample:
+    choice = choose_corruption(sample.key, sample.meta["split"], seed, spec)
+    if choice.name == CLEAN:
+        counter("clean").inc()
+        return sample
+    with timed("apply_corruptions"):
+        img = decode_image(sample.png)
+        out = corrupt(img[None], choice.name, choice.severity, [choice.seed])[0]
+        png = encode_png(out)
+    counter("corrupted").inc()
+    meta = {**sample.meta, "corruption": choice.name, "severity": choice.severity,
+            "corruption_seen": choice.name in names("seen", spec.unseen_set),
+            "corruption_seed": choice.seed, "sha256": hashlib.sha256(png).hexdigest(),
+            "png_bytes": len(png)}
+    return dataclasses.replace(sample, png=png, meta=meta)
+
+
+class ApplyCorruptions(beam.PTransform):
+    def __init__(self, spec: CorruptionSpec, seed: int):
+        super().__init__()
+        self._spec = spec
+        self._seed = seed
+
+    def expand(self, samples):
+        return samples | "CorruptValTest" >> beam.Map(corrupt_sample, self._seed, self._spec)

@@ -1,0 +1,271 @@
+"""Build an Attribution88-style benchmark: `python -m pipelines.build_attribution88`.
+
+    python -m pipelines.build_attribution88 --config configs/mini.yaml --out out/mini
+    python -m pipelines.build_attribution88 --config pipeline.yaml --out /data/a88 \
+        --runner PortableRunner --job_endpoint=localhost:8099 --environment_type=LOOPBACK
+
+Unknown flags pass through to Beam as pipeline options. The build runs into a hidden
+`.OUT.partial-<config hash>` folder beside OUT and renames it to OUT only once every file is
+written and every count checked, so OUT either holds a complete benchmark or does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+from benchmark import protocol
+from benchmark.atomic import write_text
+from benchmark.config import BuildConfig, ConfigError, load_config
+from benchmark.dataset_files import (check_counts, write_card, write_classes, write_grids,
+                                     write_repmix_csvs)
+from benchmark.manifest import read_manifest
+from benchmark.plan import BuildPlan, plan_build
+from benchmark.real_sets import RealSetError
+from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
+from pipelines.apply_corruptions import ApplyCorruptions
+from pipelines.assign_shards import AssignShards
+from pipelines.assign_splits import AssignSplits
+from pipelines.compute_features import INCEPTION, LPIPS, ComputeFeatures
+from pipelines.materialize_samples import MaterializeSamples
+from pipelines.read_real import REJECTED, ReadRealImages
+from pipelines.sample_generators import SampleGenerators
+from pipelines.select_by_quality import SelectByQuality
+from pipelines.stage_metrics import NAMESPACE
+from pipelines.train_generators import TrainGenerators
+from pipelines.write_records import WriteRecords
+from pipelines.write_shards import WriteShards
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mini.yaml"
+log = logging.getLogger("attribution88")
+
+
+class BuildError(RuntimeError):
+    """The build could not produce a complete benchmark; the message says what to fix."""
+
+
+def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path, device: str):
+    """Wire the stages; reads like the data flow of DESIGN.md."""
+    photos = (p | "CreatePhotoChunks" >> beam.Create(plan.real_chunks)
+              | "ReadPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
+    rejections = [photos[REJECTED]]
+    real_class = photos.images | "RealClass" >> beam.Filter(lambda b: b.role == REAL_CLASS)
+    reference = photos.images | "Reference" >> beam.Filter(lambda b: b.role == REFERENCE)
+
+    models = [p | "CreateGivenModels" >> beam.Create(plan.models)] if plan.models else []
+    if plan.train_tasks:
+        extra = (p | "CreateTrainChunks" >> beam.Create(plan.train_chunks)
+                 | "ReadTrainPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
+        rejections.append(extra[REJECTED])
+        train_photos = (reference, extra.images) | "TrainingPool" >> beam.Flatten()
+        models.append(train_photos | "TrainGenerators" >> TrainGenerators(
+            list(plan.train_tasks), cfg.resolution, device))
+    sampled = ((models | "AllModels" >> beam.Flatten())
+               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, device))
+
+    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
+    features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
+                | "ComputeFeatures" >> ComputeFeatures(kind, cfg.features, device, tuple(cfg.sources)))
+    synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
+    reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
+
+    placements = ((synthetic_f, reference_f, real_class)
+                  | "SelectByQuality" >> SelectByQuality(cfg.selection, cfg.kept_per_cell, cfg.seed)
+                  | "AssignSplits" >> AssignSplits(cfg.splits, cfg.seed)
+                  | "AssignShards" >> AssignShards(cfg.seed, cfg.shards.max_samples))
+    pixels = (sampled, real_class) | "StoredPixels" >> beam.Flatten()
+    manifest_rows = ((pixels, placements)
+                     | "MaterializeSamples" >> MaterializeSamples(
+                         cfg.classes, {s: v.seen for s, v in cfg.semantics.items()})
+                     | "ApplyCorruptions" >> ApplyCorruptions(cfg.corruptions, cfg.seed)
+                     | "WriteShards" >> WriteShards(str(staging)))
+    all_rejections = tuple(rejections) | "AllRejections" >> beam.Flatten()
+    return (manifest_rows, all_rejections) | "WriteRecords" >> WriteRecords(str(staging))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise BuildError("runtime.device is cuda but no CUDA device is visible")
+    return requested
+
+
+def _model_inputs(cfg: BuildConfig):
+    """Read what planning needs off the given checkpoints and folders (sha256, counts)."""
+    import generators
+
+    counts, shas = {}, {}
+    for source, src in cfg.sources.items():
+        for semantic in cfg.semantics:
+            try:
+                if src.generator == "folder":
+                    gen = generators.load("folder", folder=src.folders[semantic], resolution=cfg.resolution)
+                    counts[(source, semantic)] = gen.count
+                    shas[(source, semantic)] = gen.checkpoint_sha256
+                elif semantic in src.checkpoints:
+                    shas[(source, semantic)] = generators.sha256_file(src.checkpoints[semantic])
+            except generators.GeneratorError as exc:
+                raise BuildError(f"sources.{source}: {exc}") from None
+    return counts, shas
+
+
+def _check_runner_options(options: PipelineOptions) -> None:
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode == "multi_threading":
+        raise BuildError("--direct_running_mode=multi_threading lost elements in our tests; "
+                         "use in_memory (default) or multi_processing")
+
+
+def _stage_times(result) -> dict[str, float]:
+    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    out = {}
+    for c in counters:
+        value = c.committed if c.committed is not None else c.attempted
+        out[c.key.metric.name] = out.get(c.key.metric.name, 0) + (value or 0)
+    return out
+
+
+def _software() -> dict[str, str]:
+    import cv2
+    import numpy
+    import pyarrow
+    import sklearn
+    import torch
+    import webdataset
+
+    return {"apache_beam": beam.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "opencv": cv2.__version__, "pyarrow": pyarrow.__version__,
+            "scikit_learn": sklearn.__version__, "webdataset": webdataset.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _finalize(cfg: BuildConfig, plan: BuildPlan, staging: Path, device: str) -> dict:
+    manifest = read_manifest(staging / "manifest.parquet")
+    problems = check_counts(manifest, cfg)
+    if problems:
+        raise BuildError("the build lost or doubled samples:\n  " + "\n  ".join(problems[:20]))
+    import pyarrow.parquet as pq
+
+    rejected = pq.read_metadata(staging / "rejections.parquet").num_rows
+    write_classes(staging / "classes.json", cfg)
+    write_repmix_csvs(staging / "repmix", manifest)
+    grids = write_grids(staging, manifest, cfg.classes)
+    write_card(staging / "README.md", cfg, manifest, grids, rejected)
+    write_text(staging / "config.json", cfg.to_json() + "\n")
+    shards = sorted(set(manifest.column("shard").to_pylist()))
+    models = sorted({(r["source"], r["semantic"], r["generator"], r["checkpoint_sha256"])
+                     for r in manifest.select(["source", "semantic", "generator",
+                                               "checkpoint_sha256"]).to_pylist()
+                     if r["source"] != protocol.REAL})
+    from pipelines.compute_features import build_extractor
+
+    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
+    weights_id = build_extractor(kind, cfg.features, "cpu").weights_id
+    info = {
+        "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
+        "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
+        "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
+        "splits": {s: sum(1 for x in manifest.column("split").to_pylist() if x == s)
+                   for s in protocol.SPLIT_NAMES},
+        "shards": shards,
+        "features": {"extractor": kind, "weights": weights_id},
+        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h}
+                       for s, m, a, h in models],
+        "corruptions": cfg.corruptions.model_dump(mode="json"),
+        "software": _software(),
+    }
+    # Written last: its presence marks the folder as a complete benchmark.
+    write_text(staging / "dataset_info.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> dict:
+    out = cfg.output_dir
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise BuildError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    staging = out.parent / f".{out.name}.partial-{cfg.fingerprint()[:12]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(cfg.runtime.device)
+    options = PipelineOptions(beam_args)
+    _check_runner_options(options)
+    counts, shas = _model_inputs(cfg)
+    try:
+        plan = plan_build(cfg, staging / "generators", counts, shas)
+    except (RealSetError, ValueError) as exc:
+        raise BuildError(str(exc)) from None
+    log.info("plan: %d photo chunks, %d given models, %d models to train, device %s",
+             len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
+    t0 = time.perf_counter()
+    p = beam.Pipeline(options=options)
+    compose(p, cfg, plan, staging, device)
+    result = p.run()
+    state = result.wait_until_finish()
+    if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
+        raise BuildError(f"the pipeline ended in state {state}; {staging} holds the partial output")
+    wall_pipeline = time.perf_counter() - t0
+    info = _finalize(cfg, plan, staging, device)
+    stats = {"pipeline_seconds": round(wall_pipeline, 2),
+             "total_seconds": round(time.perf_counter() - t0, 2),
+             "metrics": _stage_times(result)}
+    write_text(staging / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    info["build_stats"] = stats
+    return info
+
+
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.build_attribution88", description=__doc__.split("\n\n")[0],
+        epilog="Other flags (--runner, --direct_num_workers, ...) are Beam pipeline options.")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="YAML config (default: configs/mini.yaml, the offline demo)")
+    parser.add_argument("--out", help="output folder (overrides output_dir in the config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set sampling.per_model=1000")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    return parser.parse_known_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, beam_args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_config(args.config, args.overrides, output_dir=args.out)
+    except ConfigError as exc:
+        print("config error:\n  " + "\n  ".join(exc.messages), file=sys.stderr)
+        return 2
+    try:
+        info = build(cfg, beam_args, overwrite=args.overwrite)
+    except BuildError as exc:
+        print(f"build failed: {exc}", file=sys.stderr)
+        return 1
+    stats = info["build_stats"]
+    print(f"built {info['samples']} samples in {len(info['shards'])} shards at {cfg.output_dir} "
+          f"({stats['total_seconds']:.0f} s)")
+    for name, value in sorted(stats["metrics"].items()):
+        if name.endswith("_ms"):
+            print(f"  {name[:-3]:<20} {value / 1000:8.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""SampleGenerators: ModelRefs -> fixed-size seed chunks -> PNG batches of sampled images.
+
+A worker loads each model once and keeps it for the chunks that follow; the chunk, not the
+runner, decides the batch, so every image is computed with the same maths on any runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import apache_beam as beam
+
+import generators
+from benchmark.images import encode_png
+from benchmark.keys import synthetic_key
+from benchmark.records import CANDIDATE, ImageBatch, ModelRef, SampleChunk
+from pipelines.stage_metrics import counter, timed
+
+log = logging.getLogger(__name__)
+
+
+def plan_chunks(model: ModelRef, chunk_size: int) -> list[SampleChunk]:
+    return [SampleChunk(chunk_id=f"{model.source}-{model.semantic}-c{start // chunk_size:06d}",
+                        model=model, start=start, stop=min(start + chunk_size, model.samples))
+            for start in range(0, model.samples, chunk_size)]
+
+
+class _SampleChunkFn(beam.DoFn):
+    def __init__(self, resolution: int, device: str):
+        self._resolution = resolution
+        self._device = device
+        self._loaded: tuple[ModelRef, object] | None = None
+
+    def _generator(self, model: ModelRef):
+        # One model per worker at a time: chunks of a model arrive together after the
+        # reshuffle often enough, and holding several large generators would not fit a GPU.
+        if self._loaded is None or self._loaded[0] != model:
+            self._loaded = (model, generators.load(
+                model.arch, checkpoint=Path(model.checkpoint) if model.checkpoint else None,
+                folder=Path(model.folder) if model.folder else None,
+                resolution=self._resolution, device=self._device))
+        return self._loaded[1]
+
+    def process(self, chunk: SampleChunk):
+        m = chunk.model
+        with timed("sample_generators"):
+            gen = self._generator(m)
+            if gen.checkpoint_sha256 != m.checkpoint_sha256:
+                raise RuntimeError(f"{m.checkpoint or m.folder} changed during the build "
+                                   f"(sha256 {gen.checkpoint_sha256} != {m.checkpoint_sha256})")
+            seeds = list(range(chunk.start, chunk.stop))
+            images = gen.sample(seeds)
+            pngs = tuple(encode_png(img) for img in images)
+        counter("sampled").inc(len(seeds))
+        log.info("sampled %s: seeds %d..%d", chunk.chunk_id, chunk.start, chunk.stop - 1)
+        yield ImageBatch(chunk_id=chunk.chunk_id, source=m.source, semantic=m.semantic,
+                         role=CANDIDATE, keys=tuple(synthetic_key(m.source, m.semantic, s) for s in seeds),
+                         pngs=pngs, ranks=tuple(seeds), origins=tuple("" for _ in seeds),
+                         generator=m.arch, checkpoint_sha256=m.checkpoint_sha256)
+
+
+class SampleGenerators(beam.PTransform):
+    """ModelRefs -> ImageBatches of sampled images (role `candidate`)."""
+
+    def __init__(self, chunk_size: int, resolution: int, device: str):
+        super().__init__()
+        self._chunk_size = chunk_size
+        self._resolution = resolution
+        self._device = device
+
+    def expand(self, models):
+        return (models
+                | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, self._chunk_size)
+                | "ReshuffleChunks" >> beam.Reshuffle()
+                | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._device)))

@@ -1,0 +1,109 @@
+"""SelectByQuality: per (source, semantic) cell, keep the synthetic images closest to real ones.
+
+Features of a cell's candidates and of its semantic's reference photos meet in one group; the
+selection itself is `benchmark.selection`. Real cells keep their first candidates in pool
+priority order (the spares only stand in for photos that failed to decode).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import apache_beam as beam
+import numpy as np
+
+from benchmark.config import SelectionSpec
+from benchmark.keys import derive_seed
+from benchmark.protocol import REAL
+from benchmark.records import FeatureBatch, ImageBatch, Placement
+from pipelines.stage_metrics import counter, timed
+
+log = logging.getLogger(__name__)
+
+
+def _stack(batches) -> tuple[list[str], list[str], np.ndarray]:
+    """Rows in chunk order, one copy per chunk (a re-executed step must not double a sample)."""
+    unique = sorted({b.chunk_id: b for b in batches}.items())
+    keys, chunks = [], []
+    for chunk_id, b in unique:
+        keys.extend(b.keys)
+        chunks.extend([chunk_id] * len(b.keys))
+    feats = np.concatenate([np.asarray(b.features, dtype=np.float32) for _, b in unique])
+    return keys, chunks, feats
+
+
+class _SelectCellFn(beam.DoFn):
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int):
+        self._spec = spec
+        self._keep = keep
+        self._seed = seed
+
+    def process(self, element):
+        from benchmark.selection import select_repmix, select_yu
+
+        (source, semantic), grouped = element
+        cell = f"{source}-{semantic}"
+        synthetic, reference = list(grouped["synthetic"]), list(grouped["reference"])
+        if not synthetic:
+            raise RuntimeError(f"cell {cell}: reference features arrived but no samples")
+        if not reference:
+            raise RuntimeError(f"cell {cell}: no real reference photos to compare with")
+        keys, chunks, feats = _stack(synthetic)
+        _, _, ref = _stack(reference)
+        with timed("select_by_quality"):
+            if self._spec.method == "repmix_kmeans":
+                sel = select_repmix(feats, ref, clusters=self._spec.clusters,
+                                    per_cluster=self._spec.per_cluster,
+                                    seed=derive_seed(self._seed, "kmeans", cell) % (2**31),
+                                    init=self._spec.kmeans_init, fill=self._spec.fill)
+            else:
+                sel = select_yu(feats, ref, keep=self._keep)
+        if len(sel.kept) != self._keep:
+            raise RuntimeError(f"cell {cell}: selection kept {len(sel.kept)}, expected {self._keep}")
+        counter("selected").inc(len(sel.kept))
+        log.info("selected %s: %d of %d", cell, len(sel.kept), len(keys))
+        yield (source, semantic), [
+            Placement(key=keys[i], chunk_id=chunks[i], source=source, semantic=semantic,
+                      cluster=int(sel.cluster[i]), distance=float(sel.distance[i]),
+                      filled=bool(sel.filled[i]))
+            for i in sel.kept]
+
+
+def _keep_real(element, keep: int):
+    semantic, batches = element
+    unique = {b.chunk_id: b for b in batches}.values()
+    ranked = sorted((r, k, b.chunk_id) for b in unique for r, k in zip(b.ranks, b.keys))
+    if len(ranked) < keep:
+        raise RuntimeError(f"semantic {semantic}: only {len(ranked)} real photos decoded, the Real "
+                           f"class needs {keep}; see rejections for the files that failed")
+    counter("selected").inc(keep)
+    yield (REAL, semantic), [Placement(key=k, chunk_id=c, source=REAL, semantic=semantic)
+                             for _, k, c in ranked[:keep]]
+
+
+def _light(batch: ImageBatch) -> ImageBatch:
+    """The batch without pixels: the real cell needs only keys and ranks."""
+    return ImageBatch(chunk_id=batch.chunk_id, source=batch.source, semantic=batch.semantic,
+                      role=batch.role, keys=batch.keys, pngs=(), ranks=batch.ranks,
+                      origins=(), generator=batch.generator, checkpoint_sha256="")
+
+
+class SelectByQuality(beam.PTransform):
+    """(synthetic features, reference features, real-class batches) -> (cell, [Placement])."""
+
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int):
+        super().__init__()
+        self._spec = spec
+        self._keep = keep
+        self._seed = seed
+
+    def expand(self, inputs):
+        synthetic, reference, real_batches = inputs
+        generated = ({"synthetic": synthetic, "reference": reference}
+                     | "GroupCellFeatures" >> beam.CoGroupByKey()
+                     | "SelectCell" >> beam.ParDo(_SelectCellFn(self._spec, self._keep, self._seed)))
+        real = (real_batches
+                | "DropPixels" >> beam.Map(lambda b: (b.semantic, _light(b)))
+                | "GroupRealCandidates" >> beam.GroupByKey()
+                | "KeepRealByRank" >> beam.FlatMap(_keep_real, self._keep))
+        return (generated, real) | "FlattenCells" >> beam.Flatten()

@@ -1,0 +1,96 @@
+"""TrainGenerators: for each (source, semantic) without a checkpoint, train one from its photos.
+
+Training photos arrive as PNG batches of the semantic's generator-training pool (read once per
+semantic, shared by every source), joined to the training tasks by semantic. A checkpoint that
+already exists with the same training settings and data is reused, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+
+import generators
+from benchmark.images import decode_image
+from benchmark.records import ImageBatch, ModelRef, TrainTask
+from pipelines.stage_metrics import counter, timed
+
+log = logging.getLogger(__name__)
+
+
+def _training_images(batches: list[ImageBatch]) -> np.ndarray:
+    """Photos in pool priority order, whatever order the runner delivered the batches in."""
+    unique = {b.chunk_id: b for b in batches}  # a re-executed read must not double the data
+    items = sorted((rank, png) for b in unique.values() for rank, png in zip(b.ranks, b.pngs))
+    return np.stack([decode_image(png) for _, png in items])
+
+
+def _reusable(task: TrainTask, data_sha256: str) -> bool:
+    meta_path = Path(task.checkpoint).with_suffix(".json")
+    if not Path(task.checkpoint).is_file() or not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return False
+    train = meta.get("train") or {}
+    wanted = {"steps": task.steps, "batch_size": task.batch_size, "seed": task.seed,
+              "data_sha256": data_sha256}
+    options = meta.get("options", {})
+    return (meta.get("arch") == task.arch
+            and all(options.get(k) == v for k, v in task.options.items())
+            and all(train.get(k) == v for k, v in wanted.items()))
+
+
+class _TrainFn(beam.DoFn):
+    def __init__(self, resolution: int, device: str):
+        self._resolution = resolution
+        self._device = device
+
+    def process(self, element):
+        semantic, grouped = element
+        tasks = sorted({t.source: t for t in grouped["tasks"]}.values(), key=lambda t: t.source)
+        if not tasks:
+            return
+        images = _training_images(list(grouped["images"]))
+        data_sha256 = hashlib.sha256(images.tobytes()).hexdigest()
+        for task in tasks:
+            if _reusable(task, data_sha256):
+                log.info("reusing %s (same settings and data)", task.checkpoint)
+                counter("generators_reused").inc()
+            else:
+                log.info("training %s on %s: %d photos, %d steps", task.arch, semantic,
+                         len(images), task.steps)
+                with timed("train_generators"):
+                    generators.train(task.arch, images, Path(task.checkpoint), steps=task.steps,
+                                     batch_size=task.batch_size, seed=task.seed, lr_g=task.lr_g,
+                                     lr_d=task.lr_d, n_dis=task.n_dis, options=dict(task.options),
+                                     device=self._device)
+                counter("generators_trained").inc()
+            yield ModelRef(source=task.source, semantic=semantic, arch=task.arch,
+                           checkpoint=task.checkpoint, folder="",
+                           checkpoint_sha256=generators.sha256_file(Path(task.checkpoint)),
+                           samples=task.samples)
+
+
+class TrainGenerators(beam.PTransform):
+    """(tasks, training-photo batches) -> ModelRefs of the trained checkpoints."""
+
+    def __init__(self, tasks: list[TrainTask], resolution: int, device: str):
+        super().__init__()
+        self._tasks = tasks
+        self._resolution = resolution
+        self._device = device
+
+    def expand(self, photo_batches):
+        tasks = (photo_batches.pipeline
+                 | "CreateTrainTasks" >> beam.Create([(t.semantic, t) for t in self._tasks]))
+        photos = photo_batches | "KeyPhotosBySemantic" >> beam.Map(lambda b: (b.semantic, b))
+        return ({"tasks": tasks, "images": photos}
+                | "JoinTasksWithPhotos" >> beam.CoGroupByKey()
+                | "TrainModels" >> beam.ParDo(_TrainFn(self._resolution, self._device)))

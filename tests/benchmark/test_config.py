@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import ConfigError, load_config
+from tests.conftest import write_photos
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    write_photos(tmp_path / "photos" / "a", 4, 0)
+    write_photos(tmp_path / "photos" / "b", 4, 1)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+output_dir: out
+semantics:
+  faces: {path: photos/a, seen: true}
+  rooms: {path: photos/b, seen: false}
+sources:
+  sngan: {generator: sngan, train: {steps: 2}}
+sampling: {per_model: 40, chunk_size: 8}
+features: {inception: {weights: random}}
+selection: {clusters: 2, per_cluster: 5}
+splits: {train: 6, val: 2, test: 2}
+"""
+
+
+def test_valid_config_resolves_paths_against_its_file(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE))
+    assert cfg.semantics["faces"].path == (tmp_path / "photos" / "a").resolve()
+    assert cfg.output_dir == (tmp_path / "out").resolve()
+    assert cfg.classes == ("real", "sngan")
+    assert cfg.kept_per_cell == 10
+
+
+@pytest.mark.parametrize("text, expected", [
+    (BASE + "bogus: 1\n", "cfg.yaml: bogus: unknown key"),
+    (BASE.replace("per_model: 40", "per_model: many"), "sampling.per_model"),
+    (BASE.replace("photos/a", "photos/missing"), "semantics.faces.path: folder not found"),
+    (BASE.replace("train: 6", "train: 7"), "splits: train+val+test = 11"),
+    (BASE.replace("sngan: {generator: sngan, train: {steps: 2}}", "sngan: {generator: sngan}"),
+     "sources.sngan.checkpoints.faces: give a checkpoint"),
+    (BASE.replace("{weights: random}", "{weights: nowhere.pth}"), "features.inception.weights: file not found"),
+    (BASE.replace("generator: sngan", "generator: biggan"), "sources.sngan.generator"),
+    (BASE.replace("faces:", "Faces-1:"), "semantics.Faces-1: names use"),
+    (BASE.replace("per_model: 40", "per_model: 4"), "sampling.per_model: 4 is fewer than the 10 kept"),
+])
+def test_bad_config_names_file_and_key(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert expected in str(info.value)
+
+
+def test_set_overrides_values_and_checks_them(tmp_path):
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path, ["sampling.chunk_size=4", "seed=7"])
+    assert cfg.sampling.chunk_size == 4 and cfg.seed == 7
+    with pytest.raises(ConfigError, match="sampling.chunk_size"):
+        load_config(path, ["sampling.chunk_size=0"])
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        load_config(path, ["seed"])
+
+
+def test_unreadable_and_non_mapping_configs(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+
+
+def test_fingerprint_changes_with_any_setting(tmp_path):
+    path = _write(tmp_path, BASE)
+    assert load_config(path).fingerprint() == load_config(path).fingerprint()
+    assert load_config(path).fingerprint() != load_config(path, ["seed=1"]).fingerprint()
+
+
+def test_full_protocol_file_lists_every_path_to_fill():
+    with pytest.raises(ConfigError) as info:
+        load_config(ROOT / "pipeline.yaml")
+    text = str(info.value)
+    assert "semantics.celeba.path: folder not found" in text
+    assert "features.inception.weights: file not found" in text
+    assert "sources.stylegan3.folders.cat: folder not found" in text
+
+
+def test_full_protocol_settings(tmp_path):
+    """pipeline.yaml carries the paper's numbers once its paths are filled in."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "pipeline.yaml").read_text())
+    assert list(data["semantics"]) == ["celeba", "bedroom", "airplane", "classroom", "cow",
+                                       "church_outdoor", "bridge", "bus", "sheep", "kitchen", "cat"]
+    assert [s for s, v in data["semantics"].items() if v["seen"]] == list(data["semantics"])[:6]
+    assert list(data["sources"]) == ["progan", "cramergan", "mmdgan", "sngan", "stylegan",
+                                     "stylegan2", "stylegan3"]
+    assert data["selection"]["clusters"] * data["selection"]["per_cluster"] == 12000
+    assert data["splits"] == {"train": 10000, "val": 1000, "test": 1000}
+    assert data["sampling"]["per_model"] == 100000 and data["resolution"] == 128
