@@ -241,11 +241,12 @@ class BuildConfig(_Section):
         return (a88.REAL, *self.sources)
 
     def fingerprint(self) -> str:
-        """sha256 of the resolved config: names a build, and guards a resume."""
+        """sha256 of what decides the content (not where it is written): names a build."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2)
+        """The resolved settings, less output_dir: two copies of one build carry the same file."""
+        return json.dumps(self.model_dump(mode="json", exclude={"output_dir"}), sort_keys=True, indent=2)
 
 
 # ----------------------------------------------------------------------------- loading

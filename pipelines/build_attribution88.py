@@ -199,7 +199,6 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
         if not overwrite:
             raise BuildError(f"{out} exists and is not empty; pass --overwrite to replace it")
     staging = out.parent / f".{out.name}.partial-{cfg.fingerprint()[:12]}"
-    staging.mkdir(parents=True, exist_ok=True)
     device = _resolve_device(cfg.runtime.device)
     options = PipelineOptions(beam_args)
     _check_runner_options(options)
@@ -208,6 +207,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
         plan = plan_build(cfg, staging / "generators", counts, shas)
     except (RealSetError, ValueError) as exc:
         raise BuildError(str(exc)) from None
+    staging.mkdir(parents=True, exist_ok=True)
     log.info("plan: %d photo chunks, %d given models, %d models to train, device %s",
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()

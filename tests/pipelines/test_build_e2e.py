@@ -1,0 +1,154 @@
+"""The real command, end to end, on photos the test makes (and on the shared sample when present)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from benchmark.images import decode_image
+from pipelines.build_attribution88 import main
+from tests.conftest import write_photos
+
+TINY = """
+seed: 3
+output_dir: out
+resolution: 32
+semantics:
+  faces: {path: photos/faces, seen: true}
+  rooms: {path: photos/rooms, seen: false}
+sources:
+  sngan: {generator: sngan, train: {steps: 3, batch_size: 8, options: {ch: 8}}}
+sampling: {per_model: 24, chunk_size: 8}
+features: {inception: {weights: random, input_size: 75, precision: fp32, batch_size: 16}}
+selection: {clusters: 2, per_cluster: 5, reference_count: 12}
+splits: {train: 6, val: 2, test: 2}
+shards: {max_samples: 7}
+"""
+
+
+@pytest.fixture(scope="module")
+def photo_config(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("e2e")
+    write_photos(root / "photos" / "faces", 40, 0, size=(40, 48))
+    write_photos(root / "photos" / "rooms", 40, 1, size=(64, 40))
+    (root / "photos" / "rooms" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (root / "cfg.yaml").write_text(TINY)
+    return root / "cfg.yaml"
+
+
+@pytest.fixture(scope="module")
+def built(photo_config) -> Path:
+    out = photo_config.parent / "built"
+    assert main(["--config", str(photo_config), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _tar_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.tar"))}
+
+
+def test_outputs_and_counts(built):
+    names = {p.name for p in built.iterdir()}
+    assert {"manifest.parquet", "rejections.parquet", "classes.json", "dataset_info.json",
+            "README.md", "config.json", "repmix", "samples-train.png", "build_stats.json"} <= names
+    manifest = pq.read_table(built / "manifest.parquet").to_pylist()
+    counts = Counter((r["source"], r["semantic"], r["split"]) for r in manifest)
+    for source in ("real", "sngan"):
+        for semantic in ("faces", "rooms"):
+            assert [counts[(source, semantic, s)] for s in ("train", "val", "test")] == [6, 2, 2]
+    assert json.loads((built / "classes.json").read_text())["classes"] == ["real", "sngan"]
+    assert not list(built.parent.glob(".built.partial-*"))  # the staging folder became OUT
+
+
+def test_shards_load_with_webdataset_and_match_the_manifest(built):
+    manifest = {r["key"]: r for r in pq.read_table(built / "manifest.parquet").to_pylist()}
+    seen = 0
+    for split in ("train", "val", "test"):
+        urls = sorted(str(p) for p in built.glob(f"{split}-*.tar"))
+        for sample in wds.WebDataset(urls, shardshuffle=False):
+            row = manifest[sample["__key__"]]
+            meta = json.loads(sample["json"])
+            assert meta == row and row["split"] == split
+            assert decode_image(sample["png"]).shape == (32, 32, 3)
+            seen += 1
+    assert seen == len(manifest) == 40
+    sizes = Counter(r["shard"] for r in manifest.values())
+    assert sizes["train-000000.tar"] == 7 and sizes["train-000003.tar"] == 3  # 24 = 7+7+7+3
+
+
+def test_provenance_corruptions_and_flags(built):
+    rows = pq.read_table(built / "manifest.parquet").to_pylist()
+    for r in rows:
+        assert r["seen"] == (r["semantic"] == "faces")
+        assert r["label"] == (0 if r["source"] == "real" else 1)
+        if r["split"] == "train":
+            assert r["corruption"] == "none" and r["severity"] == 0
+        else:  # probability 1.0 by default
+            assert r["corruption"] != "none" and 1 <= r["severity"] <= 5
+        if r["source"] == "real":
+            assert r["latent_seed"] == -1 and r["origin"].endswith(".jpg") and r["checkpoint_sha256"] == ""
+        else:
+            assert r["latent_seed"] >= 0 and len(r["checkpoint_sha256"]) == 64 and r["cluster"] in (0, 1)
+            assert r["key"] == f"sngan-{r['semantic']}-s{r['latent_seed']:08d}"
+    info = json.loads((built / "dataset_info.json").read_text())
+    assert info["features"]["weights"] == "random"
+    assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
+
+
+def test_undecodable_photo_is_recorded_and_the_build_goes_on(built):
+    rejected = pq.read_table(built / "rejections.parquet").to_pylist()
+    assert [(r["key"], r["stage"]) for r in rejected] == [("real-rooms-broken", "read_real")]
+    assert "not a decodable image" in rejected[0]["reason"]
+
+
+def test_repmix_csv_lists_every_sample(built):
+    lines = (built / "repmix" / "test.csv").read_text().splitlines()
+    assert lines[0] == "path,label,dlabel" and len(lines) == 1 + 8
+    path, label, dlabel = lines[1].split(",")
+    assert path.startswith("test/") and path.endswith(".png") and dlabel == str(int(label != "0"))
+
+
+def test_same_config_gives_byte_identical_tars_and_manifest(photo_config, built):
+    again = photo_config.parent / "again"
+    assert main(["--config", str(photo_config), "--out", str(again), "--quiet"]) == 0
+    assert _tar_bytes(again) == _tar_bytes(built)
+    for name in ("manifest.parquet", "rejections.parquet", "dataset_info.json", "README.md",
+                 "samples-test.png", "repmix/train.csv"):
+        assert (again / name).read_bytes() == (built / name).read_bytes(), name
+
+
+def test_existing_output_is_not_replaced_without_overwrite(photo_config, built, capsys):
+    before = _tar_bytes(built)
+    assert main(["--config", str(photo_config), "--out", str(built), "--quiet"]) == 1
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert _tar_bytes(built) == before
+
+
+def test_config_error_exits_2_and_writes_nothing(photo_config, capsys):
+    out = photo_config.parent / "never"
+    assert main(["--config", str(photo_config), "--out", str(out), "--set", "splits.train=5"]) == 2
+    assert "splits: train+val+test = 9" in capsys.readouterr().err
+    assert not out.exists() and not list(photo_config.parent.glob(".never*"))
+
+
+def test_a_failing_build_leaves_nothing_that_looks_complete(photo_config, capsys):
+    out = photo_config.parent / "toomany"
+    # The Real class needs more photos than the folder has: planning refuses before any work.
+    code = main(["--config", str(photo_config), "--out", str(out), "--quiet",
+                 "--set", "selection.per_cluster=30", "--set", "splits.train=56",
+                 "--set", "sampling.per_model=60"])
+    assert code == 1
+    assert "semantics.faces.path" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_multi_threading_runner_mode_is_refused(photo_config, capsys):
+    out = photo_config.parent / "threads"
+    assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
+                 "--direct_running_mode=multi_threading"]) == 1
+    assert "multi_threading" in capsys.readouterr().err
