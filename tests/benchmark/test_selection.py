@@ -1,0 +1,246 @@
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+from threadpoolctl import threadpool_limits
+
+from benchmark.selection import (
+    NearestResult,
+    Selection,
+    _kmeans_labels,
+    nearest_distances,
+    select_repmix,
+    select_yu,
+)
+
+CENTRES = np.array([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [0.0, 100.0, 0.0]])
+
+
+def blobs(sizes, radii_by_blob):
+    """Points on tight shells around CENTRES; the real images sit at the centres,
+    so each point's distance to the reference is exactly its shell radius."""
+    rng = np.random.default_rng(7)
+    points = []
+    for centre, size, radii in zip(CENTRES, sizes, radii_by_blob):
+        directions = rng.normal(size=(size, 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        points.append(centre + directions * np.asarray(radii)[:, None])
+    return np.concatenate(points)
+
+
+def check_blob_clusters(sel, sizes):
+    # The known answers below assume K-means recovered the blobs.
+    starts = np.cumsum([0, *sizes])
+    groups = [set(sel.cluster[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    assert all(len(g) == 1 for g in groups)
+    assert len(set.union(*groups)) == len(sizes)
+
+
+# ---------------------------------------------------------------- nearest
+
+
+@pytest.mark.parametrize("dim", [1, 5, 64])
+def test_nearest_matches_cdist(dim):
+    rng = np.random.default_rng(dim)
+    q = rng.normal(size=(200, dim))
+    r = rng.normal(size=(150, dim))
+    brute = cdist(q, r)
+    res = nearest_distances(q, r, chunk=37)
+    assert isinstance(res, NearestResult)
+    assert res.distance.dtype == np.float64 and res.index.dtype == np.int64
+    np.testing.assert_array_equal(res.index, brute.argmin(axis=1))
+    np.testing.assert_allclose(res.distance, brute.min(axis=1), rtol=1e-12, atol=1e-12)
+    sq = nearest_distances(q, r, squared=True)
+    assert sq.squared and not res.squared
+    np.testing.assert_allclose(sq.distance, brute.min(axis=1) ** 2, rtol=1e-12, atol=1e-12)
+
+
+def test_nearest_does_not_depend_on_chunking():
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(123, 33)).astype(np.float32)
+    r = rng.normal(size=(77, 33)).astype(np.float32)
+    runs = [nearest_distances(q, r, chunk=c) for c in (1, 5, 64, 4096)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other.distance, runs[0].distance)
+        np.testing.assert_array_equal(other.index, runs[0].index)
+
+
+def test_nearest_ties_go_to_lowest_index_and_duplicates_are_exact():
+    r = np.array([[5.0, 5.0], [1.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [1e8, 1e8 + 1]])
+    q = np.array([[0.0, 0.0], [1.0, 0.0], [1e8, 1e8 + 1]])
+    res = nearest_distances(q, r, chunk=2)
+    np.testing.assert_array_equal(res.index, [1, 1, 4])
+    # The expansion alone would lose the exact zero for the huge-norm duplicate.
+    np.testing.assert_array_equal(res.distance, [1.0, 0.0, 0.0])
+
+
+# ---------------------------------------------------------------- repmix
+
+
+def test_repmix_keeps_nearest_per_cluster():
+    sizes = (6, 6, 6)
+    radii = [
+        [5.0, 1.0, 4.0, 3.0, 2.0, 6.0],  # blob 0: rows 1, 4 nearest
+        [2.5, 3.5, 0.5, 4.5, 1.5, 5.5],  # blob 1: rows 8, 10
+        [1.0, 9.0, 8.0, 7.0, 6.0, 1.0],  # blob 2: tie 12/17 -> both kept
+    ]
+    x = blobs(sizes, radii)
+    sel = select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0, init="k-means++")
+    check_blob_clusters(sel, sizes)
+    np.testing.assert_array_equal(sel.kept, [1, 4, 8, 10, 12, 17])
+    assert sel.method == "repmix" and not sel.filled.any()
+    np.testing.assert_allclose(sel.distance, np.concatenate(radii), rtol=1e-9)
+    np.testing.assert_array_equal(sel.nearest, np.repeat([0, 1, 2], 6))
+    counts = np.bincount(sel.cluster[sel.kept], minlength=3)
+    np.testing.assert_array_equal(counts, [2, 2, 2])
+    assert list(sel.reason[sel.kept]) == ["cluster"] * 6 and sel.reason[0] == ""
+
+
+def test_repmix_tie_within_cluster_goes_to_lower_index():
+    # Axis-aligned offsets make the tied distances exactly equal in float64.
+    axes = np.array([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0], [0, -1.0, 0]])
+    scales = np.array([[2.0, 2.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 2.0, 1.0]])
+    x = np.concatenate([c + axes * s[:, None] for c, s in zip(CENTRES, scales)])
+    sel = select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0, init="k-means++")
+    check_blob_clusters(sel, (4, 4, 4))
+    np.testing.assert_array_equal(sel.distance, scales.ravel())
+    np.testing.assert_array_equal(sel.kept, [0, 1, 4, 5, 9, 11])
+
+
+def test_repmix_fill_tops_up_by_global_distance():
+    sizes = (5, 5, 1)
+    radii = [[4.0, 1.0, 2.0, 3.0, 9.0], [1.5, 7.0, 0.5, 2.5, 8.0], [6.0]]
+    x = blobs(sizes, radii)
+    sel = select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0, init="k-means++")
+    check_blob_clusters(sel, sizes)
+    # Per cluster: {1, 2}, {5, 7}, {10}; the nearest leftover overall is row 8
+    # (r=2.5, from blob 1) ahead of row 3 (r=3.0, blob 0).
+    np.testing.assert_array_equal(sel.kept, [1, 2, 5, 7, 8, 10])
+    np.testing.assert_array_equal(np.flatnonzero(sel.filled), [8])
+    assert sel.reason[8] == "fill"
+
+    unfilled = select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0, init="k-means++", fill=False)
+    np.testing.assert_array_equal(unfilled.kept, [1, 2, 5, 7, 10])
+    assert not unfilled.filled.any()
+
+
+def test_repmix_fill_needs_enough_images():
+    x = blobs((2, 2, 1), [[1.0, 2.0], [1.0, 2.0], [1.0]])
+    with pytest.raises(ValueError, match="fill"):
+        select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0)
+    sel = select_repmix(x, CENTRES, clusters=3, per_cluster=2, seed=0, init="k-means++", fill=False)
+    assert len(sel.kept) == 5
+
+
+def test_repmix_per_cluster_counts_on_random_data():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(400, 16))
+    ref = rng.normal(size=(50, 16))
+    sel = select_repmix(x, ref, clusters=8, per_cluster=5, seed=4)
+    assert len(sel.kept) == 40 and np.all(np.diff(sel.kept) > 0)
+    assert sel.kept.dtype == np.int64 and sel.cluster.dtype == np.int64
+    assert sel.distance.dtype == np.float64 and sel.filled.dtype == bool
+    for c in range(8):
+        members = np.flatnonzero(sel.cluster == c)
+        kept_here = np.intersect1d(members, sel.kept)
+        assert len(kept_here) == min(5, len(members))
+        # Every kept member is at least as near as every dropped one.
+        dropped = np.setdiff1d(members, kept_here)
+        if len(dropped):
+            assert sel.distance[kept_here].max() <= sel.distance[dropped].min()
+    np.testing.assert_allclose(sel.distance, cdist(x, ref).min(axis=1), rtol=1e-12)
+
+
+def test_repmix_is_deterministic_and_thread_independent():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 32)).astype(np.float32)
+    ref = rng.normal(size=(80, 32)).astype(np.float32)
+    np_state = np.random.get_state()[1].copy()
+    results = []
+    for limit in (1, 2):
+        with threadpool_limits(limit):
+            results.append(select_repmix(x, ref, clusters=6, per_cluster=7, seed=9))
+    results.append(select_repmix(x.copy(), ref.copy(), clusters=6, per_cluster=7, seed=9))
+    for other in results[1:]:
+        for field in ("kept", "cluster", "distance", "nearest", "filled"):
+            np.testing.assert_array_equal(getattr(other, field), getattr(results[0], field))
+    # No global RNG was consumed.
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)
+    different = select_repmix(x, ref, clusters=6, per_cluster=7, seed=10)
+    assert not np.array_equal(different.cluster, results[0].cluster)
+
+
+def test_kmeans_labels_do_not_depend_on_outer_thread_count():
+    # The problem size where 1 vs 2 threads gave ulp-different centres unwrapped.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 64))
+    x[:500] += 0.3
+    with threadpool_limits(2):
+        two = _kmeans_labels(x, 10, 3, "random")
+    with threadpool_limits(1):
+        one = _kmeans_labels(x, 10, 3, "random")
+    np.testing.assert_array_equal(one, two)
+
+
+def test_selection_is_frozen():
+    sel = select_yu(np.eye(3), np.eye(3), keep=2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sel.kept = np.array([0])
+    with pytest.raises(ValueError):
+        sel.kept[0] = 2
+    assert isinstance(sel, Selection)
+
+
+# ---------------------------------------------------------------- yu
+
+
+def test_yu_keeps_closest_with_ties_to_lower_index():
+    ref = np.array([[0.0, 0.0], [10.0, 0.0]])
+    emb = np.array(
+        [
+            [0.0, 3.0],  # 9 (sq) to ref 0
+            [10.0, 1.0],  # 1 to ref 1
+            [0.0, 2.0],  # 4
+            [10.0, 2.0],  # 4 (tie with row 2)
+            [5.0, 0.0],  # 25, tie between refs -> nearest 0
+            [0.0, 0.5],  # 0.25
+        ]
+    )
+    sel = select_yu(emb, ref, keep=3)
+    np.testing.assert_array_equal(sel.kept, [1, 2, 5])
+    np.testing.assert_array_equal(sel.distance, [9.0, 1.0, 4.0, 4.0, 25.0, 0.25])
+    np.testing.assert_array_equal(sel.nearest, [0, 1, 0, 1, 0, 0])
+    np.testing.assert_array_equal(sel.cluster, np.full(6, -1))
+    assert sel.method == "yu" and not sel.filled.any()
+    assert list(sel.reason) == ["", "nearest", "nearest", "", "", "nearest"]
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda x, r: select_repmix(x[0], r, clusters=2, per_cluster=1, seed=0), "features"),
+        (lambda x, r: select_repmix(x.astype(int), r, clusters=2, per_cluster=1, seed=0), "features"),
+        (lambda x, r: select_repmix(x, r[:, :3], clusters=2, per_cluster=1, seed=0), "reference"),
+        (lambda x, r: select_repmix(x, r, clusters=0, per_cluster=1, seed=0), "clusters"),
+        (lambda x, r: select_repmix(x, r, clusters=2, per_cluster=0, seed=0), "per_cluster"),
+        (lambda x, r: select_repmix(x, r, clusters=2, per_cluster=1, seed=0, init="bad"), "init"),
+        (lambda x, r: select_repmix(x, r, clusters=2, per_cluster=1, seed=None), "seed"),
+        (lambda x, r: select_repmix(x, r, clusters=11, per_cluster=1, seed=0, fill=False), "clusters"),
+        (lambda x, r: select_yu(x, r, keep=0), "keep"),
+        (lambda x, r: select_yu(x, r, keep=11), "keep"),
+        (lambda x, r: select_yu(x, np.full_like(r, np.nan), keep=1), "reference"),
+        (lambda x, r: select_yu(x[:0], r, keep=1), "embeddings"),
+        (lambda x, r: nearest_distances(x, r, chunk=0), "chunk"),
+        (lambda x, r: nearest_distances(x, r.astype(np.int64)), "reference"),
+    ],
+)
+def test_bad_inputs_name_the_argument(call, match):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4))
+    r = rng.normal(size=(5, 4))
+    with pytest.raises(ValueError, match=match):
+        call(x, r)
