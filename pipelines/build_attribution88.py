@@ -246,7 +246,8 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    # force: importing Beam already put a handler on the root logger, which would swallow ours.
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, args.overrides, output_dir=args.out)

@@ -152,3 +152,32 @@ def test_multi_threading_runner_mode_is_refused(photo_config, capsys):
     assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
                  "--direct_running_mode=multi_threading"]) == 1
     assert "multi_threading" in capsys.readouterr().err
+
+
+def test_multi_processing_workers_build_the_same_bytes(photo_config, built):
+    out = photo_config.parent / "workers"
+    assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
+                 "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
+    assert _tar_bytes(out) == _tar_bytes(built)
+    assert (out / "manifest.parquet").read_bytes() == (built / "manifest.parquet").read_bytes()
+
+
+def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "mini"
+    overrides = ["sources.sngan.train.steps=2", "sources.sngan.train.options={ch: 8}",
+                 "real.gan_train_max=48", "sampling.per_model=24", "sampling.chunk_size=12",
+                 "features.inception.input_size=75", "selection.clusters=2",
+                 "selection.per_cluster=5", "selection.reference_count=12",
+                 "splits={train: 6, val: 2, test: 2}"]
+    args = ["--config", str(root / "configs" / "mini.yaml"), "--out", str(out), "--quiet"]
+    for o in overrides:
+        args += ["--set", o]
+    assert main(args) == 0
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert Counter(r["semantic"] for r in rows) == {"celeba": 20, "bedroom": 20}
+    assert {r["seen"] for r in rows if r["semantic"] == "bedroom"} == {False}
+    real = [r for r in rows if r["source"] == "real"]
+    assert all(r["origin"].endswith(".jpg") for r in real)
+    for sample in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False):
+        assert decode_image(sample["png"]).shape == (128, 128, 3)
