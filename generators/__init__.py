@@ -1,0 +1,51 @@
+"""Image generators for the benchmark: seeds in, uint8 RGB images out.
+
+    gen = generators.load("sngan", checkpoint=Path("ckpt/sngan_cat"), resolution=128)
+    images = gen.sample([0, 1, 2])           # uint8 (3, 128, 128, 3)
+
+    generators.train("sngan", photos, Path("ckpt/sngan_cat"), steps=2000, batch_size=64, seed=0)
+
+ARCHITECTURES maps a registry name to the module implementing it. Network families
+(generators.sngan; more to come) provide the NetworkFamily surface in generators.base; the
+"folder" source (generators.folder) serves pre-generated images instead of running a network.
+To add an architecture, write its module and add one line here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from generators import folder as folder_source
+from generators import sngan
+from generators.base import Generator, GeneratorError, NetworkGenerator
+from generators.checkpoint import load_network, sha256_file
+from generators.training import StepStats, train
+
+ARCHITECTURES: dict[str, ModuleType] = {
+    "sngan": sngan,
+    "folder": folder_source,
+}
+
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats",
+           "load", "sha256_file", "train"]
+
+
+def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = None,
+         resolution: int = 128, device: str = "cpu") -> Generator:
+    """Open a generator: a network checkpoint for network architectures, a folder for "folder".
+
+    `checkpoint` may be the stem, the .safetensors or the .json path. A network architecture
+    without a checkpoint is an error: train one first with generators.train(...).
+    """
+    family = ARCHITECTURES.get(arch)
+    if family is None:
+        raise GeneratorError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}")
+    if family is folder_source:
+        if folder is None or checkpoint is not None:
+            raise GeneratorError("arch 'folder' needs folder=... and no checkpoint")
+        return folder_source.FolderGenerator(folder, resolution)
+    if checkpoint is None or folder is not None:
+        raise GeneratorError(f"arch {arch!r} needs checkpoint=... and no folder "
+                             f"(no checkpoint yet? create one with generators.train)")
+    return load_network(checkpoint, family, resolution=resolution, device=device)

@@ -1,0 +1,177 @@
+"""Generator checkpoints: NAME.safetensors (the generator's state_dict, nothing else) + NAME.json.
+
+The sidecar says what the weights are:
+
+    {"format": "attribution88-generator/1", "arch": "sngan", "resolution": 128,
+     "options": {"ch": 64, "dim_z": 128}, "train": {...} | null, "sha256": "<of NAME.safetensors>"}
+
+Weights are read with safetensors only, never unpickled, so a checkpoint from elsewhere cannot
+run code. Every way a checkpoint can be wrong raises GeneratorError naming the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from generators.base import GeneratorError, NetworkFamily, NetworkGenerator, isolated_rng
+
+FORMAT = "attribution88-generator/1"
+# Mismatch reports list this many keys at most: enough to see the pattern, short enough to read.
+_MAX_LISTED = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPaths:
+    """The files that make up (or accompany) one checkpoint."""
+
+    weights: Path  # NAME.safetensors
+    sidecar: Path  # NAME.json
+    grid: Path  # NAME.grid.png, the sample grid written after training
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The validated contents of a sidecar."""
+
+    arch: str
+    resolution: int
+    options: dict[str, Any]
+    train: dict[str, Any] | None
+    sha256: str
+
+
+def checkpoint_paths(path: Path | str) -> CheckpointPaths:
+    """Paths for a checkpoint given as its stem, its .safetensors file or its .json sidecar."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return CheckpointPaths(weights=path.with_name(path.name + ".safetensors"),
+                           sidecar=path.with_name(path.name + ".json"),
+                           grid=path.with_name(path.name + ".grid.png"))
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`.
+
+    Same folder, so os.replace is atomic: a reader sees the old file or the new one, never half.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path | str, net: nn.Module, *, arch: str, resolution: int,
+                    options: Mapping[str, Any], train: Mapping[str, Any] | None) -> CheckpointPaths:
+    """Write net's state_dict and its sidecar; returns the paths written."""
+    paths = checkpoint_paths(path)
+    paths.weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    write_atomically(paths.weights, lambda tmp: save_file(state, str(tmp)))
+    meta = {
+        "format": FORMAT,
+        "arch": arch,
+        "resolution": resolution,
+        "options": dict(options),
+        "train": None if train is None else dict(train),
+        "sha256": sha256_file(paths.weights),
+    }
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    write_atomically(paths.sidecar, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return paths
+
+
+def read_meta(path: Path | str) -> CheckpointMeta:
+    """Parse and validate a checkpoint's sidecar (the weights file is not opened)."""
+    paths = checkpoint_paths(path)
+    if not paths.sidecar.is_file():
+        raise GeneratorError(f"checkpoint sidecar {paths.sidecar} does not exist")
+    try:
+        raw = json.loads(paths.sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GeneratorError(f"checkpoint sidecar {paths.sidecar} is not readable JSON: {e}") from e
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise GeneratorError(f"checkpoint sidecar {paths.sidecar} has format {found!r}, expected {FORMAT!r}")
+    expected = {"arch": str, "resolution": int, "options": dict, "sha256": str}
+    for key, kind in expected.items():
+        if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
+            raise GeneratorError(f"checkpoint sidecar {paths.sidecar}: field {key!r} missing "
+                                 f"or not {kind.__name__}")
+    if raw.get("train") is not None and not isinstance(raw["train"], dict):
+        raise GeneratorError(f"checkpoint sidecar {paths.sidecar}: field 'train' must be an object or null")
+    return CheckpointMeta(arch=raw["arch"], resolution=raw["resolution"], options=raw["options"],
+                          train=raw.get("train"), sha256=raw["sha256"])
+
+
+def _check_state_dict(weights: Path, expected: Mapping[str, torch.Tensor],
+                      found: Mapping[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(f"{k} {tuple(found[k].shape)} != {tuple(expected[k].shape)}"
+                   for k in set(expected) & set(found) if found[k].shape != expected[k].shape)
+    problems = [f"{label}: {items[:_MAX_LISTED]}{' ...' if len(items) > _MAX_LISTED else ''}"
+                for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                     ("shape mismatches (file != model)", wrong)) if items]
+    if problems:
+        raise GeneratorError(f"checkpoint {weights} does not fit the model its sidecar describes; "
+                             + "; ".join(problems))
+
+
+def load_network(path: Path | str, family: NetworkFamily, *, resolution: int,
+                 device: str = "cpu") -> NetworkGenerator:
+    """Build the network `family` describes and fill it from a checkpoint, checking everything on the way."""
+    paths = checkpoint_paths(path)
+    if not paths.weights.is_file():
+        raise GeneratorError(f"checkpoint weights file {paths.weights} does not exist")
+    meta = read_meta(paths.sidecar)
+    if meta.arch != family.NAME:
+        raise GeneratorError(f"checkpoint {paths.sidecar} is for arch {meta.arch!r}, not {family.NAME!r}")
+    if meta.resolution != resolution:
+        raise GeneratorError(f"checkpoint {paths.sidecar} is for resolution {meta.resolution}, "
+                             f"not the requested {resolution}")
+    if meta.resolution not in family.RESOLUTIONS:
+        raise GeneratorError(f"checkpoint {paths.sidecar}: {family.NAME} does not support "
+                             f"resolution {meta.resolution}")
+    actual = sha256_file(paths.weights)
+    if actual != meta.sha256:
+        raise GeneratorError(f"checkpoint {paths.weights} does not match its sidecar {paths.sidecar}: "
+                             f"sha256 {actual} != {meta.sha256} (wrong pairing or corrupt file)")
+    try:
+        options = family.parse_options(meta.options)
+    except GeneratorError as e:
+        raise GeneratorError(f"checkpoint {paths.sidecar}: {e}") from e
+    try:
+        state = load_file(str(paths.weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise GeneratorError(f"checkpoint {paths.weights} is not a readable safetensors file: {e}") from e
+    # The initial weights are overwritten; the fixed seed only keeps construction off the global RNG.
+    with isolated_rng(0):
+        net = family.build_generator(meta.resolution, options)
+    _check_state_dict(paths.weights, net.state_dict(), state)
+    net.load_state_dict(state, strict=True)
+    return NetworkGenerator(family.NAME, net, meta.resolution, meta.sha256, device)

@@ -1,0 +1,221 @@
+"""Train a noise-to-image GAN from scratch on an in-memory set of photos (hinge loss, Adam).
+
+Used when an architecture has no checkpoint: a brief run gives a generator whose images carry
+that architecture's fingerprints, which is what attribution needs, even if they are not pretty.
+Defaults are the SNGAN paper's ResNet setting (lr 2e-4, betas (0, 0.9), 5 D steps per G step).
+
+Determinism: network initialisation runs on a private RNG seeded with `seed`, and one
+torch.Generator seeded with `seed` draws every batch index and latent, so the same inputs give
+the same weights on the same software and hardware. The global RNG is never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.images import encode_png, image_grid
+from generators.base import GeneratorError, NetworkFamily, isolated_rng, render, to_float
+from generators.checkpoint import checkpoint_paths, save_checkpoint, write_atomically
+
+log = logging.getLogger(__name__)
+
+# Fixed seeds for sample grids, so grids of different runs and steps show the same latents.
+GRID_SEEDS = range(64)
+GRID_COLUMNS = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; recorded in the checkpoint sidecar."""
+
+    steps: int  # generator updates
+    batch_size: int  # images per D batch and latents per G batch
+    seed: int  # seeds initialisation, batch sampling and latents
+    lr_g: float = 2e-4  # generator Adam learning rate
+    lr_d: float = 2e-4  # discriminator Adam learning rate
+    betas: tuple[float, float] = (0.0, 0.9)  # Adam betas for both networks
+    n_dis: int = 5  # discriminator updates per generator update
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "n_dis"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GeneratorError(f"training {name} must be a positive integer, not {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise GeneratorError(f"training seed must be a non-negative integer, not {self.seed!r}")
+        if not (self.lr_g > 0 and self.lr_d > 0):
+            raise GeneratorError(f"learning rates must be positive, not {self.lr_g}, {self.lr_d}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise GeneratorError(f"Adam betas must be two numbers in [0, 1), not {self.betas!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStats:
+    """What a progress callback receives after every generator update."""
+
+    step: int  # generator updates done so far (1-based)
+    steps: int  # generator updates in the run
+    d_loss: float  # discriminator loss of the last D update
+    g_loss: float  # generator loss of this update
+    steps_per_s: float  # average rate since the start of the run
+
+
+@dataclasses.dataclass
+class FitResult:
+    generator: nn.Module
+    discriminator: nn.Module
+    last: StepStats
+
+
+def images_sha256(images: np.ndarray) -> str:
+    """sha256 of images.tobytes(), without the copy tobytes() would make."""
+    return hashlib.sha256(np.ascontiguousarray(images).reshape(-1).data).hexdigest()
+
+
+def _check_images(images: np.ndarray, family: NetworkFamily) -> int:
+    """The resolution of a training set, after checking its layout."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 \
+            or images.shape[3] != 3 or images.shape[1] != images.shape[2] or len(images) == 0:
+        shape = getattr(images, "shape", None)
+        raise GeneratorError(f"training images must be uint8 (N, R, R, 3) with N >= 1, "
+                             f"got {getattr(images, 'dtype', type(images).__name__)} {shape}")
+    resolution = images.shape[1]
+    if resolution not in family.RESOLUTIONS:
+        raise GeneratorError(f"{family.NAME} trains at resolutions {family.RESOLUTIONS}, "
+                             f"images are {resolution} px")
+    return resolution
+
+
+def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options: Any, *,
+        device: str = "cpu", on_step: Callable[[StepStats, nn.Module], None] | None = None) -> FitResult:
+    """Train a fresh generator/discriminator pair of `family` and return them (nothing is written)."""
+    resolution = _check_images(images, family)
+    device = torch.device(device)
+    with isolated_rng(config.seed):
+        gen = family.build_generator(resolution, options).to(device).train()
+        disc = family.build_discriminator(resolution, options).to(device).train()
+    rng = torch.Generator("cpu").manual_seed(config.seed)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=config.betas)
+    # torch.from_numpy shares memory with the caller's array; a read-only array needs a copy.
+    pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
+    batch = config.batch_size
+
+    def real_batch() -> torch.Tensor:
+        # Drawn with replacement: no epoch bookkeeping, and a set smaller than a batch still works.
+        idx = torch.randint(len(pixels), (batch,), generator=rng)
+        return to_float(pixels[idx].to(device))
+
+    def latents() -> torch.Tensor:
+        return torch.randn(batch, gen.dim_z, generator=rng).to(device)
+
+    log_every = max(1, config.steps // 10)
+    start = time.perf_counter()
+    stats = None
+    for step in range(1, config.steps + 1):
+        for _ in range(config.n_dis):
+            real = real_batch()
+            with torch.no_grad():
+                fake = gen(latents())
+            # One pass over real and fake together: one spectral-norm power iteration per update.
+            logits = disc(torch.cat([real, fake]))
+            d_loss = family.discriminator_loss(logits[:batch], logits[batch:])
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        # D's parameter gradients are not needed for the G update; skipping them saves about a
+        # third of D's backward pass.
+        disc.requires_grad_(False)
+        g_loss = family.generator_loss(disc(gen(latents())))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        disc.requires_grad_(True)
+
+        stats = StepStats(step, config.steps, d_loss.item(), g_loss.item(),
+                          step / max(time.perf_counter() - start, 1e-9))
+        if not (math.isfinite(stats.d_loss) and math.isfinite(stats.g_loss)):
+            raise GeneratorError(f"training diverged at step {step}: "
+                                 f"d_loss {stats.d_loss}, g_loss {stats.g_loss}")
+        if step % log_every == 0 or step == config.steps:
+            log.info("%s step %d/%d d_loss %.4f g_loss %.4f %.2f steps/s", family.NAME, step,
+                     config.steps, stats.d_loss, stats.g_loss, stats.steps_per_s)
+        if on_step is not None:
+            on_step(stats, gen)
+    return FitResult(generator=gen.eval(), discriminator=disc.eval(), last=stats)
+
+
+def write_grid(path: Path, gen: nn.Module, device: str = "cpu") -> Path:
+    """Save an 8x8 grid of images for GRID_SEEDS as PNG (atomically)."""
+    grid = image_grid(render(gen, GRID_SEEDS, device), GRID_COLUMNS)
+    data = encode_png(grid)
+    write_atomically(path, lambda tmp: tmp.write_bytes(data))
+    return path
+
+
+def _family(arch: str) -> NetworkFamily:
+    # Imported here, not at module level: generators/__init__.py imports this module while it
+    # builds the registry.
+    from generators import ARCHITECTURES
+
+    family = ARCHITECTURES.get(arch)
+    if family is None or not hasattr(family, "build_discriminator"):
+        trainable = sorted(k for k, v in ARCHITECTURES.items() if hasattr(v, "build_discriminator"))
+        raise GeneratorError(f"cannot train arch {arch!r}; trainable architectures: {trainable}")
+    return family
+
+
+def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_size: int, seed: int,
+          lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.0, 0.9),
+          n_dis: int = 5, options: Mapping[str, Any] | None = None,
+          progress: Callable[[StepStats], None] | None = None, grid_every: int = 0,
+          device: str = "cpu") -> Path:
+    """Train `arch` on `images` (uint8 (N, R, R, 3), already at the target resolution).
+
+    Writes OUT.safetensors + OUT.json (see generators.checkpoint) and OUT.grid.png; with
+    grid_every > 0 also OUT.grid.STEP.png every grid_every steps. Returns the .safetensors path.
+    """
+    family = _family(arch)
+    resolution = _check_images(images, family)
+    config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g, lr_d=lr_d,
+                         betas=tuple(betas), n_dis=n_dis)
+    parsed = family.parse_options(options)
+    paths = checkpoint_paths(out)
+    paths.weights.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_step(stats: StepStats, gen: nn.Module) -> None:
+        if progress is not None:
+            progress(stats)
+        if grid_every and stats.step % grid_every == 0 and stats.step < stats.steps:
+            write_grid(paths.grid.with_suffix(f".{stats.step:06d}.png"), gen, device)
+
+    log.info("training %s at %d px on %d images: %s, options %s", family.NAME, resolution,
+             len(images), config, parsed)
+    result = fit(family, images, config, parsed, device=device, on_step=on_step)
+    train_info = {
+        "steps": config.steps,
+        "batch_size": config.batch_size,
+        "lr_g": config.lr_g,
+        "lr_d": config.lr_d,
+        "betas": list(config.betas),
+        "n_dis": config.n_dis,
+        "seed": config.seed,
+        "data_sha256": images_sha256(images),
+        "image_count": len(images),
+        "torch": torch.__version__,
+    }
+    save_checkpoint(paths.weights, result.generator, arch=family.NAME, resolution=resolution,
+                    options=family.options_dict(parsed), train=train_info)
+    write_grid(paths.grid, result.generator, device)
+    return paths.weights
