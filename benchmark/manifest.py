@@ -27,7 +27,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("latent_seed", pa.int64()),  # -1 for real photos
     ("origin", pa.string()),  # photo path inside its semantic folder, "" for sampled images
     ("cluster", pa.int32()),  # K-means cluster, -1 where no clustering applies
-    ("distance", pa.float64()),  # feature distance to the nearest real reference, NaN for real
+    ("distance", pa.float64()),  # feature distance to the nearest real reference, null for real
     ("filled", pa.bool_()),  # kept by topping up a short cluster
     ("corruption", pa.string()),  # `none` when clean
     ("severity", pa.int32()),  # 1..5, 0 when clean

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 
 import apache_beam as beam
-import numpy as np
 
 from benchmark.config import CorruptionSpec
 from benchmark.corruption_policy import CLEAN, choose_corruption

@@ -12,7 +12,6 @@ import math
 import apache_beam as beam
 
 from benchmark.protocol import REAL
-from benchmark.records import Placement
 from benchmark.shards import ShardSample, shard_name
 from pipelines.stage_metrics import counter
 
@@ -70,6 +69,3 @@ class MaterializeSamples(beam.PTransform):
                 | "JoinPixelsAndPlacements" >> beam.CoGroupByKey()
                 | "EmitSamples" >> beam.ParDo(_MaterializeFn(self._classes, self._semantics)))
 
-
-def placement_of(p: Placement) -> tuple[str, Placement]:
-    return p.chunk_id, p

@@ -15,7 +15,7 @@ import numpy as np
 from benchmark.config import SelectionSpec
 from benchmark.keys import derive_seed
 from benchmark.protocol import REAL
-from benchmark.records import FeatureBatch, ImageBatch, Placement
+from benchmark.records import ImageBatch, Placement
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from benchmark.shards import ShardSample, write_shard
+from benchmark.shards import write_shard
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)

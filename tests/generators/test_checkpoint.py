@@ -8,7 +8,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
 import generators
@@ -20,16 +19,6 @@ from generators.training import TrainConfig, fit
 TRAIN = dict(steps=3, batch_size=8, seed=7, n_dis=1)
 OPTIONS = {"ch": 8, "dim_z": 32}
 SEEDS = [0, 3, 11]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run torch single-threaded: on a small shared box, an op whose second OpenMP thread is
-    descheduled waits for it (measured ~40x slower BatchNorm than with one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run torch single-threaded: on a small shared box, an op whose second OpenMP thread is
-    descheduled waits for it (measured ~40x slower BatchNorm than with one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_generator(resolution: int, ch: int = 8) -> NetworkGenerator:
     with isolated_rng(0):
         net = sngan.build_generator(resolution, sngan.SNGANOptions(ch=ch))
