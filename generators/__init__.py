@@ -20,14 +20,14 @@ from generators import folder as folder_source
 from generators import sngan
 from generators.base import Generator, GeneratorError, NetworkGenerator
 from generators.checkpoint import load_network, sha256_file
-from generators.training import StepStats, train
+from generators.training import StepStats, images_sha256, train
 
 ARCHITECTURES: dict[str, ModuleType] = {
     "sngan": sngan,
     "folder": folder_source,
 }
 
-__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats",
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats", "images_sha256",
            "load", "sha256_file", "train"]
 
 

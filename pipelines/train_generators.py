@@ -7,7 +7,6 @@ already exists with the same training settings and data is reused, so a rerun re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -40,7 +39,7 @@ def _reusable(task: TrainTask, data_sha256: str) -> bool:
         return False
     train = meta.get("train") or {}
     wanted = {"steps": task.steps, "batch_size": task.batch_size, "seed": task.seed,
-              "data_sha256": data_sha256}
+              "lr_g": task.lr_g, "lr_d": task.lr_d, "n_dis": task.n_dis, "data_sha256": data_sha256}
     options = meta.get("options", {})
     return (meta.get("arch") == task.arch
             and all(options.get(k) == v for k, v in task.options.items())
@@ -58,7 +57,7 @@ class _TrainFn(beam.DoFn):
         if not tasks:
             return
         images = _training_images(list(grouped["images"]))
-        data_sha256 = hashlib.sha256(images.tobytes()).hexdigest()
+        data_sha256 = generators.images_sha256(images)
         for task in tasks:
             if _reusable(task, data_sha256):
                 log.info("reusing %s (same settings and data)", task.checkpoint)
