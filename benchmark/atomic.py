@@ -1,4 +1,4 @@
-"""Atomic file output: write under a temporary name in the same folder, then rename.
+"""File helpers: atomic output (temporary name in the same folder, then rename) and hashing.
 
 A reader, a resumed build or a crash therefore only ever sees a complete file or none.
 """
@@ -6,6 +6,7 @@ A reader, a resumed build or a crash therefore only ever sees a complete file or
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -34,3 +35,12 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (checkpoints can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -178,6 +178,9 @@ class ShardSpec(_Section):
 
 class RuntimeSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch threads per worker. Part of the result: reductions split over another thread count
+    # round differently, so keep it the same wherever a build must give the same bytes.
+    torch_threads: int = Field(1, ge=1, le=256)
 
 
 class BuildConfig(_Section):

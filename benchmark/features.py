@@ -10,7 +10,6 @@ bit-for-bit, which is what smoke tests use.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmark.atomic import sha256_file
 
 __all__ = [
     "WeightsError",
@@ -79,11 +80,7 @@ def load_state_dict(path: str | Path, config_key: str) -> dict[str, torch.Tensor
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 @contextlib.contextmanager

@@ -78,6 +78,9 @@ class ImageBatch:
     origins: tuple[str, ...]  # photo path relative to its folder, or "" for latent samples
     generator: str  # architecture, or `photo`
     checkpoint_sha256: str
+    # Rejection rows of inputs that did not make it into the batch. They ride along instead of
+    # going to a tagged output: Beam's DaskRunner (2.77) mixes tagged outputs into the main one.
+    rejections: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)

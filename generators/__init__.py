@@ -19,7 +19,8 @@ from types import ModuleType
 from generators import folder as folder_source
 from generators import sngan
 from generators.base import Generator, GeneratorError, NetworkGenerator
-from generators.checkpoint import load_network, sha256_file
+from benchmark.atomic import sha256_file
+from generators.checkpoint import load_network
 from generators.training import StepStats, images_sha256, train
 
 ARCHITECTURES: dict[str, ModuleType] = {

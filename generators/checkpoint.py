@@ -12,11 +12,8 @@ run code. Every way a checkpoint can be wrong raises GeneratorError naming the f
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from benchmark.atomic import atomic_path, sha256_file, write_text
 from generators.base import GeneratorError, NetworkFamily, NetworkGenerator, isolated_rng
 
 FORMAT = "attribution88-generator/1"
@@ -62,36 +60,14 @@ def checkpoint_paths(path: Path | str) -> CheckpointPaths:
                            grid=path.with_name(path.name + ".grid.png"))
 
 
-def sha256_file(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it over `path`.
-
-    Same folder, so os.replace is atomic: a reader sees the old file or the new one, never half.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path | str, net: nn.Module, *, arch: str, resolution: int,
                     options: Mapping[str, Any], train: Mapping[str, Any] | None) -> CheckpointPaths:
     """Write net's state_dict and its sidecar; returns the paths written."""
     paths = checkpoint_paths(path)
     paths.weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    write_atomically(paths.weights, lambda tmp: save_file(state, str(tmp)))
+    with atomic_path(paths.weights) as tmp:
+        save_file(state, str(tmp))
     meta = {
         "format": FORMAT,
         "arch": arch,
@@ -101,7 +77,7 @@ def save_checkpoint(path: Path | str, net: nn.Module, *, arch: str, resolution: 
         "sha256": sha256_file(paths.weights),
     }
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    write_atomically(paths.sidecar, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_text(paths.sidecar, text)
     return paths
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from benchmark.images import encode_png, image_grid
 from generators.base import GeneratorError, NetworkFamily, isolated_rng, render, to_float
-from generators.checkpoint import checkpoint_paths, save_checkpoint, write_atomically
+from benchmark.atomic import write_bytes
+from generators.checkpoint import checkpoint_paths, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def write_grid(path: Path, gen: nn.Module, device: str = "cpu") -> Path:
     """Save an 8x8 grid of images for GRID_SEEDS as PNG (atomically)."""
     grid = image_grid(render(gen, GRID_SEEDS, device), GRID_COLUMNS)
     data = encode_png(grid)
-    write_atomically(path, lambda tmp: tmp.write_bytes(data))
+    write_bytes(path, data)
     return path
 
 

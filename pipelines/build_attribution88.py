@@ -22,6 +22,7 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
+import generators
 from benchmark import protocol
 from benchmark.atomic import write_text
 from benchmark.config import BuildConfig, ConfigError, load_config
@@ -34,9 +35,10 @@ from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
 from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
+from pipelines.compute import ComputeSettings
 from pipelines.compute_features import INCEPTION, LPIPS, ComputeFeatures
 from pipelines.materialize_samples import MaterializeSamples
-from pipelines.read_real import REJECTED, ReadRealImages
+from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleGenerators
 from pipelines.select_by_quality import SelectByQuality
 from pipelines.stage_metrics import NAMESPACE
@@ -52,28 +54,29 @@ class BuildError(RuntimeError):
     """The build could not produce a complete benchmark; the message says what to fix."""
 
 
-def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path, device: str):
+def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
+            compute: ComputeSettings):
     """Wire the stages; reads like the data flow of DESIGN.md."""
     photos = (p | "CreatePhotoChunks" >> beam.Create(plan.real_chunks)
               | "ReadPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
-    rejections = [photos[REJECTED]]
-    real_class = photos.images | "RealClass" >> beam.Filter(lambda b: b.role == REAL_CLASS)
-    reference = photos.images | "Reference" >> beam.Filter(lambda b: b.role == REFERENCE)
+    rejections = [photos | "PhotoRejections" >> beam.FlatMap(lambda b: b.rejections)]
+    real_class = photos | "RealClass" >> beam.Filter(lambda b: b.role == REAL_CLASS)
+    reference = photos | "Reference" >> beam.Filter(lambda b: b.role == REFERENCE)
 
     models = [p | "CreateGivenModels" >> beam.Create(plan.models)] if plan.models else []
     if plan.train_tasks:
         extra = (p | "CreateTrainChunks" >> beam.Create(plan.train_chunks)
                  | "ReadTrainPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
-        rejections.append(extra[REJECTED])
-        train_photos = (reference, extra.images) | "TrainingPool" >> beam.Flatten()
+        rejections.append(extra | "TrainPhotoRejections" >> beam.FlatMap(lambda b: b.rejections))
+        train_photos = (reference, extra) | "TrainingPool" >> beam.Flatten()
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(
-            list(plan.train_tasks), cfg.resolution, device))
+            list(plan.train_tasks), compute))
     sampled = ((models | "AllModels" >> beam.Flatten())
-               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, device))
+               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, compute))
 
     kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
-                | "ComputeFeatures" >> ComputeFeatures(kind, cfg.features, device, tuple(cfg.sources)))
+                | "ComputeFeatures" >> ComputeFeatures(kind, cfg.features, compute, tuple(cfg.sources)))
     synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
@@ -106,8 +109,6 @@ def _resolve_device(requested: str) -> str:
 
 def _model_inputs(cfg: BuildConfig):
     """Read what planning needs off the given checkpoints and folders (sha256, counts)."""
-    import generators
-
     counts, shas = {}, {}
     for source, src in cfg.sources.items():
         for semantic in cfg.semantics:
@@ -131,7 +132,15 @@ def _check_runner_options(options: PipelineOptions) -> None:
 
 
 def _stage_times(result) -> dict[str, float]:
-    counters = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    """Stage counters for build_stats.json; empty on runners without metrics (DaskRunner).
+
+    Only statistics: the count checks read the manifest, never these.
+    """
+    try:
+        counters = result.metrics().query(
+            beam.metrics.MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    except NotImplementedError:
+        return {}
     out = {}
     for c in counters:
         value = c.committed if c.committed is not None else c.attempted
@@ -153,7 +162,7 @@ def _software() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
-def _finalize(cfg: BuildConfig, plan: BuildPlan, staging: Path, device: str) -> dict:
+def _finalize(cfg: BuildConfig, staging: Path) -> dict:
     manifest = read_manifest(staging / "manifest.parquet")
     problems = check_counts(manifest, cfg)
     if problems:
@@ -171,10 +180,9 @@ def _finalize(cfg: BuildConfig, plan: BuildPlan, staging: Path, device: str) -> 
                      for r in manifest.select(["source", "semantic", "generator",
                                                "checkpoint_sha256"]).to_pylist()
                      if r["source"] != protocol.REAL})
-    from pipelines.compute_features import build_extractor
-
     kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
-    weights_id = build_extractor(kind, cfg.features, "cpu").weights_id
+    weights = cfg.features.inception.weights if kind == INCEPTION else cfg.features.lpips.backbone_weights
+    weights_id = "random" if weights == "random" else "sha256:" + generators.sha256_file(Path(weights))
     info = {
         "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
         "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
@@ -212,13 +220,13 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compose(p, cfg, plan, staging, device)
+    compose(p, cfg, plan, staging, ComputeSettings(device, cfg.runtime.torch_threads))
     result = p.run()
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
         raise BuildError(f"the pipeline ended in state {state}; {staging} holds the partial output")
     wall_pipeline = time.perf_counter() - t0
-    info = _finalize(cfg, plan, staging, device)
+    info = _finalize(cfg, staging)
     stats = {"pipeline_seconds": round(wall_pipeline, 2),
              "total_seconds": round(time.perf_counter() - t0, 2),
              "metrics": _stage_times(result)}

@@ -14,6 +14,7 @@ import numpy as np
 from benchmark.config import FeaturesSpec
 from benchmark.images import decode_image
 from benchmark.records import CANDIDATE, REFERENCE, FeatureBatch, ImageBatch
+from pipelines.compute import ComputeSettings
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,17 @@ def build_extractor(kind: str, spec: FeaturesSpec, device: str):
 
 
 class _FeaturesFn(beam.DoFn):
-    def __init__(self, kind: str, spec: FeaturesSpec, device: str, sources: tuple[str, ...]):
+    def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings,
+                 sources: tuple[str, ...]):
         self._kind = kind
         self._spec = spec
-        self._device = device
+        self._compute = compute
         self._sources = sources
         self._extractor = None
 
     def setup(self):
-        self._extractor = build_extractor(self._kind, self._spec, self._device)
+        self._compute.apply()
+        self._extractor = build_extractor(self._kind, self._spec, self._compute.device)
 
     def process(self, batch: ImageBatch):
         with timed("compute_features"):
@@ -65,9 +68,10 @@ class _FeaturesFn(beam.DoFn):
 class ComputeFeatures(beam.PTransform):
     """ImageBatches (candidate or reference) -> ((source, semantic), FeatureBatch)."""
 
-    def __init__(self, kind: str, spec: FeaturesSpec, device: str, sources: tuple[str, ...]):
+    def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings,
+                 sources: tuple[str, ...]):
         super().__init__()
-        self._fn = _FeaturesFn(kind, spec, device, sources)
+        self._fn = _FeaturesFn(kind, spec, compute, sources)
 
     def expand(self, batches):
         return batches | "ExtractFeatures" >> beam.ParDo(self._fn)

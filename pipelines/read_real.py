@@ -11,7 +11,6 @@ from benchmark.images import ImageDecodeError, center_crop_resize, decode_image,
 from benchmark.records import ImageBatch, RealChunk
 from pipelines.stage_metrics import counter, timed
 
-REJECTED = "rejected"
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +20,7 @@ class _ReadChunkFn(beam.DoFn):
         self._roots = roots  # semantic -> folder, to record paths relative to it
 
     def process(self, chunk: RealChunk):
-        keys, pngs, ranks, origins = [], [], [], []
+        keys, pngs, ranks, origins, rejections = [], [], [], [], []
         with timed("read_real"):
             for rank, f in enumerate(chunk.files, start=chunk.first_rank):
                 origin = Path(f.path).relative_to(self._roots[chunk.semantic]).as_posix()
@@ -31,9 +30,8 @@ class _ReadChunkFn(beam.DoFn):
                 except (ImageDecodeError, OSError) as exc:
                     reason = exc.reason if isinstance(exc, ImageDecodeError) else f"unreadable: {exc.strerror}"
                     counter("real_rejected").inc()
-                    yield beam.pvalue.TaggedOutput(REJECTED, {
-                        "key": f.key, "source": "real", "semantic": chunk.semantic,
-                        "path": f.path, "stage": "read_real", "reason": reason})
+                    rejections.append({"key": f.key, "source": "real", "semantic": chunk.semantic,
+                                       "path": f.path, "stage": "read_real", "reason": reason})
                     continue
                 keys.append(f.key)
                 pngs.append(encode_png(img))
@@ -43,11 +41,12 @@ class _ReadChunkFn(beam.DoFn):
         log.info("read %s: %d photos", chunk.chunk_id, len(keys))
         yield ImageBatch(chunk_id=chunk.chunk_id, source="real", semantic=chunk.semantic,
                          role=chunk.role, keys=tuple(keys), pngs=tuple(pngs), ranks=tuple(ranks),
-                         origins=tuple(origins), generator="photo", checkpoint_sha256="")
+                         origins=tuple(origins), generator="photo", checkpoint_sha256="",
+                         rejections=tuple(rejections))
 
 
 class ReadRealImages(beam.PTransform):
-    """RealChunks -> ImageBatches (main output) and rejection rows (output `rejected`)."""
+    """RealChunks -> ImageBatches, each carrying the rejection rows of its undecodable files."""
 
     def __init__(self, resolution: int, roots: dict[str, str]):
         super().__init__()
@@ -57,5 +56,4 @@ class ReadRealImages(beam.PTransform):
     def expand(self, chunks):
         return (chunks
                 | "ReshuffleChunks" >> beam.Reshuffle()
-                | "DecodePhotos" >> beam.ParDo(_ReadChunkFn(self._resolution, self._roots))
-                .with_outputs(REJECTED, main="images"))
+                | "DecodePhotos" >> beam.ParDo(_ReadChunkFn(self._resolution, self._roots)))

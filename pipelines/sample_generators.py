@@ -15,6 +15,7 @@ import generators
 from benchmark.images import encode_png
 from benchmark.keys import synthetic_key
 from benchmark.records import CANDIDATE, ImageBatch, ModelRef, SampleChunk
+from pipelines.compute import ComputeSettings
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,13 @@ def plan_chunks(model: ModelRef, chunk_size: int) -> list[SampleChunk]:
 
 
 class _SampleChunkFn(beam.DoFn):
-    def __init__(self, resolution: int, device: str):
+    def __init__(self, resolution: int, compute: ComputeSettings):
         self._resolution = resolution
-        self._device = device
+        self._compute = compute
         self._loaded: tuple[ModelRef, object] | None = None
+
+    def setup(self):
+        self._compute.apply()
 
     def _generator(self, model: ModelRef):
         # One model per worker at a time: chunks of a model arrive together after the
@@ -39,7 +43,7 @@ class _SampleChunkFn(beam.DoFn):
             self._loaded = (model, generators.load(
                 model.arch, checkpoint=Path(model.checkpoint) if model.checkpoint else None,
                 folder=Path(model.folder) if model.folder else None,
-                resolution=self._resolution, device=self._device))
+                resolution=self._resolution, device=self._compute.device))
         return self._loaded[1]
 
     def process(self, chunk: SampleChunk):
@@ -63,14 +67,14 @@ class _SampleChunkFn(beam.DoFn):
 class SampleGenerators(beam.PTransform):
     """ModelRefs -> ImageBatches of sampled images (role `candidate`)."""
 
-    def __init__(self, chunk_size: int, resolution: int, device: str):
+    def __init__(self, chunk_size: int, resolution: int, compute: ComputeSettings):
         super().__init__()
         self._chunk_size = chunk_size
         self._resolution = resolution
-        self._device = device
+        self._compute = compute
 
     def expand(self, models):
         return (models
                 | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, self._chunk_size)
                 | "ReshuffleChunks" >> beam.Reshuffle()
-                | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._device)))
+                | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._compute)))

@@ -17,6 +17,7 @@ import numpy as np
 import generators
 from benchmark.images import decode_image
 from benchmark.records import ImageBatch, ModelRef, TrainTask
+from pipelines.compute import ComputeSettings
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,11 @@ def _reusable(task: TrainTask, data_sha256: str) -> bool:
 
 
 class _TrainFn(beam.DoFn):
-    def __init__(self, resolution: int, device: str):
-        self._resolution = resolution
-        self._device = device
+    def __init__(self, compute: ComputeSettings):
+        self._compute = compute
+
+    def setup(self):
+        self._compute.apply()
 
     def process(self, element):
         semantic, grouped = element
@@ -69,7 +72,7 @@ class _TrainFn(beam.DoFn):
                     generators.train(task.arch, images, Path(task.checkpoint), steps=task.steps,
                                      batch_size=task.batch_size, seed=task.seed, lr_g=task.lr_g,
                                      lr_d=task.lr_d, n_dis=task.n_dis, options=dict(task.options),
-                                     device=self._device)
+                                     device=self._compute.device)
                 counter("generators_trained").inc()
             yield ModelRef(source=task.source, semantic=semantic, arch=task.arch,
                            checkpoint=task.checkpoint, folder="",
@@ -80,11 +83,10 @@ class _TrainFn(beam.DoFn):
 class TrainGenerators(beam.PTransform):
     """(tasks, training-photo batches) -> ModelRefs of the trained checkpoints."""
 
-    def __init__(self, tasks: list[TrainTask], resolution: int, device: str):
+    def __init__(self, tasks: list[TrainTask], compute: ComputeSettings):
         super().__init__()
         self._tasks = tasks
-        self._resolution = resolution
-        self._device = device
+        self._compute = compute
 
     def expand(self, photo_batches):
         tasks = (photo_batches.pipeline
@@ -92,4 +94,4 @@ class TrainGenerators(beam.PTransform):
         photos = photo_batches | "KeyPhotosBySemantic" >> beam.Map(lambda b: (b.semantic, b))
         return ({"tasks": tasks, "images": photos}
                 | "JoinTasksWithPhotos" >> beam.CoGroupByKey()
-                | "TrainModels" >> beam.ParDo(_TrainFn(self._resolution, self._device)))
+                | "TrainModels" >> beam.ParDo(_TrainFn(self._compute)))

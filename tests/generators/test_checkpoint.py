@@ -13,7 +13,8 @@ from safetensors.torch import load_file, save_file
 import generators
 from generators import sngan
 from generators.base import GeneratorError, NetworkGenerator
-from generators.checkpoint import checkpoint_paths, save_checkpoint, sha256_file
+from benchmark.atomic import sha256_file
+from generators.checkpoint import checkpoint_paths, save_checkpoint
 from generators.training import TrainConfig, fit
 
 TRAIN = dict(steps=3, batch_size=8, seed=7, n_dis=1)

@@ -1,0 +1,23 @@
+"""Where and how model stages run: the device, and a fixed torch thread count.
+
+The thread count is part of the result, not only of the speed: float reductions split over a
+different number of threads round differently, and a trained generator (so every image it
+makes) changed between a 2-thread DirectRunner and a 1-thread Dask worker. Every model stage
+therefore sets the same count on whatever worker it lands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    device: str  # "cpu" or "cuda", already resolved
+    torch_threads: int
+
+    def apply(self) -> None:
+        """Call in DoFn.setup: pins torch's intra-op threads on this worker."""
+        import torch
+
+        torch.set_num_threads(self.torch_threads)
