@@ -42,12 +42,14 @@ def main() -> int:
     stages = {k[:-3]: v / 1000 for k, v in stats["metrics"].items() if k.endswith("_ms")}
     print(f"command: {' '.join(cmd)}")
     print(f"samples: {info['samples']} in {len(info['shards'])} shards")
-    print(f"wall: {wall:.1f} s (pipeline {stats['pipeline_seconds']:.1f} s), peak RSS {peak_mib:.0f} MiB")
+    print(f"wall: {wall:.1f} s (pipeline {stats['pipeline_seconds']:.1f} s), peak RSS {peak_mib:.0f} MiB (largest single process)")
     print("stage seconds (summed over workers):")
     for name, secs in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<20} {secs:8.1f}  {100 * secs / wall:5.1f}% of wall")
     model = sum(stages.get(s, 0) for s in MODEL_STAGES)
-    print(f"model inference and training: {model:.1f} s = {100 * model / wall:.1f}% of wall")
+    busy = sum(stages.values())
+    print(f"model inference and training: {model:.1f} s = {100 * model / busy:.1f}% of all "
+          f"stage time ({busy:.1f} s over all workers)")
     print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["metrics"].items())
                                      if not k.endswith("_ms")))
     return 0

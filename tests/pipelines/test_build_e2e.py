@@ -181,3 +181,16 @@ def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
     assert all(r["origin"].endswith(".jpg") for r in real)
     for sample in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False):
         assert decode_image(sample["png"]).shape == (128, 128, 3)
+
+
+def test_yu_lpips_selection_keeps_the_samples_nearest_a_real_photo(photo_config):
+    out = photo_config.parent / "yu"
+    assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
+                 "--set", "selection.method=yu_lpips",
+                 "--set", "features.lpips.backbone_weights=random"]) == 0
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert len(rows) == 40
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["features"] == {"extractor": "lpips", "weights": "random"}
+    synthetic = [r for r in rows if r["source"] == "sngan"]
+    assert all(r["cluster"] == -1 and r["distance"] >= 0 for r in synthetic)
