@@ -225,11 +225,17 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
         raise BuildError(f"the pipeline ended in state {state}; {staging} holds the partial output")
+    stage_metrics = _stage_times(result)
+    # The DaskRunner opens a client of its own and leaves it open; closed here, it cannot
+    # outlive the cluster and keep reconnecting.
+    client = getattr(result, "client", None)
+    if client is not None:
+        client.close()
     wall_pipeline = time.perf_counter() - t0
     info = _finalize(cfg, staging)
     stats = {"pipeline_seconds": round(wall_pipeline, 2),
              "total_seconds": round(time.perf_counter() - t0, 2),
-             "metrics": _stage_times(result)}
+             "metrics": stage_metrics}
     write_text(staging / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
     if out.exists():
         shutil.rmtree(out)
