@@ -136,6 +136,22 @@ def _check_positive(name: str, value: int) -> int:
     return int(value)
 
 
+def _drop_aux_logits(state: Mapping[str, torch.Tensor], config_key: str, path: Path) -> dict[str, torch.Tensor]:
+    """torchvision checkpoints carry the auxiliary classifier; pool3 never uses it."""
+    return {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+
+
+def _init_weights(net: nn.Module, weights: str | Path, seed: int, config_key: str,
+                  convert: Callable[[Mapping[str, torch.Tensor], str, Path], dict[str, torch.Tensor]]) -> str:
+    """Fixed-seed random init or a local state dict (mapped by `convert`); returns the weights id."""
+    if str(weights) == RANDOM:
+        _seeded_init(net, seed)
+        return RANDOM
+    path = Path(weights)
+    _load_strict(net, convert(load_state_dict(path, config_key), config_key, path), config_key, path)
+    return _sha256(path)
+
+
 class InceptionFeatures:
     """InceptionV3 pool3 (2048-d) features, the space FID and RepMix work in."""
 
@@ -167,16 +183,7 @@ class InceptionFeatures:
             # transform_input=True is how torchvision runs its own inception_v3
             # weights (trained on [-1, 1] inputs) behind an ImageNet-normalised API.
             net = inception_v3(weights=None, aux_logits=False, init_weights=False, transform_input=True)
-        if str(weights) == RANDOM:
-            _seeded_init(net, _INCEPTION_SEED)
-            self.weights_id = RANDOM
-        else:
-            path = Path(weights)
-            state = load_state_dict(path, config_key)
-            # torchvision checkpoints carry the auxiliary classifier; pool3 never uses it.
-            state = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
-            _load_strict(net, state, config_key, path)
-            self.weights_id = _sha256(path)
+        self.weights_id = _init_weights(net, weights, _INCEPTION_SEED, config_key, _drop_aux_logits)
         net.fc = nn.Identity()  # pool3 -> dropout (identity in eval) -> features
         self._net = net.eval().to(self.device, memory_format=torch.channels_last)
         mean = torch.tensor(_IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
@@ -264,14 +271,8 @@ class LPIPSEmbedding:
             # pretrained=True reads the linear weights shipped inside the lpips
             # wheel; pnet_rand=True stops it fetching torchvision's AlexNet.
             model = lpips.LPIPS(pretrained=True, net="alex", version="0.1", pnet_rand=True, verbose=False)
-        if str(backbone_weights) == RANDOM:
-            _seeded_init(model.net, _ALEX_SEED)
-            self.weights_id = RANDOM
-        else:
-            path = Path(backbone_weights)
-            state = _alexnet_to_lpips(load_state_dict(path, config_key), config_key, path)
-            _load_strict(model.net, state, config_key, path)
-            self.weights_id = _sha256(path)
+        self.weights_id = _init_weights(model.net, backbone_weights, _ALEX_SEED, config_key,
+                                        _alexnet_to_lpips)
         self._normalize: Callable[[torch.Tensor], torch.Tensor] = lpips.normalize_tensor
         self._model = model.eval().to(self.device)
         lin_weights = [lin.model[-1].weight.detach() for lin in model.lins]
