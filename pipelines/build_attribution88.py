@@ -36,7 +36,7 @@ from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
 from pipelines.compute import ComputeSettings
-from pipelines.compute_features import INCEPTION, LPIPS, ComputeFeatures
+from pipelines.compute_features import INCEPTION, LPIPS, ComputeFeatures, build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleGenerators
@@ -108,7 +108,8 @@ def _resolve_device(requested: str) -> str:
 
 
 def _model_inputs(cfg: BuildConfig):
-    """Read what planning needs off the given checkpoints and folders (sha256, counts)."""
+    """Open every given checkpoint and folder once, before any work, so a bad one fails the
+    build here with its config key instead of deep inside a worker; returns sha256s and counts."""
     counts, shas = {}, {}
     for source, src in cfg.sources.items():
         for semantic in cfg.semantics:
@@ -116,12 +117,28 @@ def _model_inputs(cfg: BuildConfig):
                 if src.generator == "folder":
                     gen = generators.load("folder", folder=src.folders[semantic], resolution=cfg.resolution)
                     counts[(source, semantic)] = gen.count
-                    shas[(source, semantic)] = gen.checkpoint_sha256
                 elif semantic in src.checkpoints:
-                    shas[(source, semantic)] = generators.sha256_file(src.checkpoints[semantic])
+                    gen = generators.load(src.generator, checkpoint=src.checkpoints[semantic],
+                                          resolution=cfg.resolution)
+                else:
+                    continue
+                shas[(source, semantic)] = gen.checkpoint_sha256
             except generators.GeneratorError as exc:
-                raise BuildError(f"sources.{source}: {exc}") from None
+                where = "folders" if src.generator == "folder" else "checkpoints"
+                raise BuildError(f"sources.{source}.{where}.{semantic}: {exc}") from None
     return counts, shas
+
+
+def _check_feature_weights(cfg: BuildConfig) -> str:
+    """Load the feature extractor once in the driver (a bad weights file fails here, naming its
+    key); returns the weights id recorded in dataset_info.json."""
+    from benchmark.features import WeightsError
+
+    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
+    try:
+        return build_extractor(kind, cfg.features, "cpu").weights_id
+    except WeightsError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def _check_runner_options(options: PipelineOptions) -> None:
@@ -162,7 +179,7 @@ def _software() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
-def _finalize(cfg: BuildConfig, staging: Path) -> dict:
+def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     manifest = read_manifest(staging / "manifest.parquet")
     problems = check_counts(manifest, cfg)
     if problems:
@@ -181,8 +198,6 @@ def _finalize(cfg: BuildConfig, staging: Path) -> dict:
                                                "checkpoint_sha256"]).to_pylist()
                      if r["source"] != protocol.REAL})
     kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
-    weights = cfg.features.inception.weights if kind == INCEPTION else cfg.features.lpips.backbone_weights
-    weights_id = "random" if weights == "random" else "sha256:" + generators.sha256_file(Path(weights))
     info = {
         "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
         "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
@@ -211,6 +226,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     options = PipelineOptions(beam_args)
     _check_runner_options(options)
     counts, shas = _model_inputs(cfg)
+    weights_id = _check_feature_weights(cfg)
     try:
         plan = plan_build(cfg, staging / "generators", counts, shas)
     except (RealSetError, ValueError) as exc:
@@ -232,7 +248,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     if client is not None:
         client.close()
     wall_pipeline = time.perf_counter() - t0
-    info = _finalize(cfg, staging)
+    info = _finalize(cfg, staging, weights_id)
     stats = {"pipeline_seconds": round(wall_pipeline, 2),
              "total_seconds": round(time.perf_counter() - t0, 2),
              "metrics": stage_metrics}

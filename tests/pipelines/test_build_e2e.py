@@ -194,3 +194,43 @@ def test_yu_lpips_selection_keeps_the_samples_nearest_a_real_photo(photo_config)
     assert info["features"] == {"extractor": "lpips", "weights": "random"}
     synthetic = [r for r in rows if r["source"] == "sngan"]
     assert all(r["cluster"] == -1 and r["distance"] >= 0 for r in synthetic)
+
+
+def _run(photo_config, name, *sets):
+    args = ["--config", str(photo_config), "--out", str(photo_config.parent / name), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    return main(args)
+
+
+def test_bad_feature_weights_fail_before_any_work(photo_config, capsys):
+    bad = photo_config.parent / "inception.pth"
+    bad.write_bytes(b"not a state dict")
+    assert _run(photo_config, "badweights", f"features.inception.weights={bad}") == 1
+    err = capsys.readouterr().err
+    assert "features.inception.weights" in err and str(bad) in err
+    assert not list(photo_config.parent.glob("*badweights*"))
+
+
+def test_corrupt_generator_checkpoint_names_its_key(photo_config, capsys):
+    bad = photo_config.parent / "sngan-faces.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    assert _run(photo_config, "badckpt", f"sources.sngan.checkpoints.faces={bad}") == 1
+    err = capsys.readouterr().err
+    assert "sources.sngan.checkpoints.faces" in err and "sngan-faces" in err
+    assert not list(photo_config.parent.glob("*badckpt*"))
+
+
+def test_folder_source_adds_a_class_of_pre_generated_images(photo_config):
+    for semantic, seed in (("faces", 5), ("rooms", 6)):
+        write_photos(photo_config.parent / "pregen" / semantic, 30, seed, size=(36, 36))
+    pregen = photo_config.parent / "pregen"  # --set paths resolve against the working directory
+    folders = f"{{faces: {pregen}/faces, rooms: {pregen}/rooms}}"
+    assert _run(photo_config, "withfolder",
+                f"sources.blackbox={{generator: folder, folders: {folders}}}") == 0
+    out = photo_config.parent / "withfolder"
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert json.loads((out / "classes.json").read_text())["classes"] == ["real", "sngan", "blackbox"]
+    blackbox = [r for r in rows if r["source"] == "blackbox"]
+    assert len(blackbox) == 20 and {r["label"] for r in blackbox} == {2}
+    assert all(r["generator"] == "folder" and len(r["checkpoint_sha256"]) == 64 for r in blackbox)
