@@ -234,3 +234,16 @@ def test_folder_source_adds_a_class_of_pre_generated_images(photo_config):
     blackbox = [r for r in rows if r["source"] == "blackbox"]
     assert len(blackbox) == 20 and {r["label"] for r in blackbox} == {2}
     assert all(r["generator"] == "folder" and len(r["checkpoint_sha256"]) == 64 for r in blackbox)
+
+
+def test_built_benchmark_scores_a_perfect_submission(built, tmp_path):
+    from eval.score import main as score_main
+
+    rows = [r for r in pq.read_table(built / "manifest.parquet").to_pylist() if r["split"] == "test"]
+    sub = tmp_path / "perfect.csv"
+    sub.write_text("key,pred\n" + "".join(f"{r['key']},{r['source']}\n" for r in rows))
+    out = tmp_path / "report.json"
+    assert score_main(["--benchmark", str(built), "--submission", str(sub), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["count"] == 8 and report["attribution_accuracy"] == 1.0
+    assert set(report["by_semantic"]) == {"seen", "unseen"}
