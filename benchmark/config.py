@@ -138,6 +138,11 @@ class SelectionSpec(_Section):
     # pool, never from the Real class, so selection cannot leak the test photos.
     reference_count: int = Field(12_000, ge=1)
 
+    @property
+    def extractor(self) -> Literal["inception", "lpips"]:
+        """The feature space the method compares images in."""
+        return "inception" if self.method == "repmix_kmeans" else "lpips"
+
 
 class SplitsSpec(_Section):
     train: int = Field(a88.SPLITS["train"], ge=0)

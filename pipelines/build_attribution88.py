@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 import generators
@@ -36,7 +37,7 @@ from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
 from pipelines.compute import ComputeSettings
-from pipelines.compute_features import INCEPTION, LPIPS, ComputeFeatures, build_extractor
+from pipelines.compute_features import ComputeFeatures, build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleGenerators
@@ -74,9 +75,9 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     sampled = ((models | "AllModels" >> beam.Flatten())
                | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, compute))
 
-    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
-                | "ComputeFeatures" >> ComputeFeatures(kind, cfg.features, compute, tuple(cfg.sources)))
+                | "ComputeFeatures" >> ComputeFeatures(cfg.selection.extractor, cfg.features, compute,
+                                                       tuple(cfg.sources)))
     synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
@@ -134,9 +135,8 @@ def _check_feature_weights(cfg: BuildConfig) -> str:
     key); returns the weights id recorded in dataset_info.json."""
     from benchmark.features import WeightsError
 
-    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
     try:
-        return build_extractor(kind, cfg.features, "cpu").weights_id
+        return build_extractor(cfg.selection.extractor, cfg.features, "cpu").weights_id
     except WeightsError as exc:
         raise BuildError(str(exc)) from None
 
@@ -184,8 +184,6 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     problems = check_counts(manifest, cfg)
     if problems:
         raise BuildError("the build lost or doubled samples:\n  " + "\n  ".join(problems[:20]))
-    import pyarrow.parquet as pq
-
     rejected = pq.read_metadata(staging / "rejections.parquet").num_rows
     write_classes(staging / "classes.json", cfg)
     write_repmix_csvs(staging / "repmix", manifest)
@@ -197,7 +195,6 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
                      for r in manifest.select(["source", "semantic", "generator",
                                                "checkpoint_sha256"]).to_pylist()
                      if r["source"] != protocol.REAL})
-    kind = INCEPTION if cfg.selection.method == "repmix_kmeans" else LPIPS
     info = {
         "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
         "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
@@ -205,7 +202,7 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
         "splits": {s: sum(1 for x in manifest.column("split").to_pylist() if x == s)
                    for s in protocol.SPLIT_NAMES},
         "shards": shards,
-        "features": {"extractor": kind, "weights": weights_id},
+        "features": {"extractor": cfg.selection.extractor, "weights": weights_id},
         "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h}
                        for s, m, a, h in models],
         "corruptions": cfg.corruptions.model_dump(mode="json"),

@@ -19,15 +19,12 @@ from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)
 
-INCEPTION = "inception"
-LPIPS = "lpips"
-
 
 def build_extractor(kind: str, spec: FeaturesSpec, device: str):
-    """The feature model for a selection method (benchmark.features; loaded lazily on workers)."""
+    """The feature model named by SelectionSpec.extractor (loaded lazily on workers)."""
     from benchmark.features import InceptionFeatures, LPIPSEmbedding
 
-    if kind == INCEPTION:
+    if kind == "inception":
         s = spec.inception
         return InceptionFeatures(s.weights, config_key="features.inception.weights", device=device,
                                  input_size=s.input_size, precision=s.precision,
