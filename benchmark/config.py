@@ -66,14 +66,15 @@ class TrainSpec(_Section):
     """Training from scratch, used for every semantic a source has no checkpoint for."""
     steps: int = Field(ge=1)
     batch_size: int = Field(32, ge=1, le=4096)
-    lr_g: float = Field(2e-4, gt=0, le=1)
-    lr_d: float = Field(2e-4, gt=0, le=1)
-    n_dis: int = Field(1, ge=1, le=10)  # discriminator steps per generator step
+    # Optimiser settings left out take the architecture's published ones (its TRAIN_DEFAULTS).
+    lr_g: float | None = Field(None, gt=0, le=1)
+    lr_d: float | None = Field(None, gt=0, le=1)
+    n_dis: int | None = Field(None, ge=1, le=10)  # discriminator steps per generator step
     options: dict[str, Union[int, float, str]] = {}  # architecture hyperparameters, e.g. ch
 
 
 class SourceSpec(_Section):
-    generator: Literal["sngan", "folder"]
+    generator: Literal[a88.GENERATOR_ARCHS]  # type: ignore[valid-type]
     checkpoints: dict[str, ExistingFile] = {}  # semantic -> weights file (.safetensors + .json)
     folders: dict[str, ExistingDir] = {}  # semantic -> pre-generated images (generator: folder)
     train: TrainSpec | None = None

@@ -14,6 +14,11 @@ REAL = "real"
 GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3")
 SOURCES = (REAL, *GAN_SOURCES)
 
+# Implementations a source can name as its `generator` (generators.ARCHITECTURES has one module
+# per entry): the seven GANs above, a DDPM/DDIM diffusion family, and `folder` for images
+# generated elsewhere.
+GENERATOR_ARCHS = (*GAN_SOURCES, "ddpm", "folder")
+
 SEEN_SEMANTICS = ("celeba", "bedroom", "airplane", "classroom", "cow", "church_outdoor")
 UNSEEN_SEMANTICS = ("bridge", "bus", "sheep", "kitchen", "cat")
 SEMANTICS = SEEN_SEMANTICS + UNSEEN_SEMANTICS

@@ -49,9 +49,9 @@ class TrainTask:
     checkpoint: str
     steps: int
     batch_size: int
-    lr_g: float
-    lr_d: float
-    n_dis: int
+    lr_g: float | None  # None: the architecture's default
+    lr_d: float | None
+    n_dis: int | None
     samples: int  # images the trained model will be asked for
     options: dict = field(default_factory=dict)
     seed: int = 0

@@ -5,31 +5,48 @@
 
     generators.train("sngan", photos, Path("ckpt/sngan_cat"), steps=2000, batch_size=64, seed=0)
 
-ARCHITECTURES maps a registry name to the module implementing it. Network families
-(generators.sngan; more to come) provide the NetworkFamily surface in generators.base; the
-"folder" source (generators.folder) serves pre-generated images instead of running a network.
-To add an architecture, write its module and add one line here.
+ARCHITECTURES maps a registry name (benchmark.protocol.GENERATOR_ARCHS) to the module that
+implements it; family(name) imports it on first use, so opening one architecture never pays
+for the others (the diffusion family pulls in diffusers). Network families provide the
+NetworkFamily surface in generators.base; the "folder" source (generators.folder) serves
+pre-generated images instead of running a network. To add an architecture, write its module,
+add one line here and its name to benchmark.protocol.GENERATOR_ARCHS.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from types import ModuleType
 
 from generators import folder as folder_source
-from generators import sngan
 from generators.base import Generator, GeneratorError, NetworkGenerator
 from benchmark.atomic import sha256_file
 from generators.checkpoint import load_network
 from generators.training import StepStats, images_sha256, train
 
-ARCHITECTURES: dict[str, ModuleType] = {
-    "sngan": sngan,
-    "folder": folder_source,
+ARCHITECTURES: dict[str, str] = {
+    "progan": "generators.progan",
+    "cramergan": "generators.cramergan",
+    "mmdgan": "generators.mmdgan",
+    "sngan": "generators.sngan",
+    "stylegan": "generators.stylegan",
+    "stylegan2": "generators.stylegan2",
+    "stylegan3": "generators.stylegan3",
+    "ddpm": "generators.ddpm",
+    "folder": "generators.folder",
 }
 
-__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats", "images_sha256",
-           "load", "sha256_file", "train"]
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats", "family",
+           "images_sha256", "load", "sha256_file", "train"]
+
+
+def family(arch: str) -> ModuleType:
+    """The module implementing `arch`, imported on first use."""
+    module = ARCHITECTURES.get(arch)
+    if module is None:
+        raise GeneratorError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}")
+    return importlib.import_module(module)
 
 
 def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = None,
@@ -39,14 +56,12 @@ def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = Non
     `checkpoint` may be the stem, the .safetensors or the .json path. A network architecture
     without a checkpoint is an error: train one first with generators.train(...).
     """
-    family = ARCHITECTURES.get(arch)
-    if family is None:
-        raise GeneratorError(f"unknown arch {arch!r}; known: {sorted(ARCHITECTURES)}")
-    if family is folder_source:
+    module = family(arch)
+    if module is folder_source:
         if folder is None or checkpoint is not None:
             raise GeneratorError("arch 'folder' needs folder=... and no checkpoint")
         return folder_source.FolderGenerator(folder, resolution)
     if checkpoint is None or folder is not None:
         raise GeneratorError(f"arch {arch!r} needs checkpoint=... and no folder "
                              f"(no checkpoint yet? create one with generators.train)")
-    return load_network(checkpoint, family, resolution=resolution, device=device)
+    return load_network(checkpoint, module, resolution=resolution, device=device)

@@ -52,18 +52,37 @@ class NetworkFamily(Protocol):
 
     Modules satisfy this structurally; nothing registers itself. The generator network maps
     (N, dim_z) latents to (N, 3, resolution, resolution) in [-1, 1] and exposes `dim_z` and
-    `resolution` attributes; a family without build_discriminator cannot be trained here.
+    `resolution` attributes. Adversarial families give the two networks and the two losses,
+    and generators.training.fit runs the alternating updates; each loss is the whole objective
+    of its update, penalties (gradient penalty, R1) included, because only the family knows
+    what its penalty needs.
+
+    Optional hooks, looked up with getattr:
+
+    * ``set_progress(gen, disc, step, steps)``: called before every generator update (step is
+      1-based), for schedules such as ProGAN's growing and fade-in. The final state must be
+      stored in the generator's buffers, so a checkpoint samples what training ended with.
+    * ``fit(images, config, options, *, device, on_step) -> training.FitResult``: a family that
+      does not train adversarially (diffusion) trains itself; build_discriminator and the
+      losses are then not needed.
     """
 
     NAME: str
     RESOLUTIONS: tuple[int, ...]
+    # The published optimiser setting: {"lr_g", "lr_d", "betas", "n_dis"}; a training run
+    # uses these where the caller gives None.
+    TRAIN_DEFAULTS: Mapping[str, Any]
 
     def parse_options(self, options: Mapping[str, Any] | None) -> Any: ...
     def options_dict(self, options: Any) -> dict[str, Any]: ...
     def build_generator(self, resolution: int, options: Any) -> nn.Module: ...
     def build_discriminator(self, resolution: int, options: Any) -> nn.Module: ...
-    def discriminator_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor: ...
-    def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor: ...
+    def discriminator_loss(self, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Loss of one discriminator update; `fake` is detached, both are (B, 3, R, R) in [-1, 1]."""
+        ...
+    def generator_loss(self, disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Loss of one generator update; `fake` carries gradients, `real` is the last D batch."""
+        ...
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:

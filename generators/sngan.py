@@ -7,8 +7,8 @@ tests use tiny widths. Initialisation is Xavier-uniform with gain sqrt(2) on res
 1 elsewhere, as in those implementations.
 
 This module is an entry of generators.ARCHITECTURES and so provides the NetworkFamily surface:
-NAME, RESOLUTIONS, parse_options, options_dict, build_generator, build_discriminator,
-discriminator_loss, generator_loss.
+NAME, RESOLUTIONS, TRAIN_DEFAULTS, parse_options, options_dict, build_generator,
+build_discriminator, discriminator_loss, generator_loss.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from generators.base import GeneratorError
 
 NAME = "sngan"
 RESOLUTIONS = (32, 64, 128)
+# The paper's ResNet setting: Adam lr 2e-4, betas (0, 0.9), 5 D updates per G update.
+TRAIN_DEFAULTS = {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.0, 0.9), "n_dis": 5}
 
 # Width multipliers of `ch`: entry 0 is the 4x4 map after the linear layer, entry i the output
 # of up-block i, so there are log2(resolution / 4) blocks.
@@ -196,10 +198,12 @@ def build_discriminator(resolution: int, options: SNGANOptions) -> ResNetDiscrim
     return ResNetDiscriminator(resolution, ch=options.ch)
 
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Hinge loss: push real logits above +1 and fake logits below -1."""
-    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+    # One pass over real and fake together: one spectral-norm power iteration per update.
+    logits = disc(torch.cat([real, fake]))
+    return F.relu(1 - logits[:len(real)]).mean() + F.relu(1 + logits[len(real):]).mean()
 
 
-def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    return -fake_logits.mean()
+def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    return -disc(fake).mean()

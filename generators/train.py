@@ -14,7 +14,10 @@ import logging
 import sys
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
+import yaml
 
 from generators.base import GeneratorError
 from generators.folder import FolderGenerator
@@ -43,26 +46,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, required=True, help="generator updates")
     p.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, batches and latents (default: 0)")
-    p.add_argument("--ch", type=int, default=64, help="base channel width (default: 64, the paper's)")
-    p.add_argument("--dim-z", type=int, default=128, help="latent size (default: 128)")
-    p.add_argument("--n-dis", type=int, default=5, help="D updates per G update (default: 5)")
-    p.add_argument("--lr-g", type=float, default=2e-4, help="generator learning rate (default: 2e-4)")
-    p.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate (default: 2e-4)")
+    p.add_argument("--ch", type=int, help="base channel width (default: the architecture's published one)")
+    p.add_argument("--dim-z", type=int, help="latent size (default: the architecture's)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another architecture option, e.g. --option truncation_psi=0.7 (repeatable)")
+    p.add_argument("--n-dis", type=int, help="D updates per G update (default: the architecture's)")
+    p.add_argument("--lr-g", type=float, help="generator learning rate (default: the architecture's)")
+    p.add_argument("--lr-d", type=float, help="discriminator learning rate (default: the architecture's)")
     p.add_argument("--grid-every", type=int, default=0,
                    help="also write a sample grid every N steps (default: 0, only at the end)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     return p.parse_args(argv)
 
 
+def parse_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--ch, --dim-z and every --option KEY=VALUE (VALUE read as a YAML scalar: 3, 0.7, true, text)."""
+    options: dict[str, Any] = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GeneratorError(f"--option {item!r}: expected KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    for key, value in (("ch", args.ch), ("dim_z", args.dim_z)):
+        if value is not None:
+            options[key] = value
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
+        options = parse_options(args)
         images = read_photos(args.images, args.resolution)
         logging.getLogger(__name__).info("read %d photos from %s", len(images), args.images)
         path = train(args.arch, images, args.out, steps=args.steps, batch_size=args.batch_size,
                      seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, n_dis=args.n_dis,
-                     options={"ch": args.ch, "dim_z": args.dim_z}, grid_every=args.grid_every,
+                     options=options, grid_every=args.grid_every,
                      device=args.device)
     except GeneratorError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""Train a noise-to-image GAN from scratch on an in-memory set of photos (hinge loss, Adam).
+"""Train a noise-to-image generator from scratch on an in-memory set of photos.
 
 Used when an architecture has no checkpoint: a brief run gives a generator whose images carry
 that architecture's fingerprints, which is what attribution needs, even if they are not pretty.
-Defaults are the SNGAN paper's ResNet setting (lr 2e-4, betas (0, 0.9), 5 D steps per G step).
+Adversarial families share one loop (Adam, n_dis D updates per G update, the family's losses);
+a family with its own `fit` (diffusion) trains itself. Optimiser settings the caller leaves as
+None take the family's published TRAIN_DEFAULTS, and the resolved values are recorded.
 
 Determinism: network initialisation runs on a private RNG seeded with `seed`, and one
 torch.Generator seeded with `seed` draws every batch index and latent, so the same inputs give
@@ -43,10 +45,10 @@ class TrainConfig:
     steps: int  # generator updates
     batch_size: int  # images per D batch and latents per G batch
     seed: int  # seeds initialisation, batch sampling and latents
-    lr_g: float = 2e-4  # generator Adam learning rate
-    lr_d: float = 2e-4  # discriminator Adam learning rate
-    betas: tuple[float, float] = (0.0, 0.9)  # Adam betas for both networks
-    n_dis: int = 5  # discriminator updates per generator update
+    lr_g: float  # generator Adam learning rate
+    lr_d: float  # discriminator Adam learning rate (unused by non-adversarial families)
+    betas: tuple[float, float]  # Adam betas for both networks
+    n_dis: int  # discriminator updates per generator update
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "n_dis"):
@@ -98,10 +100,24 @@ def _check_images(images: np.ndarray, family: NetworkFamily) -> int:
     return resolution
 
 
+def resolve_config(family: NetworkFamily, *, steps: int, batch_size: int, seed: int,
+                   lr_g: float | None = None, lr_d: float | None = None,
+                   betas: tuple[float, float] | None = None, n_dis: int | None = None) -> TrainConfig:
+    """A validated TrainConfig, each setting given as None replaced by the family's default."""
+    given = {"lr_g": lr_g, "lr_d": lr_d, "betas": betas, "n_dis": n_dis}
+    values = {k: family.TRAIN_DEFAULTS[k] if v is None else v for k, v in given.items()}
+    return TrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr_g=values["lr_g"],
+                       lr_d=values["lr_d"], betas=tuple(values["betas"]), n_dis=values["n_dis"])
+
+
 def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options: Any, *,
         device: str = "cpu", on_step: Callable[[StepStats, nn.Module], None] | None = None) -> FitResult:
-    """Train a fresh generator/discriminator pair of `family` and return them (nothing is written)."""
+    """Train a fresh generator (and discriminator) of `family` and return them (nothing is written)."""
     resolution = _check_images(images, family)
+    own_fit = getattr(family, "fit", None)
+    if own_fit is not None:
+        return own_fit(images, config, options, device=device, on_step=on_step)
+    set_progress = getattr(family, "set_progress", None)
     device = torch.device(device)
     with isolated_rng(config.seed):
         gen = family.build_generator(resolution, options).to(device).train()
@@ -125,20 +141,20 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     start = time.perf_counter()
     stats = None
     for step in range(1, config.steps + 1):
+        if set_progress is not None:
+            set_progress(gen, disc, step, config.steps)
         for _ in range(config.n_dis):
             real = real_batch()
             with torch.no_grad():
                 fake = gen(latents())
-            # One pass over real and fake together: one spectral-norm power iteration per update.
-            logits = disc(torch.cat([real, fake]))
-            d_loss = family.discriminator_loss(logits[:batch], logits[batch:])
+            d_loss = family.discriminator_loss(disc, real, fake)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
         # D's parameter gradients are not needed for the G update; skipping them saves about a
         # third of D's backward pass.
         disc.requires_grad_(False)
-        g_loss = family.generator_loss(disc(gen(latents())))
+        g_loss = family.generator_loss(disc, gen(latents()), real)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
@@ -168,18 +184,18 @@ def write_grid(path: Path, gen: nn.Module, device: str = "cpu") -> Path:
 def _family(arch: str) -> NetworkFamily:
     # Imported here, not at module level: generators/__init__.py imports this module while it
     # builds the registry.
-    from generators import ARCHITECTURES
+    from generators import family
 
-    family = ARCHITECTURES.get(arch)
-    if family is None or not hasattr(family, "build_discriminator"):
-        trainable = sorted(k for k, v in ARCHITECTURES.items() if hasattr(v, "build_discriminator"))
-        raise GeneratorError(f"cannot train arch {arch!r}; trainable architectures: {trainable}")
-    return family
+    module = family(arch)
+    if not hasattr(module, "build_generator"):
+        raise GeneratorError(f"cannot train arch {arch!r}: it serves existing images, it has no network")
+    return module
 
 
 def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_size: int, seed: int,
-          lr_g: float = 2e-4, lr_d: float = 2e-4, betas: tuple[float, float] = (0.0, 0.9),
-          n_dis: int = 5, options: Mapping[str, Any] | None = None,
+          lr_g: float | None = None, lr_d: float | None = None,
+          betas: tuple[float, float] | None = None, n_dis: int | None = None,
+          options: Mapping[str, Any] | None = None,
           progress: Callable[[StepStats], None] | None = None, grid_every: int = 0,
           device: str = "cpu") -> Path:
     """Train `arch` on `images` (uint8 (N, R, R, 3), already at the target resolution).
@@ -189,8 +205,8 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
     """
     family = _family(arch)
     resolution = _check_images(images, family)
-    config = TrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g, lr_d=lr_d,
-                         betas=tuple(betas), n_dis=n_dis)
+    config = resolve_config(family, steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g,
+                            lr_d=lr_d, betas=betas, n_dis=n_dis)
     parsed = family.parse_options(options)
     paths = checkpoint_paths(out)
     paths.weights.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,8 @@ def _reusable(task: TrainTask, data_sha256: str) -> bool:
     train = meta.get("train") or {}
     wanted = {"steps": task.steps, "batch_size": task.batch_size, "seed": task.seed,
               "lr_g": task.lr_g, "lr_d": task.lr_d, "n_dis": task.n_dis, "data_sha256": data_sha256}
+    # None means "the architecture's default": the checkpoint records the resolved value.
+    wanted = {k: v for k, v in wanted.items() if v is not None}
     options = meta.get("options", {})
     return (meta.get("arch") == task.arch
             and all(options.get(k) == v for k, v in task.options.items())

@@ -15,7 +15,7 @@ from generators import sngan
 from generators.base import GeneratorError, NetworkGenerator
 from benchmark.atomic import sha256_file
 from generators.checkpoint import checkpoint_paths, save_checkpoint
-from generators.training import TrainConfig, fit
+from generators.training import fit, resolve_config
 
 TRAIN = dict(steps=3, batch_size=8, seed=7, n_dis=1)
 OPTIONS = {"ch": 8, "dim_z": 32}
@@ -63,7 +63,7 @@ def test_train_writes_checkpoint_sidecar_and_grid(trained, photos):
 
 def test_round_trip_matches_in_memory_model(trained, photos, tmp_path):
     # fit() with the same settings is what train() ran, so the weights must be the same.
-    result = fit(sngan, photos, TrainConfig(**TRAIN), sngan.parse_options(OPTIONS))
+    result = fit(sngan, photos, resolve_config(sngan, **TRAIN), sngan.parse_options(OPTIONS))
     in_memory = NetworkGenerator("sngan", result.generator, 32, "").sample(SEEDS)
     loaded = generators.load("sngan", checkpoint=trained, resolution=32)
     assert loaded.arch == "sngan" and loaded.resolution == 32

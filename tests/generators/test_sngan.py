@@ -1,5 +1,6 @@
 """SNGAN networks, seed -> image determinism, training steps and the training CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import generators
 from generators import sngan
 from generators.base import (SAMPLE_BATCH, GeneratorError, NetworkGenerator, isolated_rng,
                              seed_latents, to_uint8)
-from generators.training import TrainConfig, fit
+from generators.training import fit, resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -103,7 +104,7 @@ def test_training_steps_change_weights_and_leave_global_rng_alone():
         before = sngan.build_generator(32, sngan.SNGANOptions(ch=8)).state_dict()
     rng_state = torch.get_rng_state()
     seen = []
-    result = fit(sngan, images, TrainConfig(steps=3, batch_size=8, seed=1, n_dis=2),
+    result = fit(sngan, images, resolve_config(sngan, steps=3, batch_size=8, seed=1, n_dis=2),
                  sngan.SNGANOptions(ch=8), on_step=lambda stats, gen: seen.append(stats))
     assert torch.equal(torch.get_rng_state(), rng_state)
     assert [s.step for s in seen] == [1, 2, 3]
@@ -119,9 +120,9 @@ def test_training_steps_change_weights_and_leave_global_rng_alone():
 
 def test_train_config_validation():
     with pytest.raises(GeneratorError, match="n_dis"):
-        TrainConfig(steps=1, batch_size=2, seed=0, n_dis=0)
+        resolve_config(sngan, steps=1, batch_size=2, seed=0, n_dis=0)
     with pytest.raises(GeneratorError, match="betas"):
-        TrainConfig(steps=1, batch_size=2, seed=0, betas=(0.0, 1.5))
+        resolve_config(sngan, steps=1, batch_size=2, seed=0, betas=(0.0, 1.5))
 
 
 def test_train_rejects_bad_images_and_arch(tmp_path):
@@ -168,7 +169,21 @@ def test_cli_trains_from_a_photo_folder(tmp_path):
 
 def test_package_function_train_is_not_shadowed():
     assert callable(generators.train) and generators.train.__module__ == "generators.training"
-    assert generators.ARCHITECTURES["sngan"].NAME == "sngan"
-    assert generators.ARCHITECTURES["folder"].NAME == "folder"
+    assert generators.family("sngan").NAME == "sngan"
+    assert generators.family("folder").NAME == "folder"
     with pytest.raises(GeneratorError, match="unknown arch"):
         generators.load("stylegan9", checkpoint=Path("x"))
+
+
+def test_registry_names_match_the_protocol():
+    from benchmark.protocol import GENERATOR_ARCHS
+
+    assert tuple(generators.ARCHITECTURES) == GENERATOR_ARCHS
+
+
+def test_unset_optimiser_settings_take_the_family_defaults(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    path = generators.train("sngan", images, tmp_path / "g", steps=1, batch_size=4, seed=0,
+                            n_dis=1, options={"ch": 4})
+    train = json.loads(path.with_suffix(".json").read_text())["train"]
+    assert (train["lr_g"], train["lr_d"], train["betas"], train["n_dis"]) == (2e-4, 2e-4, [0.0, 0.9], 1)
