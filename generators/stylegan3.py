@@ -1,0 +1,581 @@
+"""StyleGAN3-T (Karras et al., "Alias-Free Generative Adversarial Networks", NeurIPS 2021).
+
+Generator, configuration T (translation equivariant), in plain PyTorch:
+
+* mapping network: z normalised by its second moment, 2 fully connected layers with leaky
+  ReLU, equalised learning rate with lr multiplier 0.01; a running mean of w (``w_avg``,
+  beta 0.998) is tracked in training and used for truncation at sampling time;
+* Fourier-feature input: fixed random frequencies inside a disc whose radius is the first
+  cutoff, random phases, and an affine layer from w that gives a rotation and translation of
+  the feature coordinates (initialised to the identity), followed by a learned channel mix;
+* ``num_layers`` (14 published) synthesis layers + toRGB, each a modulated, demodulated 3x3
+  conv followed by the alias-free nonlinearity: bias, upsample (2x the layer's higher
+  sampling rate, 4x when it doubles) with a Kaiser-windowed sinc low-pass, leaky ReLU,
+  low-pass at the output cutoff and downsample. Cutoffs and stopbands follow the paper's
+  geometric progression from (2, 2**2.1) to (R/2, R/2 * 2**0.3), reached ``num_critical``
+  (2) layers before the end; sampling rates and channel counts derive from them; feature
+  maps carry a 10-sample margin that the last two layers crop to R x R. The final toRGB is a
+  1x1 modulated conv without demodulation or nonlinearity; output scaled by 0.25. Each
+  layer's input is normalised by an EMA of its magnitude (a buffer, tracked in training);
+* the low-pass filters are designed with scipy.signal.firwin (Kaiser window, as NVIDIA's
+  implementation does) and applied as separable FIR convolutions with conv2d.
+
+Discriminator: the StyleGAN2 residual discriminator (equalised LR, [1,3,3,1] blur before
+every 2x downsample, residual skips scaled by sqrt(0.5), minibatch stddev with groups of 4,
+conv + 2 fully connected layers at 4x4); loss: non-saturating logistic + R1 on reals
+(gamma/2 * E||grad D(x)||^2). Optimiser as published: Adam lr 0.0025 (G) / 0.002 (D),
+betas (0, 0.99), one D update per G update.
+
+Choices that differ from NVIDIA's code, and why:
+
+* Sampling (eval mode) has no cross-sample operation: the pre-normalisation of the styles
+  inside the modulated conv is per sample (NVIDIA divides by the RMS over the whole batch;
+  demodulation removes any per-sample scale, so the result is the same up to rounding), the
+  magnitude EMAs and w_avg are frozen, and truncation (``truncation_psi``) applies in eval
+  mode only (training runs at psi = 1, as published). Eval output is clamped to [-1, 1] (the
+  same clamp base.to_uint8 applies); training output is unclamped, as published.
+* R1 is applied at every D step rather than lazily every 16 steps, there is no G EMA copy,
+  no image blur during the first 200k images, and no mixed precision: the shared training
+  loop (generators.training.fit) has no hooks for them and runs are short.
+* The mapping network and discriminator are written here; generators.stylegan2 may provide
+  shared versions later (see the module's report).
+
+``ch`` is channel_max (512 published); channel_base is 64 * ch (32768 published).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.signal
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators.base import GeneratorError
+
+NAME = "stylegan3"
+RESOLUTIONS = (32, 64, 128)
+# Paper/official config: Adam lr 0.0025 for G, 0.002 for D, betas (0, 0.99); one D step per G step.
+TRAIN_DEFAULTS = {"lr_g": 0.0025, "lr_d": 0.002, "betas": (0.0, 0.99), "n_dis": 1}
+
+# Synthesis schedule constants of config T (NVIDIA SynthesisNetwork defaults).
+FIRST_CUTOFF = 2.0  # cutoff of the Fourier input, cycles per unit of the feature canvas
+FIRST_STOPBAND = 2 ** 2.1
+LAST_STOPBAND_REL = 2 ** 0.3  # last stopband = last cutoff (R/2) times this
+MARGIN = 10  # samples of margin around the canvas of the non-final layers
+OUTPUT_SCALE = 0.25
+FILTER_SIZE = 6  # filter taps per unit of up/down factor
+LRELU_UPSAMPLING = 2  # how much above the layer's sampling rate the nonlinearity runs
+CONV_CLAMP = 256.0  # activations are clamped to +-this after the nonlinearity, as published
+W_AVG_BETA = 0.998
+# NVIDIA sets 0.5 ** (batch / 20k images); 0.999 is that value for a batch of ~30.
+MAGNITUDE_EMA_BETA = 0.999
+MBSTD_GROUP = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleGAN3Options:
+    """Architecture and loss hyperparameters stored in a checkpoint's sidecar."""
+
+    ch: int = 512  # channel_max; channel_base is 64 * ch (512 / 32768 published)
+    dim_z: int = 512  # latent size
+    dim_w: int = 512  # intermediate latent (style) size
+    mapping_layers: int = 2  # fully connected layers of the mapping network (2 for StyleGAN3)
+    num_layers: int = 14  # synthesis layers before toRGB (14 published); >= num_critical + 1
+    num_critical: int = 2  # last layers that are critically sampled (cutoff = Nyquist)
+    truncation_psi: float = 1.0  # sampling-time truncation towards w_avg; 1.0 = none
+    r1_gamma: float = 0.5  # R1 weight; the paper's FFHQ-U 256 value 2 scaled by (128/256)^2
+
+
+_INT_OPTIONS = ("ch", "dim_z", "dim_w", "mapping_layers", "num_layers")
+
+
+def parse_options(options: Mapping[str, Any] | None) -> StyleGAN3Options:
+    """Validated options, defaults filled in; unknown keys and bad values raise naming the key."""
+    options = dict(options or {})
+    known = [f.name for f in dataclasses.fields(StyleGAN3Options)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise GeneratorError(f"unknown stylegan3 options {unknown}; known: {sorted(known)}")
+    for key, value in options.items():
+        if key in _INT_OPTIONS or key == "num_critical":
+            low = 0 if key == "num_critical" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                kind = "a non-negative" if low == 0 else "a positive"
+                raise GeneratorError(f"stylegan3 option {key}={value!r} must be {kind} integer")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise GeneratorError(f"stylegan3 option {key}={value!r} must be a finite number")
+            options[key] = float(value)
+    parsed = StyleGAN3Options(**options)
+    if parsed.num_layers < parsed.num_critical + 1:
+        raise GeneratorError(f"stylegan3 option num_layers={parsed.num_layers} must exceed "
+                             f"num_critical={parsed.num_critical}")
+    if parsed.r1_gamma < 0:
+        raise GeneratorError(f"stylegan3 option r1_gamma={parsed.r1_gamma!r} must be >= 0")
+    return parsed
+
+
+def options_dict(options: StyleGAN3Options) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+def _check_resolution(resolution: int) -> None:
+    if resolution not in RESOLUTIONS:
+        raise GeneratorError(f"stylegan3 supports resolutions {RESOLUTIONS}, not {resolution}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters
+
+
+def lowpass_filter(numtaps: int, cutoff: float, half_width: float, fs: float) -> torch.Tensor | None:
+    """1-D Kaiser-windowed sinc low-pass (unit DC gain), or None when numtaps == 1 (no filter).
+
+    `cutoff` is the -6 dB point and the transition band is cutoff +- half_width, so the
+    stopband starts at cutoff + half_width; all frequencies in the units of `fs`.
+    """
+    if numtaps == 1:
+        return None
+    taps = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=half_width * 2, fs=fs)
+    return torch.as_tensor(taps, dtype=torch.float32)
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
+              padding: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad (negative crops), filter separably with `f`, downsample.
+
+    x: (N, C, H, W); f: 1-D taps used along both axes (None = identity); padding:
+    (left, right, top, bottom) applied after upsampling; gain: overall 2-D gain.
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1)).reshape(n, c, h * up, w * up)
+    x = F.pad(x, padding)
+    if f is None:
+        return x[:, :, ::down, ::down] * gain
+    # Per-axis gain sqrt(gain); a symmetric filter needs no flip for true convolution.
+    f = (f * math.sqrt(gain)).to(x.dtype)
+    k = f.numel()
+    x = F.conv2d(x, f.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
+    x = F.conv2d(x, f.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
+    return x
+
+
+def filtered_lrelu(x: torch.Tensor, up_filter: torch.Tensor | None, down_filter: torch.Tensor | None,
+                   up: int, down: int, padding: tuple[int, int, int, int], gain: float = math.sqrt(2),
+                   slope: float = 0.2, clamp: float | None = None) -> torch.Tensor:
+    """The alias-free nonlinearity: upsample + low-pass, leaky ReLU, low-pass + downsample.
+
+    Running the pointwise nonlinearity at `up` times the input rate keeps most of the high
+    frequencies it creates representable, and the second low-pass removes them before
+    decimation, so (almost) nothing folds back below the cutoff (paper, section 3.2).
+    """
+    x = upfirdn2d(x, up_filter, up=up, padding=padding, gain=up ** 2)
+    x = F.leaky_relu(x, slope) * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return upfirdn2d(x, down_filter, down=down)
+
+
+# ---------------------------------------------------------------------------------------------
+# Equalised-learning-rate layers
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with weights scaled at run time by lr_mult / sqrt(in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, *, lr_mult: float = 1.0,
+                 bias_init: float | tuple[float, ...] = 0.0, weight_init: float = 1.0,
+                 activation: bool = False):
+        super().__init__()
+        # in_features/out_features: sizes; lr_mult: learning-rate multiplier (0.01 in mapping);
+        # bias_init: initial bias (scalar or per output); weight_init: scale of the initial
+        # N(0, 1) weights (0 for the Fourier affine, which starts at the identity);
+        # activation: leaky ReLU 0.2 with gain sqrt(2) after the affine map
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * (weight_init / lr_mult))
+        bias = torch.zeros(out_features) + torch.as_tensor(bias_init, dtype=torch.float32)
+        self.bias = nn.Parameter(bias / lr_mult)
+        self.weight_gain = lr_mult / math.sqrt(in_features)
+        self.bias_gain = lr_mult
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.activation else x
+
+
+class EqualConv2d(nn.Module):
+    """Conv layer with equalised LR; optional [1,3,3,1]-blurred 2x downsampling (StyleGAN2's D)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True,
+                 activation: bool = True, down: bool = False):
+        super().__init__()
+        # in_ch/out_ch: channels; kernel: square kernel size; bias: learned bias;
+        # activation: leaky ReLU 0.2 with gain sqrt(2); down: blur then stride-2 conv
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.kernel = kernel
+        self.activation = activation
+        self.down = down
+        blur = torch.tensor([1.0, 3.0, 3.0, 1.0])
+        self.register_buffer("blur", blur / blur.sum(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        pad = self.kernel // 2
+        if self.down and self.kernel == 1:
+            # Blur-and-decimate, then the 1x1 conv: H -> H / 2.
+            x = F.conv2d(upfirdn2d(x, self.blur, down=2, padding=(1, 1, 1, 1)), w, self.bias)
+        elif self.down:
+            # Blur padded by pad + 1 per side, then a stride-2 conv: H -> H + 1 -> H / 2.
+            p = pad + 1
+            x = F.conv2d(upfirdn2d(x, self.blur, padding=(p, p, p, p)), w, self.bias, stride=2)
+        else:
+            x = F.conv2d(x, w, self.bias, padding=pad)
+        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.activation else x
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator
+
+
+class MappingNetwork(nn.Module):
+    """z (N, dim_z) -> w (N, dim_w); tracks the mean w in training for truncation."""
+
+    def __init__(self, dim_z: int, dim_w: int, num_layers: int, lr_mult: float = 0.01,
+                 w_avg_beta: float = W_AVG_BETA):
+        super().__init__()
+        # dim_z/dim_w: latent sizes; num_layers: FC layers; lr_mult: equalised-LR multiplier;
+        # w_avg_beta: EMA decay of the tracked mean w
+        sizes = [dim_z] + [dim_w] * num_layers
+        self.layers = nn.Sequential(*(EqualLinear(a, b, lr_mult=lr_mult, activation=True)
+                                      for a, b in zip(sizes, sizes[1:])))
+        self.w_avg_beta = w_avg_beta
+        self.register_buffer("w_avg", torch.zeros(dim_w))
+
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        z = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        w = self.layers(z)
+        if self.training:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation_psi != 1:
+            w = self.w_avg.lerp(w, truncation_psi)
+        return w
+
+
+class FourierInput(nn.Module):
+    """w -> (N, channels, size, size) Fourier features of a canvas sampled at `sampling_rate`.
+
+    Feature c at canvas point p is sin(2 pi (f_c . p' + phi_c)) where p' = R(w) (p - t(w)):
+    the affine from w rotates and translates the coordinate frame, so moving t moves the
+    (band-limited, continuous) features by exactly t; frequencies near the band edge fade out.
+    """
+
+    def __init__(self, dim_w: int, channels: int, size: int, sampling_rate: float, bandwidth: float):
+        super().__init__()
+        # dim_w: style size; channels: feature count; size: canvas side in samples (margin
+        # included); sampling_rate: samples per unit; bandwidth: largest frequency (cycles/unit)
+        self.channels, self.size = channels, size
+        self.sampling_rate, self.bandwidth = float(sampling_rate), float(bandwidth)
+        freqs = torch.randn(channels, 2)
+        radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
+        # Maps a 2-D Gaussian to a distribution inside the unit disc, denser towards its edge.
+        freqs = freqs / (radii * radii.square().exp().pow(0.25)) * bandwidth
+        self.register_buffer("freqs", freqs)
+        self.register_buffer("phases", torch.rand(channels) - 0.5)
+        # Rotation (cos, sin) and translation (tx, ty); starts as the identity transform.
+        self.affine = EqualLinear(dim_w, 4, weight_init=0.0, bias_init=(1.0, 0.0, 0.0, 0.0))
+        self.weight = nn.Parameter(torch.randn(channels, channels))
+
+    def features(self, t: torch.Tensor) -> torch.Tensor:
+        """Raw sinusoids (N, size, size, channels) for transform parameters t (N, 4), before mixing."""
+        t = t / t[:, :2].norm(dim=1, keepdim=True)
+        n = t.shape[0]
+        rot = torch.eye(3, device=t.device).repeat(n, 1, 1)
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = t[:, 0], -t[:, 1], t[:, 1], t[:, 0]
+        shift = torch.eye(3, device=t.device).repeat(n, 1, 1)
+        shift[:, 0, 2], shift[:, 1, 2] = -t[:, 2], -t[:, 3]
+        transform = rot @ shift
+        phases = self.phases + (self.freqs @ transform[:, :2, 2:]).squeeze(2)  # (N, C)
+        freqs = self.freqs @ transform[:, :2, :2]  # (N, C, 2)
+        # Fade out frequencies that the canvas rate cannot carry without aliasing.
+        amplitudes = (1 - (freqs.norm(dim=2) - self.bandwidth)
+                      / (self.sampling_rate / 2 - self.bandwidth)).clamp(0, 1)
+        # Sample centres in units: (i + 0.5 - size / 2) / sampling_rate; last axis is (x, y).
+        coords = (torch.arange(self.size, device=t.device, dtype=t.dtype) + 0.5 - self.size / 2) \
+            / self.sampling_rate
+        grid = torch.stack(torch.meshgrid(coords, coords, indexing="xy"), dim=-1)  # (H, W, 2)
+        x = torch.einsum("hwk,nck->nhwc", grid, freqs) + phases[:, None, None, :]
+        return torch.sin(x * (2 * math.pi)) * amplitudes[:, None, None, :]
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.affine(w))
+        x = x @ (self.weight / math.sqrt(self.channels)).t()
+        return x.permute(0, 3, 1, 2)
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, padding: int,
+                     demodulate: bool, input_gain: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample conv with weights scaled by styles (N, in) and, if asked, demodulated.
+
+    Demodulation rescales each output channel's weights to unit L2 norm per sample, which
+    replaces AdaIN's instance normalisation with an expected-statistics normalisation.
+    """
+    n, in_ch = styles.shape
+    out_ch, _, kh, kw = weight.shape
+    if demodulate:
+        # Pre-normalisation for numerical range only (demodulation undoes any scale); per
+        # sample so that no image depends on the others in its batch.
+        weight = weight * weight.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+        styles = styles * styles.square().mean(dim=1, keepdim=True).rsqrt()
+    w = weight.unsqueeze(0) * styles.view(n, 1, in_ch, 1, 1)  # (N, out, in, kh, kw)
+    if demodulate:
+        w = w * (w.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
+    if input_gain is not None:
+        w = w * input_gain
+    x = F.conv2d(x.reshape(1, n * in_ch, *x.shape[2:]), w.reshape(n * out_ch, in_ch, kh, kw),
+                 padding=padding, groups=n)
+    return x.reshape(n, out_ch, *x.shape[2:])
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated conv + alias-free leaky ReLU between two sampling rates (or the final toRGB)."""
+
+    def __init__(self, dim_w: int, *, is_torgb: bool, in_ch: int, out_ch: int, in_size: int,
+                 out_size: int, in_rate: float, out_rate: float, in_cutoff: float, out_cutoff: float,
+                 in_half_width: float, out_half_width: float, kernel: int = 3):
+        super().__init__()
+        # is_torgb: 1x1 conv, no demodulation, no nonlinearity or filters;
+        # in_/out_ch, in_/out_size: channels and canvas sides; in_/out_rate: sampling rates;
+        # in_/out_cutoff, in_/out_half_width: filter cutoff and transition half-width;
+        # kernel: conv kernel side (3; 1 for toRGB)
+        self.is_torgb = is_torgb
+        self.in_ch, self.out_ch, self.in_size, self.out_size = in_ch, out_ch, in_size, out_size
+        self.in_cutoff, self.out_cutoff = float(in_cutoff), float(out_cutoff)
+        self.kernel = 1 if is_torgb else kernel
+        self.affine = EqualLinear(dim_w, in_ch, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, self.kernel, self.kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.register_buffer("magnitude_ema", torch.ones(()))
+
+        tmp_rate = max(in_rate, out_rate) * (1 if is_torgb else LRELU_UPSAMPLING)
+        self.tmp_rate = tmp_rate
+        self.up = int(round(tmp_rate / in_rate))
+        self.down = int(round(tmp_rate / out_rate))
+        up_taps = FILTER_SIZE * self.up if self.up > 1 and not is_torgb else 1
+        down_taps = FILTER_SIZE * self.down if self.down > 1 and not is_torgb else 1
+        for name, taps, cutoff, half in (("up_filter", up_taps, in_cutoff, in_half_width),
+                                         ("down_filter", down_taps, out_cutoff, out_half_width)):
+            f = lowpass_filter(taps, cutoff, half, tmp_rate)
+            # Derived from the options, so not saved: a checkpoint holds learned state only.
+            self.register_buffer(name, f, persistent=False)
+        # Padding (after upsampling) that turns the full conv output into exactly out_size.
+        pad_total = (out_size - 1) * self.down + 1
+        pad_total -= (in_size + self.kernel - 1) * self.up
+        pad_total += up_taps + down_taps - 2
+        lo = (pad_total + self.up) // 2
+        self.padding = (lo, pad_total - lo, lo, pad_total - lo)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1:] == (self.in_ch, self.in_size, self.in_size), tuple(x.shape)
+        if self.training:
+            with torch.no_grad():
+                self.magnitude_ema.copy_(x.detach().square().mean().lerp(self.magnitude_ema,
+                                                                          MAGNITUDE_EMA_BETA))
+        styles = self.affine(w)
+        if self.is_torgb:
+            styles = styles / math.sqrt(self.in_ch * self.kernel ** 2)
+        x = modulated_conv2d(x, self.weight, styles, padding=self.kernel - 1,
+                             demodulate=not self.is_torgb, input_gain=self.magnitude_ema.rsqrt())
+        x = x + self.bias.view(1, -1, 1, 1)
+        if self.is_torgb:
+            x = upfirdn2d(x, None, up=self.up, down=self.down, padding=self.padding).clamp(-CONV_CLAMP, CONV_CLAMP)
+        else:
+            x = filtered_lrelu(x, self.up_filter, self.down_filter, self.up, self.down, self.padding,
+                               clamp=CONV_CLAMP)
+        assert x.shape[1:] == (self.out_ch, self.out_size, self.out_size), tuple(x.shape)
+        return x
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSchedule:
+    """Per-layer filter and canvas plan; index 0 is the Fourier input, index num_layers toRGB."""
+
+    cutoffs: np.ndarray
+    stopbands: np.ndarray
+    sampling_rates: np.ndarray
+    half_widths: np.ndarray
+    sizes: np.ndarray
+    channels: np.ndarray
+
+
+def layer_schedule(resolution: int, ch: int, num_layers: int, num_critical: int) -> LayerSchedule:
+    """Cutoffs and stopbands grow geometrically from the first to the last value, reached
+    num_critical layers before the end; sampling rates are the smallest powers of two above
+    twice the stopband (at most the resolution); widths shrink as cutoffs grow."""
+    last_cutoff = resolution / 2
+    last_stopband = last_cutoff * LAST_STOPBAND_REL
+    exponents = np.minimum(np.arange(num_layers + 1) / (num_layers - num_critical), 1)
+    cutoffs = FIRST_CUTOFF * (last_cutoff / FIRST_CUTOFF) ** exponents
+    stopbands = FIRST_STOPBAND * (last_stopband / FIRST_STOPBAND) ** exponents
+    rates = np.exp2(np.ceil(np.log2(np.minimum(stopbands * 2, resolution))))
+    half_widths = np.maximum(stopbands, rates / 2) - cutoffs
+    sizes = rates + MARGIN * 2
+    sizes[-2:] = resolution
+    channels = np.rint(np.minimum(64 * ch / 2 / cutoffs, ch))
+    channels[-1] = 3
+    return LayerSchedule(cutoffs, stopbands, rates, half_widths, sizes.astype(int), channels.astype(int))
+
+
+class SynthesisNetwork(nn.Module):
+    """w (N, dim_w) -> image (N, 3, R, R), unbounded (about [-1, 1])."""
+
+    def __init__(self, resolution: int, ch: int, dim_w: int, num_layers: int, num_critical: int):
+        super().__init__()
+        s = layer_schedule(resolution, ch, num_layers, num_critical)
+        self.schedule = s
+        self.input = FourierInput(dim_w, int(s.channels[0]), int(s.sizes[0]), float(s.sampling_rates[0]),
+                                  float(s.cutoffs[0]))
+        layers = []
+        for i in range(num_layers + 1):
+            p = max(i - 1, 0)
+            layers.append(SynthesisLayer(
+                dim_w, is_torgb=i == num_layers, in_ch=int(s.channels[p]), out_ch=int(s.channels[i]),
+                in_size=int(s.sizes[p]), out_size=int(s.sizes[i]), in_rate=float(s.sampling_rates[p]),
+                out_rate=float(s.sampling_rates[i]), in_cutoff=float(s.cutoffs[p]),
+                out_cutoff=float(s.cutoffs[i]), in_half_width=float(s.half_widths[p]),
+                out_half_width=float(s.half_widths[i])))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        x = self.input(w)
+        # Without style mixing (StyleGAN3 trains without it) every layer gets the same w.
+        for layer in self.layers:
+            x = layer(x, w)
+        return x * OUTPUT_SCALE
+
+
+class StyleGAN3Generator(nn.Module):
+    """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
+
+    def __init__(self, resolution: int, options: StyleGAN3Options):
+        super().__init__()
+        _check_resolution(resolution)
+        self.resolution = resolution  # output side
+        self.dim_z = options.dim_z  # latent size
+        self.truncation_psi = options.truncation_psi  # applied in eval mode only
+        self.mapping = MappingNetwork(options.dim_z, options.dim_w, options.mapping_layers)
+        self.synthesis = SynthesisNetwork(resolution, options.ch, options.dim_w, options.num_layers,
+                                          options.num_critical)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
+        w = self.mapping(z, truncation_psi=1.0 if self.training else self.truncation_psi)
+        x = self.synthesis(w)
+        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
+        return x if self.training else x.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminator (StyleGAN2, residual)
+
+
+def _disc_channels(res: int, ch: int) -> int:
+    return int(min(64 * ch // res, ch))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Two 3x3 convs (the second blurs and halves), plus a blurred 1x1 skip, summed / sqrt(2)."""
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int):
+        super().__init__()
+        # in_ch: incoming channels; mid_ch: width at this resolution; out_ch: width after halving
+        self.conv0 = EqualConv2d(in_ch, mid_ch, 3)
+        self.conv1 = EqualConv2d(mid_ch, out_ch, 3, down=True)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
+
+
+def minibatch_stddev(x: torch.Tensor, group: int = MBSTD_GROUP) -> torch.Tensor:
+    """Append one channel: the mean std of features over groups of samples (cross-sample, D only)."""
+    n, c, h, w = x.shape
+    # The largest group size <= `group` that divides the batch, so any batch size works.
+    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
+    y = x.reshape(g, n // g, c, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
+    y = y.mean(dim=(1, 2, 3)).view(n // g, 1, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """image (N, 3, resolution, resolution) -> logits (N,)."""
+
+    def __init__(self, resolution: int, ch: int):
+        super().__init__()
+        _check_resolution(resolution)
+        self.resolution = resolution  # input side
+        self.r1_gamma = 0.0  # set by build_discriminator from the options
+        self.from_rgb = EqualConv2d(3, _disc_channels(resolution, ch), 1)
+        blocks = []
+        res = resolution
+        while res > 4:
+            blocks.append(DiscriminatorBlock(_disc_channels(res, ch), _disc_channels(res, ch),
+                                             _disc_channels(res // 2, ch)))
+            res //= 2
+        self.blocks = nn.Sequential(*blocks)
+        c4 = _disc_channels(4, ch)
+        self.conv = EqualConv2d(c4 + 1, c4, 3)
+        self.fc = EqualLinear(c4 * 16, c4, activation=True)
+        self.out = EqualLinear(c4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1:] == (3, self.resolution, self.resolution), (
+            f"expected (N, 3, {self.resolution}, {self.resolution}), got {tuple(x.shape)}")
+        x = self.blocks(self.from_rgb(x))
+        x = self.conv(minibatch_stddev(x))
+        return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+
+def build_generator(resolution: int, options: StyleGAN3Options) -> StyleGAN3Generator:
+    return StyleGAN3Generator(resolution, options)
+
+
+def build_discriminator(resolution: int, options: StyleGAN3Options) -> StyleGAN2Discriminator:
+    disc = StyleGAN2Discriminator(resolution, options.ch)
+    disc.r1_gamma = options.r1_gamma
+    return disc
+
+
+def r1_penalty(disc: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits on `real`, per-sample ||d sum(D(real)) / d real_i||^2), graph kept for backprop."""
+    real = real.detach().requires_grad_(True)
+    logits = disc(real)
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return logits, grad.square().sum(dim=(1, 2, 3))
+
+
+def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic loss + gamma/2 * R1 on the reals."""
+    # Real and fake go through D separately so that minibatch-stddev groups never mix them.
+    fake_loss = F.softplus(disc(fake)).mean()
+    gamma = float(getattr(disc, "r1_gamma", 0.0))
+    if gamma > 0:
+        logits, penalty = r1_penalty(disc, real)
+        return fake_loss + F.softplus(-logits).mean() + gamma / 2 * penalty.mean()
+    return fake_loss + F.softplus(-disc(real)).mean()
+
+
+def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Non-saturating loss: softplus(-D(G(z)))."""
+    return F.softplus(-disc(fake)).mean()
