@@ -1,0 +1,388 @@
+"""Building blocks shared by StyleGAN (generators.stylegan) and StyleGAN2 (generators.stylegan2).
+
+Everything here is plain PyTorch (no compiled CUDA ops), so it runs wherever torch does:
+
+* equalized learning rate (Karras et al., ICLR 2018): weights are stored as N(0, 1) / lr_mul and
+  scaled by lr_mul / sqrt(fan_in) at run time; the mapping network uses lr_mul = 0.01;
+* the mapping network z -> w (pixel norm of z, then leaky-ReLU equalized linear layers) and the
+  tracked average w (`w_avg`, an EMA with beta 0.995 updated in training) used for truncation;
+* FIR filtering (`upfirdn2d`, the [1, 3, 3, 1] / [1, 2, 1] blur around up- and downsampling);
+* noise injection: random per-sample noise in training, a constant stored buffer in eval, so an
+  eval-mode image is a function of its latent only;
+* the StyleGAN discriminator (ProGAN's layout with minibatch stddev; plain or residual blocks);
+* the non-saturating logistic loss with the R1 penalty on reals (optionally lazy).
+
+Parameter shapes and scalings follow the public StyleGAN2 PyTorch port by rosinality
+(stylegan2-pytorch, model.py), so its generator checkpoints map onto ours key by key
+(generators.external); the code is our own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators.base import GeneratorError, isolated_rng
+
+# NVIDIA's w_avg tracking: w_avg <- lerp(mean(w), w_avg, beta) every training forward pass.
+W_AVG_BETA = 0.995
+# Leaky ReLU slope and the gain that restores unit variance after it (both papers' "lrelu").
+LRELU_SLOPE = 0.2
+LRELU_GAIN = math.sqrt(2)
+# Seed offset of the constant eval-mode noise maps (layer i uses NOISE_SEED + i), so they
+# depend on nothing but the layer's position.
+NOISE_SEED = 1_000_003
+
+
+def layer_widths(resolution: int, ch: int, channel_multiplier: int) -> dict[int, int]:
+    """Feature-map width at each resolution 4..`resolution`: min(ch, ch * 32 * multiplier / res).
+
+    With ch=512 this is NVIDIA's min(channel_base / res, 512), channel_base = 16384 * multiplier
+    (StyleGAN: multiplier 1; StyleGAN2 config-f and rosinality's default: 2).
+    """
+    widths = {}
+    res = 4
+    while res <= resolution:
+        widths[res] = min(ch, ch * 32 * channel_multiplier // res)
+        if widths[res] < 1:
+            raise GeneratorError(f"option ch={ch} is too small for {resolution} px "
+                                 f"(width at {res} px would be 0)")
+        res *= 2
+    return widths
+
+
+def check_power_of_two(name: str, resolution: int, supported: Sequence[int]) -> int:
+    """log2(resolution), after checking it is one the family supports."""
+    if resolution not in supported:
+        raise GeneratorError(f"{name} supports resolutions {tuple(supported)}, not {resolution}")
+    return int(math.log2(resolution))
+
+
+def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
+    """Options of dataclass `cls` from a dict: unknown keys are an error; int fields must be
+    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset)."""
+    options = dict(options or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise GeneratorError(f"unknown {name} options {unknown}; known: {sorted(fields)}")
+    values = {}
+    for key, value in options.items():
+        kind = fields[key].type
+        if kind in ("int", int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GeneratorError(f"{name} option {key}={value!r} must be a positive integer")
+        else:
+            top = fields[key].metadata.get("max", math.inf)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= top or not math.isfinite(value):
+                raise GeneratorError(f"{name} option {key}={value!r} must be a number in [0, {top}]")
+            value = float(value)
+        values[key] = value
+    return cls(**values)
+
+
+# --- filtering --------------------------------------------------------------------------------
+
+def blur_kernel(taps: Sequence[int], gain: float = 1.0) -> torch.Tensor:
+    """Separable 2D FIR kernel from 1D taps, normalised to sum `gain`."""
+    k = torch.tensor(list(taps), dtype=torch.float32)
+    k = torch.outer(k, k)
+    return k * (gain / k.sum())
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad (negative crops), filter depthwise, then keep every down-th pixel."""
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    # Correlation with the flipped kernel is convolution; the kernels used here are symmetric anyway.
+    weight = torch.flip(kernel, [0, 1]).to(x)[None, None].expand(c, 1, *kernel.shape)
+    x = F.conv2d(x, weight, groups=c)
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+class Blur(nn.Module):
+    """Fixed FIR filter with given padding (the kernel is a constant, not a checkpoint entry)."""
+
+    def __init__(self, taps: Sequence[int], pad: tuple[int, int], gain: float = 1.0):
+        super().__init__()
+        # taps: 1D filter taps; pad: (before, after) padding of each spatial axis; gain: kernel sum
+        self.register_buffer("kernel", blur_kernel(taps, gain), persistent=False)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """2x upsampling by zero insertion and FIR filtering (StyleGAN2's skip-image upsampler)."""
+
+    def __init__(self, taps: Sequence[int]):
+        super().__init__()
+        # taps: 1D filter taps; the kernel sums to 4 to keep the mean after zero insertion
+        self.register_buffer("kernel", blur_kernel(taps, 4.0), persistent=False)
+        p = len(taps) - 2
+        self.pad = ((p + 1) // 2 + 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=2, pad=self.pad)
+
+
+def lrelu(x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Bias (per channel, dim 1), leaky ReLU 0.2, gain sqrt(2): NVIDIA's bias_act 'lrelu'."""
+    if bias is not None:
+        x = x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
+
+
+# --- equalized learning-rate layers ----------------------------------------------------------
+
+class EqualLinear(nn.Module):
+    """Linear layer with equalized learning rate and an optional fused leaky ReLU."""
+
+    def __init__(self, in_dim: int, out_dim: int, *, bias_init: float = 0.0, lr_mul: float = 1.0,
+                 activation: bool = False):
+        super().__init__()
+        # in_dim/out_dim: feature sizes; bias_init: initial bias (1 for style affines, so styles
+        # start at identity); lr_mul: learning-rate multiplier (0.01 in the mapping network);
+        # activation: apply lrelu after the bias
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias * self.lr_mul
+        if self.activation:
+            return lrelu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+
+class EqualConv2d(nn.Module):
+    """Conv with equalized learning rate; optional blur + stride-2 downsampling and fused lrelu."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True,
+                 activation: bool = True, down: bool = False, taps: Sequence[int] = (1, 3, 3, 1)):
+        super().__init__()
+        # in_ch/out_ch: channels; kernel: square kernel size; bias: learn a per-channel bias;
+        # activation: apply lrelu; down: blur then convolve with stride 2 (halves the size);
+        # taps: the blur filter used before downsampling
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.activation = activation
+        self.down = down
+        if down:
+            p = len(taps) - 2 + kernel - 1
+            self.blur = Blur(taps, ((p + 1) // 2, p // 2))
+            self.padding = 0
+        else:
+            self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.down:
+            x = self.blur(x)
+        x = F.conv2d(x, self.weight * self.scale, stride=2 if self.down else 1, padding=self.padding)
+        if self.activation:
+            return lrelu(x, self.bias)
+        return x if self.bias is None else x + self.bias.view(1, -1, 1, 1)
+
+
+# --- mapping network and truncation ------------------------------------------------------------
+
+def pixel_norm(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Normalise each latent to unit mean square (both papers normalise z before mapping)."""
+    return z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + eps)
+
+
+class MappingNetwork(nn.Module):
+    """z (N, dim_z) -> w (N, w_dim): pixel norm, then `n_layers` lrelu equalized linear layers.
+
+    In training mode every call also moves `w_avg` towards the batch mean of w (EMA, beta
+    0.995), the centre that truncation pulls towards.
+    """
+
+    def __init__(self, dim_z: int, w_dim: int, n_layers: int, lr_mul: float = 0.01):
+        super().__init__()
+        # dim_z: latent size; w_dim: intermediate latent size; n_layers: depth (8 published);
+        # lr_mul: learning-rate multiplier of every layer (0.01 published)
+        dims = [dim_z] + [w_dim] * n_layers
+        self.layers = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True)
+                                    for a, b in zip(dims, dims[1:]))
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+
+    def forward(self, z: torch.Tensor, update_avg: bool = True) -> torch.Tensor:
+        # update_avg: False for the second latent of style mixing, as in NVIDIA's code
+        w = pixel_norm(z)
+        for layer in self.layers:
+            w = layer(w)
+        if self.training and update_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, W_AVG_BETA))
+        return w
+
+
+def truncate(w: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
+    """The truncation trick: w_avg + psi * (w - w_avg); psi=1 is the identity, psi=0 gives w_avg."""
+    if psi == 1.0:
+        return w
+    return w_avg.to(w).lerp(w, psi)
+
+
+def broadcast_styles(w: torch.Tensor, num_ws: int, *, mixing_prob: float, mapping: nn.Module,
+                     rng: torch.Generator | None) -> torch.Tensor:
+    """(N, w_dim) -> (N, num_ws, w_dim); in training, with probability `mixing_prob`, the layers
+    from a random cutoff on take the w of a second latent (style mixing regularisation)."""
+    ws = w.unsqueeze(1).repeat(1, num_ws, 1)
+    if rng is None or mixing_prob <= 0 or num_ws < 2:
+        return ws
+    if torch.rand((), generator=rng).item() >= mixing_prob:
+        return ws
+    cutoff = int(torch.randint(1, num_ws, (), generator=rng))
+    z2 = torch.randn(w.shape[0], mapping.layers[0].weight.shape[1], generator=rng).to(w)
+    ws[:, cutoff:] = mapping(z2, update_avg=False).unsqueeze(1)
+    return ws
+
+
+def training_rng() -> torch.Generator:
+    """A private CPU generator for training-time noise and style mixing, seeded from the
+    construction RNG (an isolated_rng block in training), so the global RNG is never drawn."""
+    return torch.Generator("cpu").manual_seed(int(torch.randint(0, 2**62, ())))
+
+
+class NoiseInjection(nn.Module):
+    """Adds strength * noise; the noise is fresh N(0, 1) in training and a stored map in eval.
+
+    StyleGAN learns one strength per channel, StyleGAN2 a single scalar per layer.
+    """
+
+    def __init__(self, channels: int, resolution: int, index: int):
+        super().__init__()
+        # channels: number of strengths (1 = one shared scalar); resolution: side of the noise map;
+        # index: layer position, seeds the constant eval noise
+        self.strength = nn.Parameter(torch.zeros(channels))
+        with isolated_rng(NOISE_SEED + index):
+            const = torch.randn(1, 1, resolution, resolution)
+        self.register_buffer("const", const)
+
+    def forward(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        if self.training and rng is not None:
+            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], generator=rng).to(x)
+        else:
+            noise = self.const.to(x)
+        return x + self.strength.view(1, -1, 1, 1) * noise
+
+
+# --- discriminator ------------------------------------------------------------------------------
+
+class MinibatchStd(nn.Module):
+    """Appends the std of features across groups of samples as an extra channel (D only)."""
+
+    def __init__(self, group_size: int = 4):
+        super().__init__()
+        self.group_size = group_size  # samples per statistics group (4 in both papers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        # The largest group size <= group_size that divides the batch: any batch size works.
+        g = max(d for d in range(1, min(self.group_size, n) + 1) if n % d == 0)
+        y = x.reshape(g, n // g, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()  # (n/g, c, h, w)
+        y = y.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """3x3 conv, then blur + stride-2 3x3 conv; with `residual`, plus a blurred 1x1 shortcut / sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int, residual: bool, taps: Sequence[int]):
+        super().__init__()
+        # in_ch/out_ch: channels in and out; residual: StyleGAN2's resnet D, else ProGAN's plain
+        # block; taps: blur filter before downsampling
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3, taps=taps)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, taps=taps)
+        self.skip = (EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True, taps=taps)
+                     if residual else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(self.conv0(x))
+        if self.skip is None:
+            return h
+        return (h + self.skip(x)) / math.sqrt(2)
+
+
+class StyleDiscriminator(nn.Module):
+    """image (N, 3, R, R) -> logits (N,): fromRGB, down-blocks to 4x4, minibatch stddev, conv, 2 FCs.
+
+    `r1_gamma` and `r1_interval` travel with the network so discriminator_loss can apply them;
+    `r1_calls` counts D updates for lazy regularisation.
+    """
+
+    def __init__(self, resolution: int, widths: dict[int, int], *, residual: bool,
+                 taps: Sequence[int], r1_gamma: float, r1_interval: int, mbstd_group: int = 4):
+        super().__init__()
+        # resolution: input side; widths: channels per resolution (layer_widths); residual: block
+        # type; taps: blur filter; r1_gamma: R1 weight; r1_interval: apply R1 every this many
+        # updates (scaled up to match); mbstd_group: minibatch-stddev group size
+        self.resolution = resolution
+        self.r1_gamma = r1_gamma
+        self.r1_interval = r1_interval
+        self.register_buffer("r1_calls", torch.zeros((), dtype=torch.long), persistent=False)
+        self.from_rgb = EqualConv2d(3, widths[resolution], 1)
+        blocks = []
+        res = resolution
+        while res > 4:
+            blocks.append(DiscriminatorBlock(widths[res], widths[res // 2], residual, taps))
+            res //= 2
+        self.blocks = nn.Sequential(*blocks)
+        c = widths[4]
+        self.mbstd = MinibatchStd(mbstd_group)
+        self.conv = EqualConv2d(c + 1, c, 3)
+        self.fc = EqualLinear(c * 16, c, activation=True)
+        self.out = EqualLinear(c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1:] == (3, self.resolution, self.resolution), (
+            f"expected (N, 3, {self.resolution}, {self.resolution}), got {tuple(x.shape)}")
+        h = self.conv(self.mbstd(self.blocks(self.from_rgb(x))))
+        return self.out(self.fc(h.flatten(1))).squeeze(1)
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+def r1_penalty(disc: nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared L2 norm of d D(x) / d x at real images (N,), differentiable in D's weights."""
+    real = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(disc(real).sum(), real, create_graph=True)
+    return grad.square().sum(dim=(1, 2, 3))
+
+
+def discriminator_loss(disc: StyleDiscriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating logistic loss, softplus(D(fake)) + softplus(-D(real)), plus gamma/2 * R1.
+
+    With r1_interval k > 1 (lazy regularisation, StyleGAN2 Sec. 3.1), R1 is added on every k-th
+    call only, multiplied by k so its average weight is unchanged.
+    """
+    logits = disc(torch.cat([real, fake]))
+    loss = F.softplus(logits[len(real):]).mean() + F.softplus(-logits[:len(real)]).mean()
+    disc.r1_calls += 1
+    if disc.r1_gamma > 0 and int(disc.r1_calls) % disc.r1_interval == 0:
+        loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2 * disc.r1_interval)
+    return loss
+
+
+def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss softplus(-D(G(z)))."""
+    return F.softplus(-disc(fake)).mean()

@@ -1,0 +1,206 @@
+"""StyleGAN2 (Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", CVPR 2020).
+
+Generator (config E/F of the paper): 8-layer mapping network (equalized LR, lr multiplier
+0.01), learned 4x4 constant, per layer a modulated 3x3 convolution with weight demodulation
+(computed as one grouped convolution over the batch), a single learned noise strength and a
+bias + leaky ReLU; upsampling by transposed convolution followed by a [1, 3, 3, 1] filter; the
+"skip" output: a modulated 1x1 toRGB at every resolution, upsampled and summed. Discriminator:
+the residual one of the paper with minibatch stddev. Loss: non-saturating logistic with R1 on
+reals (gamma 10, the paper's FFHQ value) applied lazily every 16 D updates (scaled by 16), as
+published; the Adam lr/beta correction for lazy regularisation is not applied because the
+shared training loop owns the optimisers (the effect is a ~6 % larger D step). Left out: path
+length regularisation and the generator EMA (G_ema) of the paper's training setup; sampling
+uses the trained generator itself.
+
+Widths: min(ch, ch * 32 * channel_multiplier / res), i.e. NVIDIA's channel_base = 16384 * m,
+channel_max = 512 at ch=512; channel_multiplier=2 is config-f and rosinality's default. The
+parameterisation (weight shapes, equalized-LR scalings, noise buffers) matches rosinality's
+stylegan2-pytorch so its `g_ema` checkpoints load through generators.external.
+
+Sampling: truncation with `truncation_psi` (option, default 1.0) towards `mapping.w_avg`, an EMA
+(beta 0.995) of w tracked during training; in eval mode noise is each layer's stored constant
+map and the output is clamped to [-1, 1], so an image depends on its latent only. Style mixing
+(probability 0.9) and random noise are training-only and draw from a private generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators import style_layers as sl
+from generators.style_layers import discriminator_loss, generator_loss  # noqa: F401  (family surface)
+
+NAME = "stylegan2"
+RESOLUTIONS = (32, 64, 128, 256)
+# The paper's setting (Appendix B / NVIDIA's config-f): Adam lr 0.002, betas (0, 0.99), one D
+# update per G update.
+TRAIN_DEFAULTS = {"lr_g": 0.002, "lr_d": 0.002, "betas": (0.0, 0.99), "n_dis": 1}
+BLUR_TAPS = (1, 3, 3, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleGAN2Options:
+    """Architecture and regularisation hyperparameters stored in a checkpoint's sidecar."""
+
+    ch: int = 512  # widest feature map (channel_max); tests use 4-8
+    channel_multiplier: int = 2  # channel_base = 16384 * this (config-f: 2)
+    dim_z: int = 512  # size of z and of w
+    n_mlp: int = 8  # mapping network depth
+    truncation_psi: float = dataclasses.field(default=1.0, metadata={"max": 1.0})
+    mixing_prob: float = dataclasses.field(default=0.9, metadata={"max": 1.0})  # style mixing in training
+    r1_gamma: float = 10.0  # R1 weight (0 disables)
+    r1_interval: int = 16  # lazy regularisation: R1 every this many D updates (1 = every update)
+    mbstd_group: int = 4  # minibatch stddev group size
+
+
+def parse_options(options: Mapping[str, Any] | None) -> StyleGAN2Options:
+    """Validated options, defaults filled in; unknown keys and bad values name the key."""
+    return sl.parse_options(NAME, StyleGAN2Options, options)
+
+
+def options_dict(options: StyleGAN2Options) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+class ModulatedConv2d(nn.Module):
+    """Conv whose input channels are scaled per sample by a style from w, then (optionally)
+    demodulated so each output channel's weights have unit L2 norm per sample."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, *, demodulate: bool,
+                 up: bool = False):
+        super().__init__()
+        # in_ch/out_ch: channels; kernel: square kernel size; w_dim: size of w; demodulate:
+        # weight demodulation (off for toRGB); up: 2x transposed conv + [1,3,3,1] filter
+        self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel, kernel))
+        self.affine = sl.EqualLinear(w_dim, in_ch, bias_init=1.0)
+        self.scale = 1 / math.sqrt(in_ch * kernel * kernel)
+        self.demodulate = demodulate
+        self.up = up
+        if up:
+            # Transposed conv gives 2H + k - 2; this padding brings the filtered map to 2H.
+            p = len(BLUR_TAPS) - 2 - (kernel - 1)
+            self.blur = sl.Blur(BLUR_TAPS, ((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
+
+    def modulated_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """(N, out, in, k, k) per-sample weights for latents w (N, w_dim)."""
+        style = self.affine(w)[:, None, :, None, None]
+        weight = self.scale * self.weight * style
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
+        return weight
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        n, c, h, wd = x.shape
+        weight = self.modulated_weight(w)
+        _, out_ch, _, k, _ = weight.shape
+        # One grouped conv over the batch: group i is sample i with its own weights.
+        x = x.reshape(1, n * c, h, wd)
+        if self.up:
+            weight = weight.transpose(1, 2).reshape(n * c, out_ch, k, k)
+            y = F.conv_transpose2d(x, weight, stride=2, groups=n)
+            return self.blur(y.reshape(n, out_ch, *y.shape[2:]))
+        y = F.conv2d(x, weight.reshape(n * out_ch, c, k, k), padding=k // 2, groups=n)
+        return y.reshape(n, out_ch, *y.shape[2:])
+
+
+class StyledLayer(nn.Module):
+    """Modulated 3x3 conv, noise (one learned strength), bias, leaky ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, up: bool):
+        super().__init__()
+        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side; index: layer
+        # position (seeds its eval noise); up: this layer doubles the resolution
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, demodulate=True, up=up)
+        self.noise = sl.NoiseInjection(1, resolution, index)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        return sl.lrelu(self.noise(self.conv(x, w), rng), self.bias)
+
+
+class ToRGB(nn.Module):
+    """Modulated (not demodulated) 1x1 conv to RGB plus bias, added to the upsampled previous image."""
+
+    def __init__(self, in_ch: int, w_dim: int, upsample_skip: bool):
+        super().__init__()
+        # in_ch: channels of the feature map; w_dim: size of w; upsample_skip: a previous image
+        # at half the resolution comes in and is upsampled
+        self.conv = ModulatedConv2d(in_ch, 3, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.upsample = sl.Upsample(BLUR_TAPS) if upsample_skip else None
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        y = self.conv(x, w) + self.bias
+        return y if skip is None else y + self.upsample(skip)
+
+
+class StyleGAN2Generator(nn.Module):
+    """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
+
+    def __init__(self, resolution: int, options: StyleGAN2Options):
+        super().__init__()
+        log2 = sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
+        self.resolution = resolution  # output side
+        self.dim_z = options.dim_z  # latent size
+        self.truncation_psi = options.truncation_psi  # applied in eval mode only
+        self.mixing_prob = options.mixing_prob  # style mixing probability in training
+        widths = sl.layer_widths(resolution, options.ch, options.channel_multiplier)
+        self.mapping = sl.MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
+        self.const = nn.Parameter(torch.randn(1, widths[4], 4, 4))
+        # Layer 0 works at 4x4; each later resolution has an upsampling layer and a plain one.
+        layers = [StyledLayer(widths[4], widths[4], options.dim_z, 4, 0, up=False)]
+        to_rgbs = [ToRGB(widths[4], options.dim_z, upsample_skip=False)]
+        for i in range(3, log2 + 1):
+            res = 2**i
+            layers.append(StyledLayer(widths[res // 2], widths[res], options.dim_z, res, len(layers), up=True))
+            layers.append(StyledLayer(widths[res], widths[res], options.dim_z, res, len(layers), up=False))
+            to_rgbs.append(ToRGB(widths[res], options.dim_z, upsample_skip=True))
+        self.layers = nn.ModuleList(layers)
+        self.to_rgbs = nn.ModuleList(to_rgbs)
+        # Layer j uses w index j; toRGB b uses the index after its resolution's last layer.
+        self.num_ws = len(layers) + 1
+        self.rng = sl.training_rng()
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping."""
+        assert ws.ndim == 3 and ws.shape[1] == self.num_ws, tuple(ws.shape)
+        rng = self.rng if self.training else None
+        x = self.const.repeat(ws.shape[0], 1, 1, 1)
+        x = self.layers[0](x, ws[:, 0], rng)
+        image = self.to_rgbs[0](x, ws[:, 1], None)
+        for b, to_rgb in enumerate(self.to_rgbs[1:]):
+            x = self.layers[2 * b + 1](x, ws[:, 2 * b + 1], rng)
+            x = self.layers[2 * b + 2](x, ws[:, 2 * b + 2], rng)
+            image = to_rgb(x, ws[:, 2 * b + 3], image)
+        return image
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
+        w = self.mapping(z)
+        if not self.training:
+            w = sl.truncate(w, self.mapping.w_avg, self.truncation_psi)
+        ws = sl.broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
+                                 rng=self.rng if self.training else None)
+        x = self.synthesis(ws)
+        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
+        # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
+        return x if self.training else x.clamp(-1, 1)
+
+
+def build_generator(resolution: int, options: StyleGAN2Options) -> StyleGAN2Generator:
+    return StyleGAN2Generator(resolution, options)
+
+
+def build_discriminator(resolution: int, options: StyleGAN2Options) -> sl.StyleDiscriminator:
+    sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
+    widths = sl.layer_widths(resolution, options.ch, options.channel_multiplier)
+    return sl.StyleDiscriminator(resolution, widths, residual=True, taps=BLUR_TAPS,
+                                 r1_gamma=options.r1_gamma, r1_interval=options.r1_interval,
+                                 mbstd_group=options.mbstd_group)

@@ -1,0 +1,225 @@
+"""StyleGAN2: shapes, seed determinism, demodulation, truncation, noise, R1, training and checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from generators import style_layers as sl
+from generators import stylegan2
+from generators.base import GeneratorError, NetworkGenerator, isolated_rng, render, seed_latents
+from generators.training import fit, resolve_config
+
+TINY = {"ch": 8, "dim_z": 16, "n_mlp": 2}
+
+
+def tiny(resolution=32, seed=0, **extra):
+    opts = stylegan2.parse_options({**TINY, **extra})
+    with isolated_rng(seed):
+        return stylegan2.build_generator(resolution, opts), stylegan2.build_discriminator(resolution, opts)
+
+
+def photos(n=16, resolution=32):
+    return np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+def test_shapes_and_range(resolution):
+    g, d = tiny(resolution, ch=4)
+    z = torch.randn(2, 16)
+    x = g(z)
+    assert x.shape == (2, 3, resolution, resolution)
+    assert d(x).shape == (2,)
+    # Skip generator: one toRGB per resolution 4..R, two layers per resolution above 4.
+    assert len(g.to_rgbs) == int(np.log2(resolution)) - 1
+    assert g.num_ws == 2 * int(np.log2(resolution)) - 2
+    g.eval()
+    y = g(z)
+    assert y.abs().max() <= 1 and y.std() > 0
+
+
+def test_options_are_validated():
+    assert stylegan2.parse_options(None) == stylegan2.StyleGAN2Options(
+        ch=512, channel_multiplier=2, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9,
+        r1_gamma=10.0, r1_interval=16, mbstd_group=4)
+    with pytest.raises(GeneratorError, match="unknown stylegan2 options"):
+        stylegan2.parse_options({"width": 3})
+    with pytest.raises(GeneratorError, match="truncation_psi"):
+        stylegan2.parse_options({"truncation_psi": 1.5})
+    with pytest.raises(GeneratorError, match="n_mlp"):
+        stylegan2.parse_options({"n_mlp": 0})
+    with pytest.raises(GeneratorError, match="resolutions"):
+        tiny(48)
+    # Published widths: 512 up to 32 px, then halving (config-f: channel_base 32768).
+    assert sl.layer_widths(128, 512, 2) == {4: 512, 8: 512, 16: 512, 32: 512, 64: 512, 128: 256}
+    assert stylegan2.options_dict(stylegan2.parse_options({"truncation_psi": 0.7}))["truncation_psi"] == 0.7
+
+
+def test_samples_depend_on_their_seed_only():
+    g, _ = tiny()
+    gen = NetworkGenerator("stylegan2", g, 32, "")
+    many = gen.sample([4, 5, 6])
+    assert np.array_equal(gen.sample([5]), many[[1]])
+    seeds = list(range(35))
+    forward = gen.sample(seeds)
+    assert np.array_equal(gen.sample(seeds[::-1])[::-1], forward)
+    assert not np.array_equal(forward[0], forward[1])
+
+
+def test_demodulated_weights_have_unit_norm_per_output_channel():
+    g, _ = tiny()
+    w = torch.randn(3, 16)
+    for layer in g.layers:
+        weight = layer.conv.modulated_weight(w)  # (N, out, in, k, k)
+        norms = weight.square().sum(dim=(2, 3, 4)).sqrt()
+        assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+    # toRGB is modulated but not demodulated.
+    rgb = g.to_rgbs[0].conv.modulated_weight(w).square().sum(dim=(2, 3, 4)).sqrt()
+    assert not torch.allclose(rgb, torch.ones_like(rgb), atol=1e-2)
+
+
+def test_grouped_modulated_conv_equals_per_sample_conv():
+    g, _ = tiny()
+    conv = g.layers[1].conv  # the upsampling one
+    x, w = torch.randn(3, 8, 4, 4), torch.randn(3, 16)
+    together = conv(x, w)
+    alone = torch.cat([conv(x[i:i + 1], w[i:i + 1]) for i in range(3)])
+    assert together.shape == (3, 8, 8, 8)
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_truncation_psi_zero_collapses_to_w_avg_and_one_is_identity():
+    g, _ = tiny()
+    g.mapping.w_avg.copy_(torch.randn(16))
+    z = seed_latents(range(5), 16)
+    g.eval()
+    with torch.no_grad():
+        plain = g.synthesis(g.mapping(z).unsqueeze(1).repeat(1, g.num_ws, 1)).clamp(-1, 1)
+        assert torch.equal(g(z), plain)  # psi = 1 (the default) changes nothing
+        g.truncation_psi = 0.0
+        out = g(z)
+        centre = g.synthesis(g.mapping.w_avg.view(1, 1, -1).repeat(1, g.num_ws, 1)).clamp(-1, 1)
+    assert all(torch.equal(out[i], out[0]) for i in range(5))
+    assert torch.allclose(out[0], centre[0], atol=1e-6)
+    w = torch.randn(4, 16)
+    assert torch.allclose(sl.truncate(w, g.mapping.w_avg, 0.5), (w + g.mapping.w_avg) / 2)
+
+
+def test_w_avg_is_an_ema_of_mapped_latents_in_training_only():
+    g, _ = tiny(mixing_prob=0.0)
+    z = torch.randn(6, 16)
+    before = g.mapping.w_avg.clone()
+    with torch.no_grad():
+        w = g.mapping(z, update_avg=False)
+        g.train()(z)
+    assert torch.allclose(g.mapping.w_avg, before + (w.mean(0) - before) * (1 - 0.995), atol=1e-6)
+    after = g.mapping.w_avg.clone()
+    g.eval()(z)
+    assert torch.equal(g.mapping.w_avg, after)
+
+
+def test_eval_noise_is_constant_and_training_noise_is_random():
+    g, _ = tiny(mixing_prob=0.0)
+    for layer in g.layers:
+        layer.noise.strength.data.fill_(1.0)
+    z = torch.randn(2, 16)
+    g.eval()
+    with torch.no_grad():
+        assert torch.equal(g(z), g(z))
+        g.train()
+        assert not torch.equal(g(z), g(z))
+    # The constant maps depend on the layer only, not on the RNG the network was built with.
+    other, _ = tiny(seed=7)
+    assert all(torch.equal(a.noise.const, b.noise.const) for a, b in zip(g.layers, other.layers))
+    assert not torch.equal(g.layers[1].noise.const, g.layers[2].noise.const)
+
+
+def test_style_mixing_switches_w_at_a_cutoff():
+    g, _ = tiny()
+    w = torch.randn(3, 16)
+    rng = torch.Generator().manual_seed(0)
+    ws = sl.broadcast_styles(w, g.num_ws, mixing_prob=1.0, mapping=g.mapping, rng=rng)
+    first = (ws == w[:, None]).all(dim=2).all(dim=0)
+    assert first[0] and not first.all()
+    cutoff = int(first.long().argmin())
+    assert first[:cutoff].all() and not first[cutoff:].any()
+    assert torch.equal(sl.broadcast_styles(w, g.num_ws, mixing_prob=0.0, mapping=g.mapping, rng=rng),
+                       w[:, None].expand(-1, g.num_ws, -1))
+
+
+def test_r1_is_the_squared_gradient_norm_and_lazy_r1_is_scaled():
+    _, d = tiny()
+    real = torch.randn(4, 3, 32, 32)
+    direct = []
+    for i in range(4):
+        x = real[i:i + 1].clone().requires_grad_(True)
+        # Minibatch stddev mixes samples, so each sample's gradient is taken on the whole batch.
+        batch = torch.cat([real[:i], x, real[i + 1:]])
+        (grad,) = torch.autograd.grad(d(batch).sum(), x)
+        direct.append(grad.square().sum())
+    assert torch.allclose(sl.r1_penalty(d, real), torch.stack(direct), rtol=1e-4)
+
+    fake = torch.randn(4, 3, 32, 32)
+    d.r1_gamma, d.r1_interval = 10.0, 2
+    logits = d(torch.cat([real, fake]))
+    plain = torch.nn.functional.softplus(logits[4:]).mean() + torch.nn.functional.softplus(-logits[:4]).mean()
+    first = stylegan2.discriminator_loss(d, real, fake)
+    second = stylegan2.discriminator_loss(d, real, fake)
+    assert torch.allclose(first, plain)
+    assert torch.allclose(second, plain + sl.r1_penalty(d, real).mean() * 10.0 / 2 * 2, rtol=1e-5)
+    assert torch.allclose(stylegan2.generator_loss(d, fake, real),
+                          torch.nn.functional.softplus(-d(fake)).mean())
+
+
+def test_training_changes_weights_and_leaves_global_rng_alone():
+    opts = stylegan2.parse_options({**TINY, "r1_interval": 2})
+    with isolated_rng(1):
+        before = stylegan2.build_generator(32, opts).state_dict()
+    rng_state = torch.get_rng_state()
+    seen = []
+    result = fit(stylegan2, photos(), resolve_config(stylegan2, steps=3, batch_size=4, seed=1), opts,
+                 on_step=lambda stats, gen: seen.append(stats))
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert [s.step for s in seen] == [1, 2, 3]
+    assert all(np.isfinite([s.d_loss, s.g_loss]).all() for s in seen)
+    after = result.generator.state_dict()
+    for key in ("const", "layers.1.conv.weight", "to_rgbs.0.bias", "mapping.layers.0.weight", "mapping.w_avg"):
+        assert not torch.equal(before[key], after[key]), key
+    assert torch.equal(before["layers.3.noise.const"], after["layers.3.noise.const"])
+
+
+def test_checkpoint_round_trip_keeps_truncation(tmp_path):
+    options = {**TINY, "truncation_psi": 0.5}
+    path = generators.train("stylegan2", photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+                            options=options)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["options"]["truncation_psi"] == 0.5
+    assert meta["train"]["lr_g"] == 0.002 and meta["train"]["betas"] == [0.0, 0.99]
+    loaded = generators.load("stylegan2", checkpoint=path, resolution=32)
+    assert loaded.net.truncation_psi == 0.5
+    images = loaded.sample([0, 1, 2])
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    again = generators.load("stylegan2", checkpoint=path, resolution=32)
+    assert np.array_equal(again.sample([1]), images[[1]])
+    # Untruncated samples differ: the sidecar's psi is what sampling uses.
+    loaded.net.truncation_psi = 1.0
+    assert not np.array_equal(render(loaded.net, [0, 1, 2], "cpu"), images)
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    path = generators.train("stylegan2", photos(8), tmp_path / "g", steps=1, batch_size=4, seed=0,
+                            options=TINY)
+    with pytest.raises(GeneratorError, match="is for arch 'stylegan2', not 'stylegan'"):
+        generators.load("stylegan", checkpoint=path, resolution=32)
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["options"]["ch"] = 4
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match="shape mismatches"):
+        generators.load("stylegan2", checkpoint=path, resolution=32)
+    meta["options"]["n_mlp"] = 3
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match="missing keys.*mapping.layers.2"):
+        generators.load("stylegan2", checkpoint=path, resolution=32)
