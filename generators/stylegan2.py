@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators import style_layers as sl
-from generators.style_layers import discriminator_loss, generator_loss  # noqa: F401  (family surface)
 
 NAME = "stylegan2"
 RESOLUTIONS = (32, 64, 128, 256)
@@ -192,6 +191,11 @@ class StyleGAN2Generator(nn.Module):
         assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
         # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
         return x if self.training else x.clamp(-1, 1)
+
+
+# The family's losses: non-saturating logistic, R1 on reals (lazy per the discriminator's r1_interval).
+discriminator_loss = sl.discriminator_loss
+generator_loss = sl.generator_loss
 
 
 def build_generator(resolution: int, options: StyleGAN2Options) -> StyleGAN2Generator:

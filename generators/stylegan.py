@@ -1,0 +1,172 @@
+"""StyleGAN (Karras et al., "A Style-Based Generator Architecture for GANs", CVPR 2019).
+
+Generator: 8-layer mapping network z -> w (pixel norm of z, equalized LR, lr multiplier 0.01);
+synthesis from a learned 4x4 constant; every layer adds per-pixel noise with a learned
+per-channel strength, a bias and leaky ReLU, then AdaIN: instance normalisation followed by the
+per-channel scale and bias of a learned affine map of w. Upsampling is nearest 2x, 3x3 conv,
+then a [1, 2, 1] blur (the paper's "bilinear" filtering); a 1x1 toRGB at the output resolution.
+Discriminator: ProGAN's (fromRGB, per resolution two 3x3 convs with blurred stride-2
+downsampling, minibatch stddev, 3x3 conv and two dense layers), plain blocks as published.
+Loss: non-saturating logistic with R1 on reals, gamma 10 (the paper's FFHQ setting), every D
+update. Style mixing regularisation with probability 0.9 in training; truncation (option
+`truncation_psi`, default 1.0) towards `mapping.w_avg`, an EMA (beta 0.995) of w.
+
+Not reproduced: progressive growing (the networks train at full resolution from the start, as
+StyleGAN2 later did), the generator EMA used for the paper's samples, and the resolution-
+dependent learning-rate schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192
+(channels 512 up to 32 px, then halving) at ch=512.
+
+Eval mode: stored constant noise maps and an output clamped to [-1, 1]; no randomness and no
+cross-sample operations (minibatch stddev is in D only), so an image depends on its latent only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generators import style_layers as sl
+
+NAME = "stylegan"
+RESOLUTIONS = (32, 64, 128, 256)
+# NVIDIA's StyleGAN training_loop: Adam betas (0, 0.99), eps 1e-8, base lr 0.001 for G and D
+# (its FFHQ schedule raises the rate only from 128 px up), one D update per G update.
+TRAIN_DEFAULTS = {"lr_g": 0.001, "lr_d": 0.001, "betas": (0.0, 0.99), "n_dis": 1}
+BLUR_TAPS = (1, 2, 1)
+# Widths halve from 32 px on: NVIDIA's fmap_base 8192 == 16384 * 1 in layer_widths' terms.
+CHANNEL_MULTIPLIER = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class StyleGANOptions:
+    """Architecture and regularisation hyperparameters stored in a checkpoint's sidecar."""
+
+    ch: int = 512  # widest feature map (fmap_max); tests use 4-8
+    dim_z: int = 512  # size of z and of w
+    n_mlp: int = 8  # mapping network depth
+    truncation_psi: float = dataclasses.field(default=1.0, metadata={"max": 1.0})
+    mixing_prob: float = dataclasses.field(default=0.9, metadata={"max": 1.0})  # style mixing in training
+    r1_gamma: float = 10.0  # R1 weight (0 disables)
+    mbstd_group: int = 4  # minibatch stddev group size
+
+
+def parse_options(options: Mapping[str, Any] | None) -> StyleGANOptions:
+    """Validated options, defaults filled in; unknown keys and bad values name the key."""
+    return sl.parse_options(NAME, StyleGANOptions, options)
+
+
+def options_dict(options: StyleGANOptions) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+class AdaIN(nn.Module):
+    """Instance-normalise each channel, then scale and shift it by a style computed from w."""
+
+    def __init__(self, channels: int, w_dim: int):
+        super().__init__()
+        # channels: feature channels; w_dim: size of w
+        self.affine = sl.EqualLinear(w_dim, 2 * channels)
+        with torch.no_grad():
+            self.affine.bias[:channels] = 1.0  # styles start as the identity scale
+
+    def style(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample, per-channel (scale, bias), each (N, C)."""
+        return self.affine(w).chunk(2, dim=1)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        scale, bias = self.style(w)
+        x = x - x.mean(dim=(2, 3), keepdim=True)
+        x = x * torch.rsqrt(x.square().mean(dim=(2, 3), keepdim=True) + 1e-8)
+        return x * scale[:, :, None, None] + bias[:, :, None, None]
+
+
+class SynthesisLayer(nn.Module):
+    """[conv | 2x up, conv, blur | nothing (the constant)], noise, bias + lrelu, AdaIN."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, kind: str):
+        super().__init__()
+        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side; index: layer
+        # position (seeds its eval noise); kind: "const" (no conv), "conv" or "up"
+        assert kind in ("const", "conv", "up"), kind
+        self.kind = kind
+        self.conv = (None if kind == "const"
+                     else sl.EqualConv2d(in_ch, out_ch, 3, bias=False, activation=False))
+        self.blur = sl.Blur(BLUR_TAPS, (1, 1)) if kind == "up" else None
+        self.noise = sl.NoiseInjection(out_ch, resolution, index)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.adain = AdaIN(out_ch, w_dim)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        if self.kind == "up":
+            x = self.blur(self.conv(F.interpolate(x, scale_factor=2, mode="nearest")))
+        elif self.kind == "conv":
+            x = self.conv(x)
+        return self.adain(sl.lrelu(self.noise(x, rng), self.bias), w)
+
+
+class StyleGANGenerator(nn.Module):
+    """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
+
+    def __init__(self, resolution: int, options: StyleGANOptions):
+        super().__init__()
+        log2 = sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
+        self.resolution = resolution  # output side
+        self.dim_z = options.dim_z  # latent size
+        self.truncation_psi = options.truncation_psi  # applied in eval mode only
+        self.mixing_prob = options.mixing_prob  # style mixing probability in training
+        widths = sl.layer_widths(resolution, options.ch, CHANNEL_MULTIPLIER)
+        self.mapping = sl.MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
+        self.const = nn.Parameter(torch.ones(1, widths[4], 4, 4))  # NVIDIA initialises it to ones
+        layers = [SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 0, "const"),
+                  SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 1, "conv")]
+        for i in range(3, log2 + 1):
+            res = 2**i
+            layers.append(SynthesisLayer(widths[res // 2], widths[res], options.dim_z, res, len(layers), "up"))
+            layers.append(SynthesisLayer(widths[res], widths[res], options.dim_z, res, len(layers), "conv"))
+        self.layers = nn.ModuleList(layers)
+        self.to_rgb = sl.EqualConv2d(widths[resolution], 3, 1, activation=False)
+        self.num_ws = len(layers)  # one w per layer (2 per resolution)
+        self.rng = sl.training_rng()
+
+    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
+        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping."""
+        assert ws.ndim == 3 and ws.shape[1] == self.num_ws, tuple(ws.shape)
+        rng = self.rng if self.training else None
+        x = self.const.repeat(ws.shape[0], 1, 1, 1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, ws[:, i], rng)
+        return self.to_rgb(x)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
+        w = self.mapping(z)
+        if not self.training:
+            w = sl.truncate(w, self.mapping.w_avg, self.truncation_psi)
+        ws = sl.broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
+                                 rng=self.rng if self.training else None)
+        x = self.synthesis(ws)
+        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
+        # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
+        return x if self.training else x.clamp(-1, 1)
+
+
+# The family's losses: non-saturating logistic plus R1 on reals at every D update.
+discriminator_loss = sl.discriminator_loss
+generator_loss = sl.generator_loss
+
+
+def build_generator(resolution: int, options: StyleGANOptions) -> StyleGANGenerator:
+    return StyleGANGenerator(resolution, options)
+
+
+def build_discriminator(resolution: int, options: StyleGANOptions) -> sl.StyleDiscriminator:
+    sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
+    widths = sl.layer_widths(resolution, options.ch, CHANNEL_MULTIPLIER)
+    return sl.StyleDiscriminator(resolution, widths, residual=False, taps=BLUR_TAPS,
+                                 r1_gamma=options.r1_gamma, r1_interval=1,
+                                 mbstd_group=options.mbstd_group)

@@ -1,0 +1,157 @@
+"""StyleGAN: shapes, seed determinism, AdaIN, noise, truncation, R1, training and checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from generators import style_layers as sl
+from generators import stylegan
+from generators.base import GeneratorError, NetworkGenerator, isolated_rng, seed_latents
+from generators.training import fit, resolve_config
+
+TINY = {"ch": 8, "dim_z": 16, "n_mlp": 2}
+
+
+def tiny(resolution=32, seed=0, **extra):
+    opts = stylegan.parse_options({**TINY, **extra})
+    with isolated_rng(seed):
+        return stylegan.build_generator(resolution, opts), stylegan.build_discriminator(resolution, opts)
+
+
+def photos(n=16, resolution=32):
+    return np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+def test_shapes_and_range(resolution):
+    g, d = tiny(resolution, ch=4)
+    z = torch.randn(2, 16)
+    x = g(z)
+    assert x.shape == (2, 3, resolution, resolution)
+    assert d(x).shape == (2,)
+    assert g.num_ws == len(g.layers) == 2 * int(np.log2(resolution)) - 2
+    assert d.blocks[0].skip is None  # ProGAN's plain D blocks, not StyleGAN2's residual ones
+    g.eval()
+    y = g(z)
+    assert y.abs().max() <= 1 and y.std() > 0
+
+
+def test_options_are_validated():
+    assert stylegan.parse_options(None) == stylegan.StyleGANOptions(
+        ch=512, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9, r1_gamma=10.0, mbstd_group=4)
+    with pytest.raises(GeneratorError, match="unknown stylegan options.*r1_interval"):
+        stylegan.parse_options({"r1_interval": 16})
+    with pytest.raises(GeneratorError, match="mixing_prob"):
+        stylegan.parse_options({"mixing_prob": 2})
+    with pytest.raises(GeneratorError, match="resolutions"):
+        tiny(48)
+    # NVIDIA's fmap_base 8192, fmap_max 512.
+    assert sl.layer_widths(128, 512, stylegan.CHANNEL_MULTIPLIER) == {
+        4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128}
+
+
+def test_samples_depend_on_their_seed_only():
+    g, _ = tiny()
+    gen = NetworkGenerator("stylegan", g, 32, "")
+    many = gen.sample([4, 5, 6])
+    assert np.array_equal(gen.sample([5]), many[[1]])
+    seeds = list(range(35))
+    forward = gen.sample(seeds)
+    assert np.array_equal(gen.sample(seeds[::-1])[::-1], forward)
+    assert not np.array_equal(forward[0], forward[1])
+
+
+def test_adain_output_statistics_equal_the_style():
+    g, _ = tiny()
+    adain = g.layers[3].adain
+    with torch.no_grad():
+        adain.affine.weight.normal_()  # make the style depend visibly on w
+    x, w = torch.randn(3, 8, 16, 16) * 5 + 2, torch.randn(3, 16)
+    out = adain(x, w)
+    scale, bias = adain.style(w)
+    assert torch.allclose(out.mean(dim=(2, 3)), bias, atol=1e-4)
+    assert torch.allclose(out.std(dim=(2, 3), unbiased=False), scale.abs(), atol=1e-4)
+    # The statistics of the input do not leak through.
+    assert torch.allclose(adain(x * 3 + 7, w), out, atol=1e-4)
+
+
+def test_noise_strength_is_per_channel_and_eval_noise_is_constant():
+    g, _ = tiny(mixing_prob=0.0)
+    assert g.layers[2].noise.strength.shape == (8,)
+    for layer in g.layers:
+        layer.noise.strength.data.fill_(1.0)
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        g.eval()
+        assert torch.equal(g(z), g(z))
+        g.train()
+        assert not torch.equal(g(z), g(z))
+
+
+def test_truncation_psi_zero_collapses_to_w_avg_and_one_is_identity():
+    g, _ = tiny()
+    g.mapping.w_avg.copy_(torch.randn(16))
+    z = seed_latents(range(5), 16)
+    g.eval()
+    with torch.no_grad():
+        plain = g.synthesis(g.mapping(z).unsqueeze(1).repeat(1, g.num_ws, 1)).clamp(-1, 1)
+        assert torch.equal(g(z), plain)
+        g.truncation_psi = 0.0
+        out = g(z)
+    assert all(torch.equal(out[i], out[0]) for i in range(5))
+    assert not torch.equal(plain[0], plain[1])
+
+
+def test_r1_and_loss_at_every_update():
+    _, d = tiny()
+    real, fake = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(x).sum(), x)
+    assert torch.allclose(sl.r1_penalty(d, real), grad.square().sum(dim=(1, 2, 3)), rtol=1e-4)
+    logits = d(torch.cat([real, fake]))
+    plain = torch.nn.functional.softplus(logits[4:]).mean() + torch.nn.functional.softplus(-logits[:4]).mean()
+    expected = plain + 5.0 * grad.square().sum(dim=(1, 2, 3)).mean()  # gamma / 2 = 5
+    assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
+    assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
+
+
+def test_training_changes_weights_and_leaves_global_rng_alone():
+    opts = stylegan.parse_options(TINY)
+    with isolated_rng(1):
+        before = stylegan.build_generator(32, opts).state_dict()
+    rng_state = torch.get_rng_state()
+    seen = []
+    result = fit(stylegan, photos(), resolve_config(stylegan, steps=3, batch_size=4, seed=1), opts,
+                 on_step=lambda stats, gen: seen.append(stats))
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert [s.step for s in seen] == [1, 2, 3]
+    assert all(np.isfinite([s.d_loss, s.g_loss]).all() for s in seen)
+    after = result.generator.state_dict()
+    for key in ("const", "layers.1.conv.weight", "layers.2.adain.affine.weight", "to_rgb.weight",
+                "mapping.layers.0.weight", "mapping.w_avg", "layers.4.noise.strength"):
+        assert not torch.equal(before[key], after[key]), key
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    path = generators.train("stylegan", photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+                            options={**TINY, "truncation_psi": 0.7})
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["options"]["truncation_psi"] == 0.7
+    assert (meta["train"]["lr_g"], meta["train"]["betas"], meta["train"]["n_dis"]) == (0.001, [0.0, 0.99], 1)
+    loaded = generators.load("stylegan", checkpoint=path, resolution=32)
+    assert loaded.net.truncation_psi == 0.7
+    images = loaded.sample([0, 1, 2])
+    assert images.shape == (3, 32, 32, 3)
+    assert np.array_equal(generators.load("stylegan", checkpoint=path, resolution=32).sample([2]), images[[2]])
+    with pytest.raises(GeneratorError, match="is for arch 'stylegan', not 'stylegan2'"):
+        generators.load("stylegan2", checkpoint=path, resolution=32)
+    with pytest.raises(GeneratorError, match="resolution 32, not the requested 64"):
+        generators.load("stylegan", checkpoint=path, resolution=64)
+    sidecar = path.with_suffix(".json")
+    meta["options"]["dim_z"] = 12
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match="shape mismatches"):
+        generators.load("stylegan", checkpoint=path, resolution=32)
