@@ -255,6 +255,13 @@ def _training_target(scheduler: DDPMScheduler, x0: torch.Tensor, noise: torch.Te
     return scheduler.get_velocity(x0, noise, t)
 
 
+def denoising_loss(unet: nn.Module, scheduler: DDPMScheduler, x0: torch.Tensor, t: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """Ho et al.'s L_simple: MSE between the U-Net's output at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps and its target."""
+    x_t = scheduler.add_noise(x0, noise, t)
+    return F.mse_loss(unet(x_t, t).sample, _training_target(scheduler, x0, noise, t))
+
+
 @torch.no_grad()
 def _update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
     # Hand-written rather than diffusers' EMAModel: that keeps shadow tensors apart from any
@@ -282,7 +289,6 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
     ema = copy.deepcopy(sampler).eval().requires_grad_(False) if options.ema_decay > 0 else None
     unet = sampler.unet.train()
     train_scheduler = DDPMScheduler(**scheduler_config(options))
-    alphas_cumprod = train_scheduler.alphas_cumprod.to(device)
     rng = torch.Generator("cpu").manual_seed(config.seed)
     opt = torch.optim.Adam(unet.parameters(), lr=config.lr_g, betas=config.betas)
     warmup = options.lr_warmup
@@ -300,10 +306,7 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
             x0 = to_float(pixels[idx]).to(device)
             t = torch.randint(options.num_train_timesteps, (batch,), generator=rng).to(device)
             noise = torch.randn(x0.shape, generator=rng).to(device)
-            abar = alphas_cumprod[t].view(-1, 1, 1, 1)
-            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-            target = _training_target(train_scheduler, x0, noise, t)
-            loss = F.mse_loss(unet(x_t, t).sample, target)
+            loss = denoising_loss(unet, train_scheduler, x0, t, noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), GRAD_CLIP)

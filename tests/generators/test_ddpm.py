@@ -214,6 +214,34 @@ def test_learning_rate_warmup_scales_the_first_update():
     assert moved(1000) == pytest.approx(2e-7, rel=0.01)
 
 
+class Recorder(nn.Module):
+    """Stands in for the U-Net: returns a fixed output and keeps what it was called with."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> SimpleNamespace:
+        self.calls.append((x, t))
+        return SimpleNamespace(sample=self.output)
+
+
+def test_denoising_loss_is_the_simple_loss_at_the_forward_process_sample():
+    opts = ddpm.parse_options(None)
+    sched = DDPMScheduler(**ddpm.scheduler_config(opts))
+    gen = torch.Generator().manual_seed(0)
+    x0, eps, out = (torch.rand(2, 3, 4, 4, generator=gen) * 2 - 1 for _ in range(3))
+    t = torch.tensor([0, 999])
+    fake = Recorder(out)
+    loss = ddpm.denoising_loss(fake, sched, x0, t, eps)
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)[t].view(-1, 1, 1, 1)
+    (x_t, seen_t), = fake.calls
+    torch.testing.assert_close(x_t.double(), abar.sqrt() * x0 + (1 - abar).sqrt() * eps, atol=1e-5, rtol=1e-5)
+    assert torch.equal(seen_t, t)
+    torch.testing.assert_close(loss, ((out - eps) ** 2).mean())
+
+
 def test_velocity_target_matches_its_definition():
     opts = ddpm.parse_options({"prediction_type": "v_prediction"})
     sched = DDPMScheduler(**ddpm.scheduler_config(opts))
