@@ -20,11 +20,12 @@ Generator, configuration T (translation equivariant), in plain PyTorch:
 * the low-pass filters are designed with scipy.signal.firwin (Kaiser window, as NVIDIA's
   implementation does) and applied as separable FIR convolutions with conv2d.
 
-Discriminator: the StyleGAN2 residual discriminator (equalised LR, [1,3,3,1] blur before
-every 2x downsample, residual skips scaled by sqrt(0.5), minibatch stddev with groups of 4,
-conv + 2 fully connected layers at 4x4); loss: non-saturating logistic + R1 on reals
-(gamma/2 * E||grad D(x)||^2). Optimiser as published: Adam lr 0.0025 (G) / 0.002 (D),
-betas (0, 0.99), one D update per G update.
+Discriminator and losses are generators.style_layers' (shared with StyleGAN2): the residual
+discriminator (equalised LR, [1,3,3,1] blur before every 2x downsample, residual skips scaled
+by sqrt(0.5), minibatch stddev in groups of 4, conv + 2 fully connected layers at 4x4), the
+non-saturating logistic loss and R1 on reals (gamma/2 * E||grad D(x)||^2), lazily every 16 D
+updates and scaled by 16, as published. Optimiser as published: Adam lr 0.0025 (G) / 0.002
+(D), betas (0, 0.99), one D update per G update.
 
 Choices that differ from NVIDIA's code, and why:
 
@@ -34,11 +35,12 @@ Choices that differ from NVIDIA's code, and why:
   magnitude EMAs and w_avg are frozen, and truncation (``truncation_psi``) applies in eval
   mode only (training runs at psi = 1, as published). Eval output is clamped to [-1, 1] (the
   same clamp base.to_uint8 applies); training output is unclamped, as published.
-* R1 is applied at every D step rather than lazily every 16 steps, there is no G EMA copy,
-  no image blur during the first 200k images, and no mixed precision: the shared training
-  loop (generators.training.fit) has no hooks for them and runs are short.
-* The mapping network and discriminator are written here; generators.stylegan2 may provide
-  shared versions later (see the module's report).
+* No G EMA copy, no image blur during the first 200k images, no mixed precision, and no
+  Adam beta/lr correction for lazy R1: the shared training loop (generators.training.fit)
+  owns the optimisers and has no hooks for them, and runs here are short.
+* The filters use our own separable, strided upfirdn2d rather than style_layers.upfirdn2d
+  (a dense 2-D kernel, decimated by slicing): with 12-48 taps per axis that would cost
+  6-24x more multiply-adds per output, and 2-4x more outputs that are thrown away.
 
 ``ch`` is channel_max (512 published); channel_base is 64 * ch (32768 published).
 """
@@ -56,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generators import style_layers as sl
 from generators.base import GeneratorError
 
 NAME = "stylegan3"
@@ -86,38 +89,20 @@ class StyleGAN3Options:
     dim_z: int = 512  # latent size
     dim_w: int = 512  # intermediate latent (style) size
     mapping_layers: int = 2  # fully connected layers of the mapping network (2 for StyleGAN3)
-    num_layers: int = 14  # synthesis layers before toRGB (14 published); >= num_critical + 1
+    num_layers: int = 14  # synthesis layers before toRGB (14 published); > num_critical
     num_critical: int = 2  # last layers that are critically sampled (cutoff = Nyquist)
-    truncation_psi: float = 1.0  # sampling-time truncation towards w_avg; 1.0 = none
-    r1_gamma: float = 0.5  # R1 weight; the paper's FFHQ-U 256 value 2 scaled by (128/256)^2
-
-
-_INT_OPTIONS = ("ch", "dim_z", "dim_w", "mapping_layers", "num_layers")
+    # Sampling-time truncation towards w_avg; 1.0 = none.
+    truncation_psi: float = dataclasses.field(default=1.0, metadata={"max": 1.0})
+    r1_gamma: float = 0.5  # R1 weight; the paper's FFHQ-U 256 value 2 scaled by (128 / 256)^2
+    r1_interval: int = 16  # lazy R1 every this many D updates, as published (1 = every update)
 
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGAN3Options:
     """Validated options, defaults filled in; unknown keys and bad values raise naming the key."""
-    options = dict(options or {})
-    known = [f.name for f in dataclasses.fields(StyleGAN3Options)]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise GeneratorError(f"unknown stylegan3 options {unknown}; known: {sorted(known)}")
-    for key, value in options.items():
-        if key in _INT_OPTIONS or key == "num_critical":
-            low = 0 if key == "num_critical" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                kind = "a non-negative" if low == 0 else "a positive"
-                raise GeneratorError(f"stylegan3 option {key}={value!r} must be {kind} integer")
-        else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise GeneratorError(f"stylegan3 option {key}={value!r} must be a finite number")
-            options[key] = float(value)
-    parsed = StyleGAN3Options(**options)
-    if parsed.num_layers < parsed.num_critical + 1:
+    parsed = sl.parse_options(NAME, StyleGAN3Options, options)
+    if parsed.num_layers <= parsed.num_critical:
         raise GeneratorError(f"stylegan3 option num_layers={parsed.num_layers} must exceed "
                              f"num_critical={parsed.num_critical}")
-    if parsed.r1_gamma < 0:
-        raise GeneratorError(f"stylegan3 option r1_gamma={parsed.r1_gamma!r} must be >= 0")
     return parsed
 
 
@@ -185,70 +170,15 @@ def filtered_lrelu(x: torch.Tensor, up_filter: torch.Tensor | None, down_filter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Equalised-learning-rate layers
-
-
-class EqualLinear(nn.Module):
-    """Fully connected layer with weights scaled at run time by lr_mult / sqrt(in_features)."""
-
-    def __init__(self, in_features: int, out_features: int, *, lr_mult: float = 1.0,
-                 bias_init: float | tuple[float, ...] = 0.0, weight_init: float = 1.0,
-                 activation: bool = False):
-        super().__init__()
-        # in_features/out_features: sizes; lr_mult: learning-rate multiplier (0.01 in mapping);
-        # bias_init: initial bias (scalar or per output); weight_init: scale of the initial
-        # N(0, 1) weights (0 for the Fourier affine, which starts at the identity);
-        # activation: leaky ReLU 0.2 with gain sqrt(2) after the affine map
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) * (weight_init / lr_mult))
-        bias = torch.zeros(out_features) + torch.as_tensor(bias_init, dtype=torch.float32)
-        self.bias = nn.Parameter(bias / lr_mult)
-        self.weight_gain = lr_mult / math.sqrt(in_features)
-        self.bias_gain = lr_mult
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
-        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.activation else x
-
-
-class EqualConv2d(nn.Module):
-    """Conv layer with equalised LR; optional [1,3,3,1]-blurred 2x downsampling (StyleGAN2's D)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, *, bias: bool = True,
-                 activation: bool = True, down: bool = False):
-        super().__init__()
-        # in_ch/out_ch: channels; kernel: square kernel size; bias: learned bias;
-        # activation: leaky ReLU 0.2 with gain sqrt(2); down: blur then stride-2 conv
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
-        self.weight_gain = 1 / math.sqrt(in_ch * kernel * kernel)
-        self.kernel = kernel
-        self.activation = activation
-        self.down = down
-        blur = torch.tensor([1.0, 3.0, 3.0, 1.0])
-        self.register_buffer("blur", blur / blur.sum(), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight * self.weight_gain
-        pad = self.kernel // 2
-        if self.down and self.kernel == 1:
-            # Blur-and-decimate, then the 1x1 conv: H -> H / 2.
-            x = F.conv2d(upfirdn2d(x, self.blur, down=2, padding=(1, 1, 1, 1)), w, self.bias)
-        elif self.down:
-            # Blur padded by pad + 1 per side, then a stride-2 conv: H -> H + 1 -> H / 2.
-            p = pad + 1
-            x = F.conv2d(upfirdn2d(x, self.blur, padding=(p, p, p, p)), w, self.bias, stride=2)
-        else:
-            x = F.conv2d(x, w, self.bias, padding=pad)
-        return F.leaky_relu(x, 0.2) * math.sqrt(2) if self.activation else x
-
-
-# ---------------------------------------------------------------------------------------------
 # Generator
 
 
 class MappingNetwork(nn.Module):
-    """z (N, dim_z) -> w (N, dim_w); tracks the mean w in training for truncation."""
+    """z (N, dim_z) -> w (N, dim_w); tracks the mean w in training for truncation.
+
+    Built from style_layers' equalised linear layers; a class of its own only because
+    StyleGAN3 tracks w_avg with beta 0.998 where style_layers.MappingNetwork fixes 0.995.
+    """
 
     def __init__(self, dim_z: int, dim_w: int, num_layers: int, lr_mult: float = 0.01,
                  w_avg_beta: float = W_AVG_BETA):
@@ -256,20 +186,17 @@ class MappingNetwork(nn.Module):
         # dim_z/dim_w: latent sizes; num_layers: FC layers; lr_mult: equalised-LR multiplier;
         # w_avg_beta: EMA decay of the tracked mean w
         sizes = [dim_z] + [dim_w] * num_layers
-        self.layers = nn.Sequential(*(EqualLinear(a, b, lr_mult=lr_mult, activation=True)
+        self.layers = nn.Sequential(*(sl.EqualLinear(a, b, lr_mul=lr_mult, activation=True)
                                       for a, b in zip(sizes, sizes[1:])))
         self.w_avg_beta = w_avg_beta
         self.register_buffer("w_avg", torch.zeros(dim_w))
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        z = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
-        w = self.layers(z)
+        w = self.layers(sl.pixel_norm(z))
         if self.training:
             with torch.no_grad():
                 self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
-        if truncation_psi != 1:
-            w = self.w_avg.lerp(w, truncation_psi)
-        return w
+        return sl.truncate(w, self.w_avg, truncation_psi)
 
 
 class FourierInput(nn.Module):
@@ -293,7 +220,10 @@ class FourierInput(nn.Module):
         self.register_buffer("freqs", freqs)
         self.register_buffer("phases", torch.rand(channels) - 0.5)
         # Rotation (cos, sin) and translation (tx, ty); starts as the identity transform.
-        self.affine = EqualLinear(dim_w, 4, weight_init=0.0, bias_init=(1.0, 0.0, 0.0, 0.0))
+        self.affine = sl.EqualLinear(dim_w, 4)
+        with torch.no_grad():
+            self.affine.weight.zero_()
+            self.affine.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
         self.weight = nn.Parameter(torch.randn(channels, channels))
 
     def features(self, t: torch.Tensor) -> torch.Tensor:
@@ -362,7 +292,7 @@ class SynthesisLayer(nn.Module):
         self.in_ch, self.out_ch, self.in_size, self.out_size = in_ch, out_ch, in_size, out_size
         self.in_cutoff, self.out_cutoff = float(in_cutoff), float(out_cutoff)
         self.kernel = 1 if is_torgb else kernel
-        self.affine = EqualLinear(dim_w, in_ch, bias_init=1.0)
+        self.affine = sl.EqualLinear(dim_w, in_ch, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, self.kernel, self.kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.register_buffer("magnitude_ema", torch.ones(()))
@@ -485,97 +415,19 @@ class StyleGAN3Generator(nn.Module):
         return x if self.training else x.clamp(-1, 1)
 
 
-# ---------------------------------------------------------------------------------------------
-# Discriminator (StyleGAN2, residual)
-
-
-def _disc_channels(res: int, ch: int) -> int:
-    return int(min(64 * ch // res, ch))
-
-
-class DiscriminatorBlock(nn.Module):
-    """Two 3x3 convs (the second blurs and halves), plus a blurred 1x1 skip, summed / sqrt(2)."""
-
-    def __init__(self, in_ch: int, mid_ch: int, out_ch: int):
-        super().__init__()
-        # in_ch: incoming channels; mid_ch: width at this resolution; out_ch: width after halving
-        self.conv0 = EqualConv2d(in_ch, mid_ch, 3)
-        self.conv1 = EqualConv2d(mid_ch, out_ch, 3, down=True)
-        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
-
-
-def minibatch_stddev(x: torch.Tensor, group: int = MBSTD_GROUP) -> torch.Tensor:
-    """Append one channel: the mean std of features over groups of samples (cross-sample, D only)."""
-    n, c, h, w = x.shape
-    # The largest group size <= `group` that divides the batch, so any batch size works.
-    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
-    y = x.reshape(g, n // g, c, h, w)
-    y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()
-    y = y.mean(dim=(1, 2, 3)).view(n // g, 1, 1, 1).repeat(g, 1, h, w)
-    return torch.cat([x, y], dim=1)
-
-
-class StyleGAN2Discriminator(nn.Module):
-    """image (N, 3, resolution, resolution) -> logits (N,)."""
-
-    def __init__(self, resolution: int, ch: int):
-        super().__init__()
-        _check_resolution(resolution)
-        self.resolution = resolution  # input side
-        self.r1_gamma = 0.0  # set by build_discriminator from the options
-        self.from_rgb = EqualConv2d(3, _disc_channels(resolution, ch), 1)
-        blocks = []
-        res = resolution
-        while res > 4:
-            blocks.append(DiscriminatorBlock(_disc_channels(res, ch), _disc_channels(res, ch),
-                                             _disc_channels(res // 2, ch)))
-            res //= 2
-        self.blocks = nn.Sequential(*blocks)
-        c4 = _disc_channels(4, ch)
-        self.conv = EqualConv2d(c4 + 1, c4, 3)
-        self.fc = EqualLinear(c4 * 16, c4, activation=True)
-        self.out = EqualLinear(c4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert x.shape[1:] == (3, self.resolution, self.resolution), (
-            f"expected (N, 3, {self.resolution}, {self.resolution}), got {tuple(x.shape)}")
-        x = self.blocks(self.from_rgb(x))
-        x = self.conv(minibatch_stddev(x))
-        return self.out(self.fc(x.flatten(1))).squeeze(1)
-
-
 def build_generator(resolution: int, options: StyleGAN3Options) -> StyleGAN3Generator:
     return StyleGAN3Generator(resolution, options)
 
 
-def build_discriminator(resolution: int, options: StyleGAN3Options) -> StyleGAN2Discriminator:
-    disc = StyleGAN2Discriminator(resolution, options.ch)
-    disc.r1_gamma = options.r1_gamma
-    return disc
+def build_discriminator(resolution: int, options: StyleGAN3Options) -> sl.StyleDiscriminator:
+    """StyleGAN2's residual discriminator, NVIDIA's channel_base 32768 (multiplier 2) scaled by ch."""
+    _check_resolution(resolution)
+    widths = sl.layer_widths(resolution, options.ch, 2)
+    return sl.StyleDiscriminator(resolution, widths, residual=True, taps=(1, 3, 3, 1),
+                                 r1_gamma=options.r1_gamma, r1_interval=options.r1_interval,
+                                 mbstd_group=MBSTD_GROUP)
 
 
-def r1_penalty(disc: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits on `real`, per-sample ||d sum(D(real)) / d real_i||^2), graph kept for backprop."""
-    real = real.detach().requires_grad_(True)
-    logits = disc(real)
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return logits, grad.square().sum(dim=(1, 2, 3))
-
-
-def discriminator_loss(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """Non-saturating logistic loss + gamma/2 * R1 on the reals."""
-    # Real and fake go through D separately so that minibatch-stddev groups never mix them.
-    fake_loss = F.softplus(disc(fake)).mean()
-    gamma = float(getattr(disc, "r1_gamma", 0.0))
-    if gamma > 0:
-        logits, penalty = r1_penalty(disc, real)
-        return fake_loss + F.softplus(-logits).mean() + gamma / 2 * penalty.mean()
-    return fake_loss + F.softplus(-disc(real)).mean()
-
-
-def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Non-saturating loss: softplus(-D(G(z)))."""
-    return F.softplus(-disc(fake)).mean()
+# Non-saturating logistic loss; R1 on reals, every r1_interval-th D update, scaled to match.
+discriminator_loss = sl.discriminator_loss
+generator_loss = sl.generator_loss

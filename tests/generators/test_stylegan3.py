@@ -40,6 +40,8 @@ def test_options_defaults_and_errors():
         stylegan3.parse_options({"num_layers": 2})
     with pytest.raises(GeneratorError, match="truncation_psi"):
         stylegan3.parse_options({"truncation_psi": "0.7"})
+    with pytest.raises(GeneratorError, match="truncation_psi"):
+        stylegan3.parse_options({"truncation_psi": 1.5})
     with pytest.raises(GeneratorError, match="r1_gamma"):
         stylegan3.parse_options({"r1_gamma": -1})
     with pytest.raises(GeneratorError, match="resolutions"):
@@ -232,7 +234,7 @@ def test_demodulation_normalises_weights():
 def test_mapping_uses_lr_multiplier_and_tracks_w_avg():
     g = tiny_net()
     first = g.mapping.layers[0]
-    assert first.weight_gain == pytest.approx(0.01 / math.sqrt(8))
+    assert first.scale == pytest.approx(0.01 / math.sqrt(8))
     assert first.weight.std() > 20  # raw weights are N(0, 1) / lr_mult
     g.train()
     assert torch.equal(g.mapping.w_avg, torch.zeros(8))
@@ -319,22 +321,12 @@ def test_training_steps_change_weights_with_finite_losses():
 
 # --- discriminator and losses -------------------------------------------------------------------
 
-def test_minibatch_stddev_channel():
-    x = torch.randn(8, 3, 4, 4)
-    out = stylegan3.minibatch_stddev(x)
-    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
-    # Groups of 4 take every (N/4)-th sample: samples 0, 2, 4, 6 form one group.
-    group = x[0::2]
-    expected = group.std(dim=0, unbiased=False).mean()
-    assert torch.allclose(out[0, 3], expected.expand(4, 4), atol=1e-5)
-    assert stylegan3.minibatch_stddev(torch.randn(3, 2, 4, 4)).shape == (3, 3, 4, 4)
-
-
 def test_r1_penalty_is_the_real_gradient_norm():
-    opts = stylegan3.parse_options({**TINY, "r1_gamma": 3.0})
+    opts = stylegan3.parse_options({**TINY, "r1_gamma": 3.0, "r1_interval": 1})
     with isolated_rng(0):
         disc = stylegan3.build_discriminator(32, opts).double()
-    assert disc.r1_gamma == 3.0
+    assert (disc.r1_gamma, disc.r1_interval) == (3.0, 1)
+    assert stylegan3.build_discriminator(32, stylegan3.parse_options(TINY)).r1_interval == 16
     real = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     fake = torch.randn(4, 3, 32, 32, dtype=torch.float64)
     loss = stylegan3.discriminator_loss(disc, real, fake)
@@ -342,7 +334,8 @@ def test_r1_penalty_is_the_real_gradient_norm():
     jac = torch.autograd.functional.jacobian(disc, real)  # (4, 4, 3, 32, 32)
     grad = jac.sum(dim=0)
     with torch.no_grad():
-        logistic = F.softplus(disc(fake)).mean() + F.softplus(-disc(real)).mean()
+        logits = disc(torch.cat([real, fake]))
+        logistic = F.softplus(logits[4:]).mean() + F.softplus(-logits[:4]).mean()
         expected = logistic + 3.0 / 2 * grad.square().sum(dim=(1, 2, 3)).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-9)
     assert (loss - logistic).item() > 1e-6
