@@ -50,11 +50,14 @@ def family(arch: str) -> ModuleType:
 
 
 def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = None,
-         resolution: int = 128, device: str = "cpu") -> Generator:
+         resolution: int = 128, device: str = "cpu", trust_pickle: bool = False) -> Generator:
     """Open a generator: a network checkpoint for network architectures, a folder for "folder".
 
-    `checkpoint` may be the stem, the .safetensors or the .json path. A network architecture
-    without a checkpoint is an error: train one first with generators.train(...).
+    `checkpoint` may be the stem, the .safetensors or the .json path, or another project's file
+    (generators.external): a rosinality stylegan2-pytorch .pt for "stylegan2", read without
+    unpickling code. NVIDIA .pkl files are pickles and are refused unless trust_pickle=True.
+    A network architecture without a checkpoint is an error: train one first with
+    generators.train(...).
     """
     module = family(arch)
     if module is folder_source:
@@ -64,4 +67,5 @@ def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = Non
     if checkpoint is None or folder is not None:
         raise GeneratorError(f"arch {arch!r} needs checkpoint=... and no folder "
                              f"(no checkpoint yet? create one with generators.train)")
-    return load_network(checkpoint, module, resolution=resolution, device=device)
+    return load_network(checkpoint, module, resolution=resolution, device=device,
+                        trust_pickle=trust_pickle)

@@ -6,7 +6,8 @@ The sidecar says what the weights are:
      "options": {"ch": 64, "dim_z": 128}, "train": {...} | null, "sha256": "<of NAME.safetensors>"}
 
 Weights are read with safetensors only, never unpickled, so a checkpoint from elsewhere cannot
-run code. Every way a checkpoint can be wrong raises GeneratorError naming the file.
+run code. Every way a checkpoint can be wrong raises GeneratorError naming the file. Files in
+other projects' formats (.pt/.pth/.pkl) are handed to generators.external.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from benchmark.atomic import atomic_path, sha256_file, write_text
+from generators import external
 from generators.base import GeneratorError, NetworkFamily, NetworkGenerator, isolated_rng
 
 FORMAT = "attribution88-generator/1"
@@ -104,8 +106,9 @@ def read_meta(path: Path | str) -> CheckpointMeta:
                           train=raw.get("train"), sha256=raw["sha256"])
 
 
-def _check_state_dict(weights: Path, expected: Mapping[str, torch.Tensor],
-                      found: Mapping[str, torch.Tensor]) -> None:
+def check_state_dict(source: str, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
+                     target: str = "the model its sidecar describes") -> None:
+    """Raise GeneratorError naming missing, unexpected and misshapen keys of `found` (from `source`)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = sorted(f"{k} {tuple(found[k].shape)} != {tuple(expected[k].shape)}"
@@ -114,13 +117,19 @@ def _check_state_dict(weights: Path, expected: Mapping[str, torch.Tensor],
                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
                                      ("shape mismatches (file != model)", wrong)) if items]
     if problems:
-        raise GeneratorError(f"checkpoint {weights} does not fit the model its sidecar describes; "
-                             + "; ".join(problems))
+        raise GeneratorError(f"{source} does not fit {target}; " + "; ".join(problems))
 
 
 def load_network(path: Path | str, family: NetworkFamily, *, resolution: int,
-                 device: str = "cpu") -> NetworkGenerator:
-    """Build the network `family` describes and fill it from a checkpoint, checking everything on the way."""
+                 device: str = "cpu", trust_pickle: bool = False) -> NetworkGenerator:
+    """Build the network `family` describes and fill it from a checkpoint, checking everything on the way.
+
+    A path ending in .pt/.pth/.pkl is another project's format and goes to generators.external
+    (trust_pickle is only consulted there, for NVIDIA pickles).
+    """
+    if external.is_external(path):
+        return external.load_external(path, family, resolution=resolution, device=device,
+                                      trust_pickle=trust_pickle)
     paths = checkpoint_paths(path)
     if not paths.weights.is_file():
         raise GeneratorError(f"checkpoint weights file {paths.weights} does not exist")
@@ -148,6 +157,6 @@ def load_network(path: Path | str, family: NetworkFamily, *, resolution: int,
     # The initial weights are overwritten; the fixed seed only keeps construction off the global RNG.
     with isolated_rng(0):
         net = family.build_generator(meta.resolution, options)
-    _check_state_dict(paths.weights, net.state_dict(), state)
+    check_state_dict(f"checkpoint {paths.weights}", net.state_dict(), state)
     net.load_state_dict(state, strict=True)
     return NetworkGenerator(family.NAME, net, meta.resolution, meta.sha256, device)

@@ -1,0 +1,136 @@
+"""Foreign checkpoint formats: rosinality stylegan2-pytorch .pt files load; pickles are refused."""
+
+import argparse
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from generators import external, stylegan2
+from generators.base import GeneratorError, NetworkGenerator, isolated_rng, seed_latents
+
+# 64 px with a narrower top layer (width 4 < ch 8), so the channel multiplier has to be inferred.
+OPTIONS = {"ch": 8, "channel_multiplier": 1, "dim_z": 16, "n_mlp": 3}
+SEEDS = [0, 1, 2, 40]
+
+
+@pytest.fixture(scope="module")
+def ours():
+    with isolated_rng(3):
+        net = stylegan2.build_generator(64, stylegan2.parse_options(OPTIONS))
+    with torch.no_grad():
+        # Non-trivial values everywhere the conversion could get wrong.
+        for layer in net.layers:
+            layer.noise.strength.normal_()
+            layer.bias.normal_(std=0.1)
+        for rgb in net.to_rgbs:
+            rgb.bias.normal_(std=0.1)
+        net.mapping.w_avg.normal_()
+    return net.eval()
+
+
+def save_rosinality(path, net, *, latent_avg=True, extra=None):
+    """A file laid out like rosinality's train.py checkpoints (g, d, g_ema, optimisers, args)."""
+    state = external.ours_to_rosinality(net.state_dict())
+    state.update(extra or {})
+    payload = {"g_ema": state, "g": state, "d": {"convs.0.0.weight": torch.zeros(2, 3, 1, 1)},
+               "g_optim": {"state": {}, "param_groups": []}, "args": argparse.Namespace(size=64, n_mlp=3)}
+    if latent_avg:
+        payload["latent_avg"] = net.mapping.w_avg.clone()
+    torch.save(payload, path)
+    return path
+
+
+def test_key_mapping_is_a_bijection(ours):
+    theirs = external.ours_to_rosinality(ours.state_dict())
+    assert {"style.1.weight", "style.3.bias", "input.input", "conv1.conv.modulation.weight",
+            "conv1.activate.bias", "convs.0.conv.blur.kernel", "convs.1.noise.weight", "noises.noise_4",
+            "to_rgb1.bias", "to_rgbs.0.upsample.kernel", "to_rgbs.3.conv.weight"} <= set(theirs)
+    assert theirs["convs.0.conv.weight"].shape == (1, 8, 8, 3, 3)
+    back = external.rosinality_to_ours(theirs)
+    mine = ours.state_dict()
+    assert set(back) == set(mine) - {"mapping.w_avg"}
+    assert all(torch.equal(back[k], mine[k]) for k in back)
+
+
+def test_rosinality_checkpoint_reproduces_our_images(tmp_path, ours):
+    path = save_rosinality(tmp_path / "550000.pt", ours)
+    gen = generators.load("stylegan2", checkpoint=path, resolution=64)
+    assert gen.resolution == 64 and gen.checkpoint_sha256 == generators.sha256_file(path)
+    assert (gen.net.dim_z, len(gen.net.mapping.layers)) == (16, 3)
+    assert gen.net.to_rgbs[-1].conv.weight.shape[2] == 4  # channel_multiplier 1 was read off the shapes
+    assert torch.equal(gen.net.mapping.w_avg, ours.mapping.w_avg)  # from latent_avg
+    expected = NetworkGenerator("stylegan2", ours, 64, "").sample(SEEDS)
+    assert np.array_equal(gen.sample(SEEDS), expected)
+    assert expected.std() > 0
+
+
+def test_bare_state_dict_without_latent_avg(tmp_path, ours):
+    path = tmp_path / "g_ema.pth"
+    torch.save(external.ours_to_rosinality(ours.state_dict()), path)
+    gen = generators.load("stylegan2", checkpoint=path, resolution=64)
+    with torch.no_grad():
+        mean_w = ours.mapping(seed_latents(external.W_AVG_SEEDS, 16)).mean(0)
+    assert torch.allclose(gen.net.mapping.w_avg, mean_w)
+    assert np.array_equal(gen.sample(SEEDS), NetworkGenerator("stylegan2", ours, 64, "").sample(SEEDS))
+
+
+def test_bad_rosinality_files_name_the_problem(tmp_path, ours):
+    state = external.ours_to_rosinality(ours.state_dict())
+    del state["convs.1.noise.weight"]
+    state["convs.1.extra.weight"] = torch.zeros(1)
+    state["to_rgb1.bias"] = torch.zeros(3)
+    path = tmp_path / "broken.pt"
+    torch.save({"g_ema": state}, path)
+    with pytest.raises(GeneratorError, match=r"broken.pt.*missing keys: \['convs.1.noise.weight'\].*"
+                                             r"unexpected keys: \['convs.1.extra.weight'\].*to_rgb1.bias"):
+        generators.load("stylegan2", checkpoint=path, resolution=64)
+
+    good = save_rosinality(tmp_path / "good.pt", ours)
+    with pytest.raises(GeneratorError, match="is a 64 px generator, not the requested 32 px"):
+        generators.load("stylegan2", checkpoint=good, resolution=32)
+    with pytest.raises(GeneratorError, match="arch must be 'stylegan2', not 'stylegan'"):
+        generators.load("stylegan", checkpoint=good, resolution=64)
+    with pytest.raises(GeneratorError, match="does not exist"):
+        generators.load("stylegan2", checkpoint=tmp_path / "absent.pt", resolution=64)
+    torch.save({"model": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(GeneratorError, match="neither a 'g_ema' entry.*'model'"):
+        generators.load("stylegan2", checkpoint=tmp_path / "other.pt", resolution=64)
+    with pytest.raises(GeneratorError, match="filter"):
+        save_rosinality(tmp_path / "k.pt", ours, extra={"convs.0.conv.blur.kernel": torch.ones(4, 4)})
+        generators.load("stylegan2", checkpoint=tmp_path / "k.pt", resolution=64)
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_pt_with_code_is_not_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"g_ema": _Payload(marker)}, path)
+    with pytest.raises(GeneratorError, match=r"weights_only=True"):
+        generators.load("stylegan2", checkpoint=path, resolution=64)
+    assert not marker.exists()
+
+
+def test_nvidia_pickle_is_refused_without_the_trust_flag(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "network-snapshot.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": _Payload(marker)}))
+    with pytest.raises(GeneratorError, match=r"pickle.*trust_pickle=True.*dnnlib"):
+        generators.load("stylegan2", checkpoint=path, resolution=64)
+    # Trusting it is not enough without NVIDIA's code to rebuild the network.
+    monkeypatch.setattr(external.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(GeneratorError, match=r"not importable.*\['dnnlib', 'torch_utils'\]"):
+        generators.load("stylegan2", checkpoint=path, resolution=64, trust_pickle=True)
+    assert not marker.exists()
