@@ -1,0 +1,199 @@
+"""Array building blocks of the fast corruption engine: blurs, zooms, shifts, HSV edits, noise maps.
+
+Each one reproduces a step of the `imagecorruptions` reference with a faster kernel (OpenCV
+filters in float32, index gathers instead of spline resampling, a compiled loop for glass blur),
+keeping the reference's arithmetic: the same kernels, borders, coordinate maps and draw order.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import cv2
+import numba
+import numpy as np
+
+# scipy/scikit-image border modes and their OpenCV names.
+BORDER_NEAREST = cv2.BORDER_REPLICATE  # scipy 'nearest': aaa|abc
+BORDER_REFLECT = cv2.BORDER_REFLECT  # scipy 'reflect': cba|abc
+
+
+def gaussian(x: np.ndarray, sigma: float | tuple[float, float], truncate: float = 4.0,
+             border: int = BORDER_NEAREST) -> np.ndarray:
+    """scikit-image `gaussian` (scipy `gaussian_filter`) on a (H, W) or (H, W, C) float array.
+
+    scipy's kernel radius is int(truncate * sigma + 0.5) per axis; OpenCV builds the same
+    normalised sampled Gaussian from an explicit size, so the two filters agree to float rounding.
+    """
+    sy, sx = (sigma, sigma) if np.isscalar(sigma) else sigma
+    ky = 2 * int(truncate * sy + 0.5) + 1
+    kx = 2 * int(truncate * sx + 0.5) + 1
+    return cv2.GaussianBlur(x, (kx, ky), sigmaX=float(sx), sigmaY=float(sy), borderType=border)
+
+
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The reference's anti-aliased disk for defocus blur (a normalised disk, Gaussian-smoothed)."""
+    half = 8 if radius <= 8 else int(radius)
+    ksize = (3, 3) if radius <= 8 else (5, 5)
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = np.asarray(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
+    disk /= disk.sum()
+    return cv2.GaussianBlur(disk, ksize=ksize, sigmaX=alias_blur)
+
+
+def motion_offsets(radius: int, sigma: float, angle: float, height: int, width: int
+                   ) -> list[tuple[int, int, float]]:
+    """(dy, dx, weight) of each tap of the reference's motion blur along `angle` degrees.
+
+    The reference sums `weight * shift(x, dx, dy)` over taps and stops at the first tap whose
+    shift reaches past the image; the same taps and stop rule are kept here.
+    """
+    size = 2 * radius + 1
+    taps = np.exp(-(np.arange(size) ** 2) / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
+    taps = taps / taps.sum()
+    py, px = size * np.sin(np.deg2rad(angle)), size * np.cos(np.deg2rad(angle))
+    hypot = math.hypot(py, px)
+    out = []
+    for i in range(size):
+        dy = -math.ceil(((i * py) / hypot) - 0.5)
+        dx = -math.ceil(((i * px) / hypot) - 0.5)
+        if abs(dy) >= height or abs(dx) >= width:
+            break
+        out.append((dy, dx, float(taps[i])))
+    return out
+
+
+def motion_blur(x: np.ndarray, offsets: list[tuple[int, int, float]]) -> np.ndarray:
+    """Sum of edge-clamped shifted copies: out[y, x] = sum w * img[clamp(y-dy), clamp(x-dx)].
+
+    One correlation with a sparse kernel and replicated borders computes exactly that sum, in one
+    OpenCV call for all channels instead of one full-image roll per tap.
+    """
+    reach = max(max(abs(dy), abs(dx)) for dy, dx, _ in offsets)
+    kernel = np.zeros((2 * reach + 1, 2 * reach + 1), np.float32)
+    for dy, dx, w in offsets:
+        kernel[reach - dy, reach - dx] += w
+    return cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REPLICATE)
+
+
+@lru_cache(maxsize=256)
+def _zoom_taps(size: int, zoom: float, full: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs and weights of scipy `zoom(order=1)` on the reference's centred crop, 1 axis.
+
+    The reference crops ceil(size/zoom) pixels around the centre and zooms them to
+    round(crop*zoom) with the corner-aligned map in = out*(crop-1)/(out-1); zoom blur then
+    keeps the first `size` outputs, snow all of them (`full`).
+    """
+    crop = int(np.ceil(size / float(zoom)))
+    top = (size - crop) // 2
+    out = int(round(crop * zoom))
+    n = out if full else min(out, size)
+    coords = np.arange(n, dtype=np.float64) * ((crop - 1) / (out - 1) if out > 1 else 0.0)
+    lo = np.minimum(np.floor(coords).astype(np.int64), crop - 1)
+    hi = np.minimum(lo + 1, crop - 1)
+    frac = (coords - lo).astype(np.float32)
+    return lo + top, hi + top, frac
+
+
+def clipped_zoom(x: np.ndarray, zoom: float, full: bool = False) -> np.ndarray:
+    """The reference's `clipped_zoom` on (H, W, ...) arrays: centre crop, bilinear zoom.
+
+    Bilinear zoom is separable, so two 1-D gathers with their weights replace scipy's general
+    N-d resampler. `full` keeps the whole zoomed crop (which can exceed H x W by a pixel or two)
+    as the reference's snow does; otherwise the result is cut to H x W as zoom blur does.
+    """
+    ylo, yhi, fy = _zoom_taps(x.shape[0], zoom, full)
+    xlo, xhi, fx = _zoom_taps(x.shape[1], zoom, full)
+    shape_y = (-1,) + (1,) * (x.ndim - 1)
+    shape_x = (1, -1) + (1,) * (x.ndim - 2)
+    rows = x[ylo] + (x[yhi] - x[ylo]) * fy.reshape(shape_y)
+    return rows[:, xlo] + (rows[:, xhi] - rows[:, xlo]) * fx.reshape(shape_x)
+
+
+def _reflect_index(i: np.ndarray, n: int) -> np.ndarray:
+    """scipy's 'reflect' extension (half-sample symmetric, cba|abc|cba) of integer indices."""
+    period = 2 * n
+    i = np.mod(i, period)
+    return np.where(i >= n, period - 1 - i, i)
+
+
+def bilinear_reflect(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """scipy `map_coordinates(order=1, mode='reflect')` of an (H, W, C) image at (rows, cols).
+
+    Written as four gathers with exact float weights (cv2.remap quantises weights to 1/32).
+    """
+    h, w = img.shape[:2]
+    r0 = np.floor(rows)
+    c0 = np.floor(cols)
+    fr = (rows - r0)[..., None]
+    fc = (cols - c0)[..., None]
+    r0 = r0.astype(np.int64)
+    c0 = c0.astype(np.int64)
+    ra, rb = _reflect_index(r0, h), _reflect_index(r0 + 1, h)
+    ca, cb = _reflect_index(c0, w), _reflect_index(c0 + 1, w)
+    top = img[ra, ca] + (img[ra, cb] - img[ra, ca]) * fc
+    bottom = img[rb, ca] + (img[rb, cb] - img[rb, ca]) * fc
+    return top + (bottom - top) * fr
+
+
+def plasma_fractal(rs: np.random.RandomState, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """The reference's diamond-square height map, drawing from `rs` in the reference's order."""
+    amap = np.empty((mapsize, mapsize), dtype=np.float32)
+    amap[0, 0] = 0
+    step = mapsize
+    wibble = 100.0
+    while step >= 2:
+        half = step // 2
+        corners = amap[0:mapsize:step, 0:mapsize:step]
+        square = corners + np.roll(corners, -1, axis=0)
+        square += np.roll(square, -1, axis=1)
+        amap[half:mapsize:step, half:mapsize:step] = (
+            square / 4 + wibble * rs.uniform(-wibble, wibble, square.shape))
+        centres = amap[half:mapsize:step, half:mapsize:step]
+        corners = amap[0:mapsize:step, 0:mapsize:step]
+        left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
+        amap[0:mapsize:step, half:mapsize:step] = (
+            left / 4 + wibble * rs.uniform(-wibble, wibble, left.shape))
+        top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
+        amap[half:mapsize:step, 0:mapsize:step] = (
+            top / 4 + wibble * rs.uniform(-wibble, wibble, top.shape))
+        step //= 2
+        wibble /= wibbledecay
+    amap -= amap.min()
+    return amap / amap.max()
+
+
+@numba.njit(cache=True)
+def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, seed: int) -> np.ndarray:
+    """The reference's glass-blur pixel loop, same draws from Numba's generator, same order.
+
+    The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies
+    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, with two scalar
+    draws in place of one two-element draw (the same stream) and no per-pixel allocation.
+    """
+    np.random.seed(seed)
+    height, width, channels = x.shape
+    for _ in range(iterations):
+        for h in range(height - max_delta, max_delta, -1):
+            for w in range(width - max_delta, max_delta, -1):
+                dx = np.random.randint(-max_delta, max_delta)
+                dy = np.random.randint(-max_delta, max_delta)
+                for c in range(channels):
+                    x[h, w, c] = x[h + dy, w + dx, c]
+    return x
+
+
+def rgb_to_hsv_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max, min, hue-weights) of an RGB float image: each channel is v * (1 - s * weight).
+
+    scikit-image's HSV round trip writes every channel as v * (1 - s * w(h)) with w in [0, 1]
+    set by the hue alone; grey pixels get hue 0, so their weights are those of pure red.
+    """
+    v = x.max(axis=-1, keepdims=True)
+    m = x.min(axis=-1, keepdims=True)
+    delta = v - m
+    grey = delta == 0
+    weights = np.where(grey, np.array([0, 1, 1], x.dtype), (v - x) / np.where(grey, 1, delta))
+    return v, m, weights
