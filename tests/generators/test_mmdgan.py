@@ -1,0 +1,199 @@
+"""MMD GAN: DCGAN networks, unbiased MMD^2 with the rq* kernel, witness gradient penalty, training and checkpoints."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+from generators import mmdgan
+from generators.base import GeneratorError, NetworkGenerator, isolated_rng
+from generators.training import fit, resolve_config
+
+OPTIONS = {"ch": 8, "dim_z": 32, "feature_dim": 8}
+TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, photos):
+    """A checkpoint written by generators.train (2 steps, 32 px, ch=8)."""
+    out = tmp_path_factory.mktemp("ckpt") / "mmdgan_tiny"
+    return generators.train("mmdgan", photos, out, options=OPTIONS, **TRAIN)
+
+
+def tiny_networks(resolution=32, **options):
+    opts = mmdgan.parse_options({**OPTIONS, **options})
+    with isolated_rng(0):
+        return mmdgan.build_generator(resolution, opts), mmdgan.build_discriminator(resolution, opts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks and options
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 128])
+def test_network_shapes(resolution):
+    gen, critic = tiny_networks(resolution, ch=4)
+    x = gen(torch.randn(3, 32))
+    assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
+    assert critic(x).shape == (3, 8)
+    # 4x4 start, one stride-2 transposed convolution per doubling (the last one makes RGB).
+    assert len(gen.blocks) + 1 == int(math.log2(resolution // 4))
+    # Critics that get a gradient penalty carry no batch norm.
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    with pytest.raises(AssertionError):
+        gen(torch.randn(2, 7))
+
+
+def test_options_defaults_and_errors():
+    assert mmdgan.parse_options(None) == mmdgan.MMDGANOptions(ch=64, dim_z=128, feature_dim=16)
+    assert mmdgan.options_dict(mmdgan.parse_options(OPTIONS)) == OPTIONS
+    with pytest.raises(GeneratorError, match="unknown mmdgan options"):
+        mmdgan.parse_options({"width": 3})
+    for bad in ({"ch": 0}, {"feature_dim": 2.5}, {"dim_z": True}):
+        with pytest.raises(GeneratorError, match=f"mmdgan option {next(iter(bad))}="):
+            mmdgan.parse_options(bad)
+    with pytest.raises(GeneratorError, match="resolutions"):
+        mmdgan.build_generator(48, mmdgan.parse_options(OPTIONS))
+    assert mmdgan.TRAIN_DEFAULTS == {"lr_g": 1e-4, "lr_d": 1e-4, "betas": (0.5, 0.9), "n_dis": 5}
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel, MMD^2 and the penalty
+
+
+def direct_kernel(a, b):
+    out = torch.zeros(len(a), len(b), dtype=torch.float64)
+    for i in range(len(a)):
+        for j in range(len(b)):
+            d2 = sum((float(a[i, k]) - float(b[j, k])) ** 2 for k in range(a.shape[1]))
+            dot = sum(float(a[i, k]) * float(b[j, k]) for k in range(a.shape[1]))
+            out[i, j] = sum((1 + d2 / (2 * alpha)) ** -alpha for alpha in (0.2, 0.5, 1, 2, 5)) + dot
+    return out
+
+
+def test_mmd2_matches_a_double_loop():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    kxx, kyy, kxy = direct_kernel(x, x), direct_kernel(y, y), direct_kernel(x, y)
+    assert torch.allclose(mmdgan.kernel(x, y), kxy)
+    within_x = sum(kxx[i, j] for i in range(4) for j in range(4) if i != j) / (4 * 3)
+    within_y = sum(kyy[i, j] for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    between = sum(kxy[i, j] for i in range(4) for j in range(5)) / (4 * 5)
+    assert torch.allclose(mmdgan.mmd2_unbiased(x, y), within_x + within_y - 2 * between)
+    with pytest.raises(GeneratorError, match="at least 2 samples"):
+        mmdgan.mmd2_unbiased(x[:1], y)
+
+
+def test_mmd2_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
+    g = torch.Generator().manual_seed(0)
+
+    def draw(shift=0.0):
+        return 0.2 * torch.randn(64, 4, generator=g) + shift
+
+    same = torch.tensor([mmdgan.mmd2_unbiased(draw(), draw()).item() for _ in range(20)])
+    shifted = torch.tensor([mmdgan.mmd2_unbiased(draw(), draw(0.3)).item() for _ in range(20)])
+    assert abs(same.mean()) < 0.01 and same.min() < 0  # unbiased: slightly negative at times
+    assert shifted.min() > 0.5
+
+
+def test_witness_penalty_is_the_per_sample_gradient_norm():
+    _, critic = tiny_networks()
+    critic = critic.double()
+    g = torch.Generator().manual_seed(2)
+    real = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    fake = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    mix = torch.rand(4, generator=g, dtype=torch.float64)
+    h_real, h_fake = critic(real), critic(fake)
+    expected = []
+    for i in range(4):
+        x = (real[i] + mix[i] * (fake[i] - real[i])).detach().requires_grad_(True)
+        w = mmdgan.kernel(critic(x[None]), h_real).mean() - mmdgan.kernel(critic(x[None]), h_fake).mean()
+        (grad,) = torch.autograd.grad(w, x)
+        expected.append((grad.norm() - 1) ** 2)
+    penalty = mmdgan.witness_penalty(critic, real, fake, h_real, h_fake, mix)
+    assert torch.allclose(penalty, torch.stack(expected).mean())
+    # The penalty is differentiable in the critic's weights (the critic update needs that).
+    penalty.backward()
+    assert critic.convs[0].weight.grad.abs().sum() > 0
+
+    # The critic loss is exactly -MMD^2 + 1 * penalty, with the weights from the critic's RNG.
+    state = critic.penalty_rng.get_state()
+    loss = mmdgan.discriminator_loss(critic, real, fake)
+    critic.penalty_rng.set_state(state)
+    mix = torch.rand(4, generator=critic.penalty_rng)
+    assert mmdgan.GP_WEIGHT == 1.0
+    expected_loss = (-mmdgan.mmd2_unbiased(h_real, h_fake)
+                     + mmdgan.witness_penalty(critic, real, fake, h_real, h_fake, mix.double()))
+    assert torch.allclose(loss, expected_loss)
+
+
+def test_generator_loss_is_mmd2_and_reaches_the_generator():
+    gen, critic = tiny_networks()
+    critic.requires_grad_(False)
+    real = torch.rand(6, 3, 32, 32) * 2 - 1
+    fake = gen(torch.randn(6, 32))
+    loss = mmdgan.generator_loss(critic, fake, real)
+    assert torch.allclose(loss, mmdgan.mmd2_unbiased(critic(real), critic(fake)), atol=1e-6)
+    loss.backward()
+    for name, p in gen.named_parameters():
+        assert p.grad is not None, name
+    assert gen.linear.weight.grad.abs().sum() > 0 and gen.to_rgb.weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, sampling, checkpoints
+
+
+def test_training_changes_weights_and_leaves_global_rng_alone(photos):
+    with isolated_rng(1):
+        before = mmdgan.build_generator(32, mmdgan.parse_options(OPTIONS)).state_dict()
+    rng_state = torch.get_rng_state()
+    seen = []
+    result = fit(mmdgan, photos, resolve_config(mmdgan, steps=3, batch_size=8, seed=1, n_dis=2),
+                 mmdgan.parse_options(OPTIONS), on_step=lambda stats, gen: seen.append(stats))
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    assert [s.step for s in seen] == [1, 2, 3]
+    assert all(np.isfinite([s.d_loss, s.g_loss]).all() for s in seen)
+    after = result.generator.state_dict()
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert {"linear.weight", "to_rgb.weight", "bn.running_mean"} <= changed
+
+
+def test_checkpoint_round_trip_and_per_seed_sampling(checkpoint, photos):
+    gen = generators.load("mmdgan", checkpoint=checkpoint, resolution=32)
+    images = gen.sample([4, 5, 6])
+    assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8 and images.std() > 0
+    assert np.array_equal(gen.sample([5]), images[[1]])
+    assert not np.array_equal(images[0], images[1])
+    # Training is a function of its seed: the same run in memory samples the same bytes.
+    result = fit(mmdgan, photos, resolve_config(mmdgan, **TRAIN), mmdgan.parse_options(OPTIONS))
+    assert np.array_equal(NetworkGenerator("mmdgan", result.generator, 32, "").sample([4, 5, 6]), images)
+    # Eval mode: BatchNorm uses the running statistics training left in the checkpoint.
+    assert gen.net.bn.running_mean.abs().sum() > 0
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["options"] == OPTIONS
+
+
+def test_mismatched_checkpoints_are_reported(checkpoint, tmp_path):
+    with pytest.raises(GeneratorError, match="is for arch 'mmdgan', not 'cramergan'"):
+        generators.load("cramergan", checkpoint=checkpoint, resolution=32)
+    for path in (checkpoint, checkpoint.with_suffix(".json")):
+        shutil.copy(path, tmp_path / path.name)
+    sidecar = tmp_path / checkpoint.with_suffix(".json").name
+    meta = json.loads(sidecar.read_text())
+    meta["options"]["ch"] = 16
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match="does not fit the model"):
+        generators.load("mmdgan", checkpoint=sidecar, resolution=32)
+    meta["options"] = {"ch": 8, "kernel": "rbf"}
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match=r"mmdgan_tiny.json: unknown mmdgan options \['kernel'\]"):
+        generators.load("mmdgan", checkpoint=sidecar, resolution=32)
