@@ -1,6 +1,7 @@
 """DDPM family: U-Net layout, options, DDIM sampling, training, checkpoints and diffusers folders."""
 
 import json
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -296,6 +297,11 @@ def test_diffusers_folder_round_trip(tmp_path):
     # The folder's own sampler settings count: more steps, different images.
     assert not np.array_equal(ddpm.load_diffusers_folder(tmp_path / "pipeline", 32, sample_steps=3).sample([0]),
                               expected[:1])
+
+
+def test_hub_is_offline():
+    # Set by generators.ddpm before diffusers is imported: nothing may be fetched at run time.
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 def test_diffusers_folder_errors(tmp_path):
