@@ -57,6 +57,9 @@ class StyleGAN2Options:
     r1_gamma: float = 10.0  # R1 weight (0 disables)
     r1_interval: int = 16  # lazy regularisation: R1 every this many D updates (1 = every update)
     mbstd_group: int = 4  # minibatch stddev group size
+    # Clamp of every layer's output (NVIDIA's conv_clamp, 256 in stylegan2-ada-pytorch configs
+    # that use fp16); 0 = none, as in the paper and in rosinality's port.
+    conv_clamp: float = 0.0
 
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGAN2Options:
@@ -112,31 +115,39 @@ class ModulatedConv2d(nn.Module):
 class StyledLayer(nn.Module):
     """Modulated 3x3 conv, noise (one learned strength), bias, leaky ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, up: bool):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, up: bool,
+                 clamp: float = 0.0):
         super().__init__()
         # in_ch/out_ch: channels; w_dim: size of w; resolution: output side; index: layer
-        # position (seeds its eval noise); up: this layer doubles the resolution
+        # position (seeds its eval noise); up: this layer doubles the resolution; clamp: output
+        # clamp (0 = none)
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, demodulate=True, up=up)
         self.noise = sl.NoiseInjection(1, resolution, index)
         self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        return sl.lrelu(self.noise(self.conv(x, w), rng), self.bias)
+        x = sl.lrelu(self.noise(self.conv(x, w), rng), self.bias)
+        return x.clamp(-self.clamp, self.clamp) if self.clamp else x
 
 
 class ToRGB(nn.Module):
     """Modulated (not demodulated) 1x1 conv to RGB plus bias, added to the upsampled previous image."""
 
-    def __init__(self, in_ch: int, w_dim: int, upsample_skip: bool):
+    def __init__(self, in_ch: int, w_dim: int, upsample_skip: bool, clamp: float = 0.0):
         super().__init__()
         # in_ch: channels of the feature map; w_dim: size of w; upsample_skip: a previous image
-        # at half the resolution comes in and is upsampled
+        # at half the resolution comes in and is upsampled; clamp: clamp of this layer's RGB
+        # (0 = none)
         self.conv = ModulatedConv2d(in_ch, 3, 1, w_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
         self.upsample = sl.Upsample(BLUR_TAPS) if upsample_skip else None
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
         y = self.conv(x, w) + self.bias
+        if self.clamp:
+            y = y.clamp(-self.clamp, self.clamp)
         return y if skip is None else y + self.upsample(skip)
 
 
@@ -154,13 +165,14 @@ class StyleGAN2Generator(nn.Module):
         self.mapping = sl.MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
         self.const = nn.Parameter(torch.randn(1, widths[4], 4, 4))
         # Layer 0 works at 4x4; each later resolution has an upsampling layer and a plain one.
-        layers = [StyledLayer(widths[4], widths[4], options.dim_z, 4, 0, up=False)]
-        to_rgbs = [ToRGB(widths[4], options.dim_z, upsample_skip=False)]
+        w_dim, clamp = options.dim_z, options.conv_clamp
+        layers = [StyledLayer(widths[4], widths[4], w_dim, 4, 0, up=False, clamp=clamp)]
+        to_rgbs = [ToRGB(widths[4], w_dim, upsample_skip=False, clamp=clamp)]
         for i in range(3, log2 + 1):
             res = 2**i
-            layers.append(StyledLayer(widths[res // 2], widths[res], options.dim_z, res, len(layers), up=True))
-            layers.append(StyledLayer(widths[res], widths[res], options.dim_z, res, len(layers), up=False))
-            to_rgbs.append(ToRGB(widths[res], options.dim_z, upsample_skip=True))
+            layers.append(StyledLayer(widths[res // 2], widths[res], w_dim, res, len(layers), up=True, clamp=clamp))
+            layers.append(StyledLayer(widths[res], widths[res], w_dim, res, len(layers), up=False, clamp=clamp))
+            to_rgbs.append(ToRGB(widths[res], w_dim, upsample_skip=True, clamp=clamp))
         self.layers = nn.ModuleList(layers)
         self.to_rgbs = nn.ModuleList(to_rgbs)
         # Layer j uses w index j; toRGB b uses the index after its resolution's last layer.

@@ -43,7 +43,7 @@ def test_shapes_and_range(resolution):
 def test_options_are_validated():
     assert stylegan2.parse_options(None) == stylegan2.StyleGAN2Options(
         ch=512, channel_multiplier=2, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9,
-        r1_gamma=10.0, r1_interval=16, mbstd_group=4)
+        r1_gamma=10.0, r1_interval=16, mbstd_group=4, conv_clamp=0.0)
     with pytest.raises(GeneratorError, match="unknown stylegan2 options"):
         stylegan2.parse_options({"width": 3})
     with pytest.raises(GeneratorError, match="truncation_psi"):
@@ -78,6 +78,20 @@ def test_demodulated_weights_have_unit_norm_per_output_channel():
     # toRGB is modulated but not demodulated.
     rgb = g.to_rgbs[0].conv.modulated_weight(w).square().sum(dim=(2, 3, 4)).sqrt()
     assert not torch.allclose(rgb, torch.ones_like(rgb), atol=1e-2)
+
+
+def test_conv_clamp_bounds_every_layer_output():
+    g, _ = tiny(conv_clamp=0.0625)
+    seen = []
+    for layer in g.layers:
+        layer.register_forward_hook(lambda mod, args, out: seen.append(out.abs().max().item()))
+    # toRGB outputs include the upsampled previous image, added after the clamp: watch the conv.
+    rgb = g.to_rgbs[0]
+    rgb.register_forward_hook(lambda mod, args, out: seen.append(out.abs().max().item()))
+    g(torch.randn(2, 16))
+    assert len(seen) == len(g.layers) + 1 and max(seen) <= 0.0625
+    unclamped, _ = tiny()
+    assert not torch.equal(unclamped(torch.ones(1, 16)), g(torch.ones(1, 16)))
 
 
 def test_grouped_modulated_conv_equals_per_sample_conv():
