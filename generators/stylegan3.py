@@ -18,7 +18,7 @@ Generator, configuration T (translation equivariant), in plain PyTorch:
   1x1 modulated conv without demodulation or nonlinearity; output scaled by 0.25. Each
   layer's input is normalised by an EMA of its magnitude (a buffer, tracked in training);
 * the low-pass filters are designed with scipy.signal.firwin (Kaiser window, as NVIDIA's
-  implementation does) and applied as separable FIR convolutions with conv2d.
+  implementation does) and applied separably, one matrix product per axis.
 
 Discriminator and losses are generators.style_layers' (shared with StyleGAN2): the residual
 discriminator (equalised LR, [1,3,3,1] blur before every 2x downsample, residual skips scaled
@@ -35,12 +35,14 @@ Choices that differ from NVIDIA's code, and why:
   magnitude EMAs and w_avg are frozen, and truncation (``truncation_psi``) applies in eval
   mode only (training runs at psi = 1, as published). Eval output is clamped to [-1, 1] (the
   same clamp base.to_uint8 applies); training output is unclamped, as published.
+* No activation clamp at +-256: NVIDIA's conv_clamp guards float16 overflow, and everything
+  here runs in float32 (the clamp cost ~15% of a CPU step here).
 * No G EMA copy, no image blur during the first 200k images, no mixed precision, and no
   Adam beta/lr correction for lazy R1: the shared training loop (generators.training.fit)
   owns the optimisers and has no hooks for them, and runs here are short.
-* The filters use our own separable, strided upfirdn2d rather than style_layers.upfirdn2d
-  (a dense 2-D kernel, decimated by slicing): with 12-48 taps per axis that would cost
-  6-24x more multiply-adds per output, and 2-4x more outputs that are thrown away.
+* The filters run as per-axis resampling matrices (see FilteredLeakyReLU) rather than
+  style_layers.upfirdn2d (a dense 2-D kernel decimated by slicing): with 12-48 taps per axis
+  that would cost 6-24x more multiply-adds per output and compute outputs thrown away.
 
 ``ch`` is channel_max (512 published); channel_base is 64 * ch (32768 published).
 """
@@ -74,7 +76,6 @@ MARGIN = 10  # samples of margin around the canvas of the non-final layers
 OUTPUT_SCALE = 0.25
 FILTER_SIZE = 6  # filter taps per unit of up/down factor
 LRELU_UPSAMPLING = 2  # how much above the layer's sampling rate the nonlinearity runs
-CONV_CLAMP = 256.0  # activations are clamped to +-this after the nonlinearity, as published
 W_AVG_BETA = 0.998
 # NVIDIA sets 0.5 ** (batch / 20k images); 0.999 is that value for a batch of ~30.
 MAGNITUDE_EMA_BETA = 0.999
@@ -131,42 +132,70 @@ def lowpass_filter(numtaps: int, cutoff: float, half_width: float, fs: float) ->
     return torch.as_tensor(taps, dtype=torch.float32)
 
 
-def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
-              padding: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
-    """Upsample by zero insertion, pad (negative crops), filter separably with `f`, downsample.
+def resample_matrix(length: int, f: torch.Tensor | None, *, up: int = 1, down: int = 1,
+                    pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> torch.Tensor:
+    """(length, out_length) matrix of 1-D upfirdn: a row vector times it is resampled.
 
-    x: (N, C, H, W); f: 1-D taps used along both axes (None = identity); padding:
-    (left, right, top, bottom) applied after upsampling; gain: overall 2-D gain.
+    Upfirdn: insert up - 1 zeros after every sample, pad by `pad` = (before, after) (negative
+    crops), convolve with the symmetric taps `f` (None: no filter), keep every down-th sample,
+    multiply by `gain`.
     """
-    n, c, h, w = x.shape
+    x = torch.eye(length, dtype=torch.float64)
     if up > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1)).reshape(n, c, h * up, w * up)
-    x = F.pad(x, padding)
-    if f is None:
-        return x[:, :, ::down, ::down] * gain
-    # Per-axis gain sqrt(gain); a symmetric filter needs no flip for true convolution.
-    f = (f * math.sqrt(gain)).to(x.dtype)
-    k = f.numel()
-    x = F.conv2d(x, f.view(1, 1, 1, k).expand(c, 1, 1, k), stride=(1, down), groups=c)
-    x = F.conv2d(x, f.view(1, 1, k, 1).expand(c, 1, k, 1), stride=(down, 1), groups=c)
-    return x
+        x = F.pad(x.unsqueeze(2), (0, up - 1)).reshape(length, length * up)
+    x = F.pad(x, pad)
+    if f is not None:
+        assert torch.equal(f, f.flip(0)), "correlation equals convolution only for symmetric taps"
+        x = F.conv1d(x.unsqueeze(1), f.double().view(1, 1, -1)).squeeze(1)
+    return (x[:, ::down] * gain).float()
 
 
-def filtered_lrelu(x: torch.Tensor, up_filter: torch.Tensor | None, down_filter: torch.Tensor | None,
-                   up: int, down: int, padding: tuple[int, int, int, int], gain: float = math.sqrt(2),
-                   slope: float = 0.2, clamp: float | None = None) -> torch.Tensor:
+def resample2d(x: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Apply a resample_matrix along both spatial axes of a square (N, C, S, S) map."""
+    n, c, h, w = x.shape
+    out = matrix.shape[1]
+    # Rows first as one large product, then columns as a batched one.
+    x = (x.reshape(-1, w) @ matrix).view(n * c, h, out)
+    return torch.matmul(matrix.t(), x).view(n, c, out, out)
+
+
+class FilteredLeakyReLU(nn.Module):
     """The alias-free nonlinearity: upsample + low-pass, leaky ReLU, low-pass + downsample.
 
     Running the pointwise nonlinearity at `up` times the input rate keeps most of the high
     frequencies it creates representable, and the second low-pass removes them before
     decimation, so (almost) nothing folds back below the cutoff (paper, section 3.2).
+    The separable filters run as one small matrix product per axis: on CPU that measured
+    2.5-4x faster than depthwise convolutions over the zero-stuffed maps.
     """
-    x = upfirdn2d(x, up_filter, up=up, padding=padding, gain=up ** 2)
-    x = F.leaky_relu(x, slope) * gain
-    if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return upfirdn2d(x, down_filter, down=down)
+
+    def __init__(self, in_size: int, up_filter: torch.Tensor | None, down_filter: torch.Tensor | None,
+                 up: int, down: int, pad: tuple[int, int], gain: float = math.sqrt(2),
+                 slope: float = 0.2):
+        super().__init__()
+        # in_size: side of the square input; up_filter/down_filter: 1-D low-pass taps (None:
+        # none); up/down: resampling factors; pad: (before, after) padding of each axis after
+        # upsampling; gain/slope: leaky ReLU gain and negative slope
+        self.in_size, self.gain, self.slope = in_size, gain, slope
+        # Zero insertion keeps 1 / up of the energy per axis; a gain of `up` per axis restores DC.
+        up_matrix = resample_matrix(in_size, up_filter, up=up, pad=pad, gain=up)
+        down_matrix = resample_matrix(up_matrix.shape[1], down_filter, down=down)
+        # Derived from the options, so not saved: a checkpoint holds learned state only.
+        self.register_buffer("up_matrix", up_matrix, persistent=False)
+        self.register_buffer("down_matrix", down_matrix, persistent=False)
+        self.out_size = down_matrix.shape[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[2:] == (self.in_size, self.in_size), tuple(x.shape)
+        x = F.leaky_relu(resample2d(x, self.up_matrix), self.slope) * self.gain
+        return resample2d(x, self.down_matrix)
+
+
+def filtered_lrelu(x: torch.Tensor, up_filter: torch.Tensor | None, down_filter: torch.Tensor | None,
+                   up: int, down: int, pad: tuple[int, int], **kwargs: Any) -> torch.Tensor:
+    """FilteredLeakyReLU for one square (N, C, S, S) input (builds the matrices each call)."""
+    op = FilteredLeakyReLU(x.shape[-1], up_filter, down_filter, up, down, pad, **kwargs)
+    return op.to(x.device, x.dtype)(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,17 +332,20 @@ class SynthesisLayer(nn.Module):
         self.down = int(round(tmp_rate / out_rate))
         up_taps = FILTER_SIZE * self.up if self.up > 1 and not is_torgb else 1
         down_taps = FILTER_SIZE * self.down if self.down > 1 and not is_torgb else 1
+        filters = {}
         for name, taps, cutoff, half in (("up_filter", up_taps, in_cutoff, in_half_width),
                                          ("down_filter", down_taps, out_cutoff, out_half_width)):
-            f = lowpass_filter(taps, cutoff, half, tmp_rate)
+            filters[name] = lowpass_filter(taps, cutoff, half, tmp_rate)
             # Derived from the options, so not saved: a checkpoint holds learned state only.
-            self.register_buffer(name, f, persistent=False)
+            self.register_buffer(name, filters[name], persistent=False)
         # Padding (after upsampling) that turns the full conv output into exactly out_size.
         pad_total = (out_size - 1) * self.down + 1
         pad_total -= (in_size + self.kernel - 1) * self.up
         pad_total += up_taps + down_taps - 2
         lo = (pad_total + self.up) // 2
-        self.padding = (lo, pad_total - lo, lo, pad_total - lo)
+        self.nonlinearity = None if is_torgb else FilteredLeakyReLU(
+            in_size + self.kernel - 1, filters["up_filter"], filters["down_filter"], self.up, self.down,
+            (lo, pad_total - lo))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         assert x.shape[1:] == (self.in_ch, self.in_size, self.in_size), tuple(x.shape)
@@ -327,11 +359,8 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, padding=self.kernel - 1,
                              demodulate=not self.is_torgb, input_gain=self.magnitude_ema.rsqrt())
         x = x + self.bias.view(1, -1, 1, 1)
-        if self.is_torgb:
-            x = upfirdn2d(x, None, up=self.up, down=self.down, padding=self.padding).clamp(-CONV_CLAMP, CONV_CLAMP)
-        else:
-            x = filtered_lrelu(x, self.up_filter, self.down_filter, self.up, self.down, self.padding,
-                               clamp=CONV_CLAMP)
+        if self.nonlinearity is not None:
+            x = self.nonlinearity(x)
         assert x.shape[1:] == (self.out_ch, self.out_size, self.out_size), tuple(x.shape)
         return x
 
