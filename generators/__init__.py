@@ -56,14 +56,19 @@ def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = Non
     `checkpoint` may be the stem, the .safetensors or the .json path, or another project's file
     (generators.external): a rosinality stylegan2-pytorch .pt for "stylegan2", read without
     unpickling code. NVIDIA .pkl files are pickles and are refused unless trust_pickle=True.
-    A network architecture without a checkpoint is an error: train one first with
-    generators.train(...).
+    For "ddpm", `folder` may instead name a local diffusers folder (a saved UNet2DModel with its
+    scheduler config, or a DDPMPipeline folder; safetensors only, never the Hub); its
+    checkpoint_sha256 is that of the UNet's weights file. A network architecture without a
+    checkpoint is an error: train one first with generators.train(...).
     """
     module = family(arch)
     if module is folder_source:
         if folder is None or checkpoint is not None:
             raise GeneratorError("arch 'folder' needs folder=... and no checkpoint")
         return folder_source.FolderGenerator(folder, resolution)
+    load_folder = getattr(module, "load_diffusers_folder", None)
+    if load_folder is not None and folder is not None and checkpoint is None:
+        return load_folder(folder, resolution, device)
     if checkpoint is None or folder is not None:
         raise GeneratorError(f"arch {arch!r} needs checkpoint=... and no folder "
                              f"(no checkpoint yet? create one with generators.train)")

@@ -336,3 +336,12 @@ def test_diffusers_folder_errors(tmp_path):
     (folder / "config.json").unlink()
     fails("config.json missing")
 
+
+
+def test_generators_load_opens_a_diffusers_folder(tmp_path):
+    opts = ddpm.parse_options(TINY)
+    sampler = tiny_sampler()
+    sampler.unet.save_pretrained(tmp_path / "m")
+    DDIMScheduler(**ddpm.scheduler_config(opts)).save_pretrained(tmp_path / "m")
+    gen = generators.load("ddpm", folder=tmp_path / "m", resolution=32)
+    assert np.array_equal(gen.sample([0]), ddpm.load_diffusers_folder(tmp_path / "m", 32).sample([0]))
