@@ -11,11 +11,13 @@ Supported:
   the tensor shapes, and the result must fill our network exactly: missing, unexpected or
   misshapen keys are an error that names them. `latent_avg`, where the file has it, becomes
   `mapping.w_avg`; otherwise w_avg is the mean w of 4096 fixed seeds. Sampling uses psi = 1.
-* NVIDIA `.pkl` files are pickles: loading one runs code from the file. They are refused unless
-  the caller passes trust_pickle=True, and even then NVIDIA's own code (its `dnnlib` and
-  `torch_utils` packages) must be importable; converting the unpickled network is not
-  implemented (convert it to a rosinality `.pt` with that project's tools), so that route ends
-  in an error saying so.
+* NVIDIA stylegan2-ada-pytorch / stylegan3 `.pkl` files (arch "stylegan2", the "skip"
+  generator of config-f): pickles, so loading one runs code from the file. They are refused
+  unless the caller passes trust_pickle=True, and NVIDIA's own code (its `dnnlib` and
+  `torch_utils` packages) must be importable to unpickle them. `G_ema` is converted by name
+  (NVIDIA's parameterisation equals ours up to reshapes; conv_clamp is carried over), and the
+  converted network must reproduce NVIDIA's own forward pass on a few seeds (constant noise,
+  psi 1) within NVIDIA_TOLERANCE, or loading fails.
 
 A native resolution different from the requested one is an error: nothing is resampled.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +43,8 @@ PICKLE_SUFFIXES = (".pkl",)
 # mean_latent uses 4096 random latents; ours are fixed so the result is reproducible).
 W_AVG_SEEDS = range(4096)
 _ROSINALITY_BLUR = (1, 3, 3, 1)
+# Largest difference allowed between NVIDIA's images and our converted network's ([-1, 1] scale).
+NVIDIA_TOLERANCE = 1e-3
 
 # rosinality name -> our name, for the parts of one styled conv / toRGB (suffix after the prefix).
 _CONV_PARTS = {
@@ -228,9 +233,112 @@ def load_rosinality(path: Path, family: NetworkFamily, *, resolution: int, devic
     return NetworkGenerator(family.NAME, net, native, sha256_file(path), device)
 
 
-def refuse_or_load_pickle(path: Path, family: NetworkFamily, *, resolution: int, device: str,
-                          trust_pickle: bool) -> NetworkGenerator:
-    """NVIDIA `.pkl`: refused without trust_pickle=True and NVIDIA's code; not converted yet."""
+def _nvidia_layer_prefix(index: int) -> str:
+    """NVIDIA's name of our synthesis layer `index`: b4.conv1, then conv0/conv1 of b8, b16, ..."""
+    if index == 0:
+        return "synthesis.b4.conv1"
+    return f"synthesis.b{2 ** ((index + 1) // 2 + 2)}.conv{0 if index % 2 else 1}"
+
+
+# our suffix -> (NVIDIA suffix, reshape from our shape to NVIDIA's)
+_NVIDIA_LAYER_PARTS = {
+    "conv.weight": ("weight", lambda t: t[0]),
+    "conv.affine.weight": ("affine.weight", lambda t: t),
+    "conv.affine.bias": ("affine.bias", lambda t: t),
+    "noise.strength": ("noise_strength", lambda t: t.reshape(())),
+    "noise.const": ("noise_const", lambda t: t[0, 0]),
+    "bias": ("bias", lambda t: t),
+}
+_NVIDIA_RGB_PARTS = {
+    "conv.weight": ("weight", lambda t: t[0]),
+    "conv.affine.weight": ("affine.weight", lambda t: t),
+    "conv.affine.bias": ("affine.bias", lambda t: t),
+    "bias": ("bias", lambda t: t.reshape(-1)),
+}
+
+
+def nvidia_names(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[str, object]]:
+    """For each key of our stylegan2 state dict: (NVIDIA stylegan2-ada-pytorch G key, reshape
+    from our layout to theirs). Same parameterisation up to these reshapes (NVIDIA's
+    demodulated convs omit the 1/sqrt(fan_in) factor, which demodulation cancels)."""
+    out = {}
+    for key in state:
+        if m := re.fullmatch(r"mapping\.layers\.(\d+)\.(weight|bias)", key):
+            out[key] = (f"mapping.fc{m[1]}.{m[2]}", lambda t: t)
+        elif key == "mapping.w_avg":
+            out[key] = ("mapping.w_avg", lambda t: t)
+        elif key == "const":
+            out[key] = ("synthesis.b4.const", lambda t: t[0])
+        elif (m := re.fullmatch(r"layers\.(\d+)\.(.+)", key)) and m[2] in _NVIDIA_LAYER_PARTS:
+            part, reshape = _NVIDIA_LAYER_PARTS[m[2]]
+            out[key] = (f"{_nvidia_layer_prefix(int(m[1]))}.{part}", reshape)
+        elif (m := re.fullmatch(r"to_rgbs\.(\d+)\.(.+)", key)) and m[2] in _NVIDIA_RGB_PARTS:
+            part, reshape = _NVIDIA_RGB_PARTS[m[2]]
+            out[key] = (f"synthesis.b{4 * 2 ** int(m[1])}.torgb.{part}", reshape)
+        else:
+            raise GeneratorError(f"no NVIDIA name for stylegan2 key {key!r}")
+    return out
+
+
+_NVIDIA_FILTER_KEY = re.compile(r"^synthesis\.b\d+(\.conv[01])?\.resample_filter$")
+
+
+def ours_to_nvidia(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our stylegan2 generator state dict in NVIDIA's names and shapes, with its filter buffers."""
+    out = {name: reshape(state[key]) for key, (name, reshape) in nvidia_names(state).items()}
+    kernel = blur_kernel(_ROSINALITY_BLUR)
+    for name in list(out):
+        if m := re.fullmatch(r"(synthesis\.b\d+)(\.conv[01])?\.bias", name):
+            out[f"{m[1]}.resample_filter"] = kernel.clone()
+            if m[2]:
+                out[f"{m[1]}{m[2]}.resample_filter"] = kernel.clone()
+    return out
+
+
+def _nvidia_options(state: Mapping[str, torch.Tensor], conv_clamp: float, source: str) -> tuple[dict, int]:
+    """(stylegan2 options, native resolution) read off an NVIDIA generator's state dict."""
+    needed = ("synthesis.b4.const", "mapping.fc0.weight")
+    absent = [k for k in needed if k not in state]
+    if absent:
+        raise GeneratorError(f"{source} is not an NVIDIA StyleGAN2 generator: missing keys {absent}")
+    ch = state["synthesis.b4.const"].shape[0]
+    n_mlp = sum(1 for k in state if re.fullmatch(r"mapping\.fc\d+\.weight", k))
+    dim_z = state["mapping.fc0.weight"].shape[1]
+    w_dim = state[f"mapping.fc{n_mlp - 1}.weight"].shape[0]
+    if w_dim != dim_z:
+        raise GeneratorError(f"{source}: z has {dim_z} dims but w has {w_dim}; our stylegan2 needs them equal")
+    sizes = sorted(int(m[1]) for k in state if (m := re.fullmatch(r"synthesis\.b(\d+)\.torgb\.weight", k)))
+    multiplier = 2
+    for res in sizes:
+        width = state[f"synthesis.b{res}.torgb.weight"].shape[1]
+        if width < ch:
+            multiplier = max(1, round(width * res / (32 * ch)))
+            break
+    options = {"ch": int(ch), "channel_multiplier": multiplier, "dim_z": int(dim_z), "n_mlp": n_mlp,
+               "conv_clamp": float(conv_clamp)}
+    return options, max(sizes, default=4)
+
+
+def _nvidia_generator(raw: object, path: Path) -> torch.nn.Module:
+    net = raw.get("G_ema") if isinstance(raw, Mapping) else None
+    if not isinstance(net, torch.nn.Module):
+        found = sorted(map(str, raw))[:10] if isinstance(raw, Mapping) else type(raw).__name__
+        raise GeneratorError(f"checkpoint {path}: no 'G_ema' network in the pickle (found {found})")
+    if getattr(net, "c_dim", 0):
+        raise GeneratorError(f"checkpoint {path}: a class-conditional generator (c_dim={net.c_dim}); "
+                             f"only unconditional ones are supported")
+    return net
+
+
+def load_nvidia_pickle(path: Path, family: NetworkFamily, *, resolution: int, device: str,
+                       trust_pickle: bool) -> NetworkGenerator:
+    """A trusted NVIDIA stylegan2-ada-pytorch `.pkl` converted into our stylegan2 network.
+
+    The conversion is checked against NVIDIA's own forward pass (its G_ema with constant noise)
+    on a few seeds; a mismatch is an error rather than silently different images.
+    """
+    from generators.checkpoint import check_state_dict
+
     if not trust_pickle:
         raise GeneratorError(
             f"checkpoint {path} is a pickle (NVIDIA .pkl): unpickling runs code stored in the file, so it "
@@ -243,9 +351,46 @@ def refuse_or_load_pickle(path: Path, family: NetworkFamily, *, resolution: int,
             f"checkpoint {path}: trust_pickle=True was given, but NVIDIA's code is not importable "
             f"(missing packages {missing}); put a checkout of NVlabs/stylegan2-ada-pytorch or "
             f"NVlabs/stylegan3 on PYTHONPATH")
-    raise GeneratorError(
-        f"checkpoint {path}: converting NVIDIA pickles into our {family.NAME} network is not implemented; "
-        f"convert it to a rosinality stylegan2-pytorch .pt (g_ema state dict) and load that")
+    if family.NAME != "stylegan2":
+        raise GeneratorError(f"checkpoint {path}: NVIDIA pickles are read as StyleGAN2 generators, so the "
+                             f"arch must be 'stylegan2', not {family.NAME!r}")
+    with open(path, "rb") as f:
+        try:
+            raw = pickle.load(f)  # the caller vouched for this file (trust_pickle=True)
+        except Exception as e:  # whatever the pickled code raises
+            raise GeneratorError(f"checkpoint {path} could not be unpickled: {type(e).__name__}: {e}") from e
+    ref = _nvidia_generator(raw, path).cpu().eval()
+    state = {k: v.detach().float() for k, v in ref.state_dict().items()}
+    clamp = getattr(getattr(getattr(getattr(ref, "synthesis", None), "b4", None), "conv1", None),
+                    "conv_clamp", None)
+    options, native = _nvidia_options(state, clamp or 0.0, f"checkpoint {path}")
+    if native != resolution:
+        raise GeneratorError(f"checkpoint {path} is a {native} px generator, not the requested {resolution} px "
+                             f"(external checkpoints are not resampled)")
+    if native not in family.RESOLUTIONS:
+        raise GeneratorError(f"checkpoint {path}: stylegan2 does not support its resolution {native}")
+    with isolated_rng(0):
+        net = family.build_generator(native, family.parse_options(options))
+    check_state_dict(f"checkpoint {path} (NVIDIA G_ema)", ours_to_nvidia(net.state_dict()), state,
+                     f"an NVIDIA StyleGAN2 generator with options {options} (our stylegan2 equivalent)")
+    names = nvidia_names(net.state_dict())
+    net.load_state_dict({key: state[name].reshape(net.state_dict()[key].shape)
+                         for key, (name, _) in names.items()}, strict=True)
+    _check_same_images(ref, net.eval(), path)
+    return NetworkGenerator(family.NAME, net, native, sha256_file(path), device)
+
+
+def _check_same_images(ref: torch.nn.Module, net: torch.nn.Module, path: Path) -> None:
+    """Raise unless our converted network reproduces NVIDIA's (constant noise, psi 1) on a few seeds."""
+    z = seed_latents(range(4), net.dim_z)
+    with torch.no_grad():
+        theirs = ref(z, torch.zeros(len(z), 0), truncation_psi=1, noise_mode="const", force_fp32=True)
+        ours = net.synthesis(net.mapping(z).unsqueeze(1).repeat(1, net.num_ws, 1))
+    error = (theirs.float() - ours).abs().max().item()
+    # Well below one 8-bit step (2/255) of images in [-1, 1].
+    if not error <= NVIDIA_TOLERANCE:
+        raise GeneratorError(f"checkpoint {path}: our conversion does not reproduce NVIDIA's images "
+                             f"(max abs difference {error:.3g} > {NVIDIA_TOLERANCE}); not loaded")
 
 
 def load_external(path: Path | str, family: NetworkFamily, *, resolution: int, device: str = "cpu",
@@ -255,6 +400,6 @@ def load_external(path: Path | str, family: NetworkFamily, *, resolution: int, d
     if not path.is_file():
         raise GeneratorError(f"checkpoint file {path} does not exist")
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return refuse_or_load_pickle(path, family, resolution=resolution, device=device,
-                                     trust_pickle=trust_pickle)
+        return load_nvidia_pickle(path, family, resolution=resolution, device=device,
+                                  trust_pickle=trust_pickle)
     return load_rosinality(path, family, resolution=resolution, device=device)

@@ -3,6 +3,7 @@
 import argparse
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +135,86 @@ def test_nvidia_pickle_is_refused_without_the_trust_flag(tmp_path, monkeypatch):
     with pytest.raises(GeneratorError, match=r"not importable.*\['dnnlib', 'torch_utils'\]"):
         generators.load("stylegan2", checkpoint=path, resolution=64, trust_pickle=True)
     assert not marker.exists()
+
+
+# Stands in for NVIDIA's code: importable dnnlib / torch_utils packages and a pickled G_ema with
+# NVIDIA's state-dict names whose forward is NVIDIA's call signature. Its images come from the
+# network the test converted from, so this checks the renaming, option inference and the
+# image check, not NVIDIA's ops (the real code is not installed here).
+FAKE_NVIDIA = """
+import torch
+
+
+class FakeG(torch.nn.Module):
+    def __init__(self, state, net, offset, conv_clamp):
+        super().__init__()
+        self.nvidia_state, self.net, self.offset, self.c_dim = state, net, offset, 0
+        self.synthesis = torch.nn.Module()
+        self.synthesis.b4 = torch.nn.Module()
+        self.synthesis.b4.conv1 = torch.nn.Module()
+        self.synthesis.b4.conv1.conv_clamp = conv_clamp
+
+    def state_dict(self, *args, **kwargs):
+        return dict(self.nvidia_state)
+
+    def forward(self, z, c, truncation_psi=1, noise_mode="random", force_fp32=False):
+        assert noise_mode == "const" and truncation_psi == 1 and c.shape == (len(z), 0)
+        ws = self.net.mapping(z).unsqueeze(1).repeat(1, self.net.num_ws, 1)
+        return self.net.synthesis(ws) + self.offset
+"""
+
+
+@pytest.fixture
+def fake_nvidia(tmp_path, monkeypatch):
+    code = tmp_path / "nvidia_code"
+    for package in ("dnnlib", "torch_utils"):
+        (code / package).mkdir(parents=True)
+        (code / package / "__init__.py").write_text("")
+    (code / "fake_nvidia_net.py").write_text(FAKE_NVIDIA)
+    monkeypatch.syspath_prepend(str(code))
+    import fake_nvidia_net
+
+    def write(name, net, *, offset=0.0, conv_clamp=None, state=None):
+        state = external.ours_to_nvidia(net.state_dict()) if state is None else state
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps({"G_ema": fake_nvidia_net.FakeG(state, net, offset, conv_clamp),
+                                       "D": None}))
+        return path
+
+    yield write
+    monkeypatch.delitem(sys.modules, "fake_nvidia_net")
+
+
+def test_nvidia_names_and_shapes(ours):
+    theirs = external.ours_to_nvidia(ours.state_dict())
+    assert theirs["synthesis.b4.const"].shape == (8, 4, 4)
+    assert theirs["synthesis.b8.conv0.weight"].shape == (8, 8, 3, 3)
+    assert theirs["synthesis.b64.conv1.noise_const"].shape == (64, 64)
+    assert theirs["synthesis.b64.conv1.noise_strength"].shape == ()
+    assert theirs["synthesis.b64.torgb.weight"].shape == (3, 4, 1, 1)
+    assert theirs["synthesis.b64.torgb.bias"].shape == (3,)
+    assert {"mapping.fc2.weight", "mapping.w_avg", "synthesis.b4.resample_filter",
+            "synthesis.b4.conv1.resample_filter", "synthesis.b16.conv0.resample_filter"} <= set(theirs)
+    assert "synthesis.b4.conv0.weight" not in theirs
+
+
+def test_trusted_nvidia_pickle_converts_and_is_checked(fake_nvidia, ours):
+    path = fake_nvidia("network-snapshot-000100.pkl", ours)
+    gen = generators.load("stylegan2", checkpoint=path, resolution=64, trust_pickle=True)
+    assert np.array_equal(gen.sample(SEEDS), NetworkGenerator("stylegan2", ours, 64, "").sample(SEEDS))
+    assert torch.equal(gen.net.mapping.w_avg, ours.mapping.w_avg)
+    assert gen.checkpoint_sha256 == generators.sha256_file(path)
+    with pytest.raises(GeneratorError, match="is a 64 px generator, not the requested 128 px"):
+        generators.load("stylegan2", checkpoint=path, resolution=128, trust_pickle=True)
+    # NVIDIA's conv_clamp travels into our options.
+    clamped = fake_nvidia("clamped.pkl", ours, conv_clamp=256)
+    assert generators.load("stylegan2", checkpoint=clamped, resolution=64, trust_pickle=True).net.layers[0].clamp == 256
+    # A conversion that would change the images is refused, naming the difference.
+    off = fake_nvidia("off.pkl", ours, offset=0.01)
+    with pytest.raises(GeneratorError, match="does not reproduce NVIDIA's images"):
+        generators.load("stylegan2", checkpoint=off, resolution=64, trust_pickle=True)
+    state = external.ours_to_nvidia(ours.state_dict())
+    state["synthesis.b8.skip.weight"] = torch.zeros(8, 8, 1, 1)  # NVIDIA's "resnet" generator
+    with pytest.raises(GeneratorError, match=r"unexpected keys: \['synthesis.b8.skip.weight'\]"):
+        generators.load("stylegan2", checkpoint=fake_nvidia("resnet.pkl", ours, state=state),
+                        resolution=64, trust_pickle=True)
