@@ -123,7 +123,8 @@ def _check_resolution(resolution: int) -> None:
 def lowpass_filter(numtaps: int, cutoff: float, half_width: float, fs: float) -> torch.Tensor | None:
     """1-D Kaiser-windowed sinc low-pass (unit DC gain), or None when numtaps == 1 (no filter).
 
-    `cutoff` is the -6 dB point and the transition band is cutoff +- half_width, so the
+    `cutoff` is the nominal -6 dB point (short filters with wide transitions pass more
+    there) and the transition band is cutoff +- half_width, so the
     stopband starts at cutoff + half_width; all frequencies in the units of `fs`.
     """
     if numtaps == 1:
@@ -391,6 +392,9 @@ def layer_schedule(resolution: int, ch: int, num_layers: int, num_critical: int)
     sizes = rates + MARGIN * 2
     sizes[-2:] = resolution
     channels = np.rint(np.minimum(64 * ch / 2 / cutoffs, ch))
+    if channels.min() < 1:
+        raise GeneratorError(f"stylegan3 option ch={ch} is too small for {resolution} px "
+                             f"(the last layers would have no channels)")
     channels[-1] = 3
     return LayerSchedule(cutoffs, stopbands, rates, half_widths, sizes.astype(int), channels.astype(int))
 

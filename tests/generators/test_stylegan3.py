@@ -46,6 +46,8 @@ def test_options_defaults_and_errors():
         stylegan3.parse_options({"r1_gamma": -1})
     with pytest.raises(GeneratorError, match="resolutions"):
         stylegan3.build_generator(48, stylegan3.parse_options(TINY))
+    with pytest.raises(GeneratorError, match="ch=1 is too small"):
+        stylegan3.build_generator(128, stylegan3.parse_options({**TINY, "ch": 1}))
     assert stylegan3.parse_options(stylegan3.options_dict(opts)) == opts
 
 
