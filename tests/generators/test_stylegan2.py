@@ -116,7 +116,7 @@ def test_truncation_psi_zero_collapses_to_w_avg_and_one_is_identity():
         out = g(z)
         centre = g.synthesis(g.mapping.w_avg.view(1, 1, -1).repeat(1, g.num_ws, 1)).clamp(-1, 1)
     assert all(torch.equal(out[i], out[0]) for i in range(5))
-    assert torch.allclose(out[0], centre[0], atol=1e-6)
+    assert torch.allclose(out[0], centre[0], atol=1e-4)  # batch 5 vs batch 1 kernels
     w = torch.randn(4, 16)
     assert torch.allclose(sl.truncate(w, g.mapping.w_avg, 0.5), (w + g.mapping.w_avg) / 2)
 
