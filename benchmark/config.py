@@ -166,9 +166,19 @@ class CorruptionSpec(_Section):
     test_probability: float = Field(1.0, ge=0, le=1)
     val_probability: float = Field(1.0, ge=0, le=1)
     severities: tuple[int, ...] = a88.SEVERITIES
-    # `stored`: corrupt the stored 128 px image. The RepMix code corrupts after a resize to
-    # 224; that route comes with the corruption engine.
-    apply_at: Literal["stored"] = "stored"
+    # `stored`: corrupt the stored image. `resized_224`: as the RepMix code, corrupt a 224 px
+    # bilinear enlargement, then shrink back (area) to the stored size. Recorded in
+    # dataset_info.json with the rest of this section.
+    apply_at: Literal["stored", "resized_224"] = "stored"
+    # `engine`: the fast implementation (benchmark/corruptions/engine.py), checked against the
+    # reference by tests/benchmark/test_corruption_fidelity.py; `reference`: the
+    # imagecorruptions package itself.
+    backend: Literal["engine", "reference"] = "engine"
+
+    @property
+    def work_size(self) -> int | None:
+        """The side at which corruptions are computed, None for the stored size."""
+        return {"stored": None, "resized_224": 224}[self.apply_at]
 
     @field_validator("severities")
     @classmethod

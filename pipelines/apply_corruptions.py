@@ -1,7 +1,9 @@
 """ApplyCorruptions: val/test images get the ImageNet-C corruption their key decides.
 
 Train images are stored clean (the training stage corrupts them on the fly); each corrupted
-image is re-encoded losslessly, so the only loss is the corruption itself.
+image is re-encoded losslessly, so the only loss is the corruption itself. The spec's backend
+(fast engine or reference) and route (`apply_at`: stored size, or a 224 px round trip) apply
+to every image; both are saved with the config in dataset_info.json, not per row.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def corrupt_sample(sample: ShardSample, seed: int, spec: CorruptionSpec) -> Shar
         return sample
     with timed("apply_corruptions"):
         img = decode_image(sample.png)
-        out = corrupt(img[None], choice.name, choice.severity, [choice.seed])[0]
+        out = corrupt(img[None], choice.name, choice.severity, [choice.seed],
+                      backend=spec.backend, work_size=spec.work_size)[0]
         png = encode_png(out)
     counter("corrupted").inc()
     meta = {**sample.meta, "corruption": choice.name, "severity": choice.severity,

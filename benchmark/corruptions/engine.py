@@ -26,6 +26,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 from PIL import Image
+import torch
+import torch.nn.functional as F
 
 from benchmark.corruptions import ops
 
@@ -49,7 +51,7 @@ def gaussian_noise(x, severity, seeds):
     return np.clip(_unit(x) + noise * F32(c), 0, 1) * 255
 
 
-GUIDE_BINS = 4096
+GUIDE_BINS = 1024
 
 
 @lru_cache(maxsize=8)
@@ -58,7 +60,7 @@ def _poisson_tables(c: int) -> tuple[np.ndarray, np.ndarray, int]:
 
     guide[v, j] is the count k where the CDF first exceeds j / GUIDE_BINS, so sampling a
     uniform u starts at guide[v, floor(u * GUIDE_BINS)] and steps up while CDF[k] <= u: exact
-    inverse-CDF sampling in about one vectorised step (x has only 256 levels, so 256 tables).
+    inverse-CDF sampling, mostly without a step (x has only 256 levels, so 256 tables).
     """
     from scipy.stats import poisson
 
@@ -67,7 +69,7 @@ def _poisson_tables(c: int) -> tuple[np.ndarray, np.ndarray, int]:
     cdf[:, -1] = 1.0
     bins = np.arange(GUIDE_BINS) / GUIDE_BINS
     guide = np.stack([np.searchsorted(row, bins, side="right") for row in cdf])
-    return cdf.ravel(), guide.ravel(), kmax + 1
+    return cdf.ravel(), guide.astype(np.uint8).ravel(), kmax + 1
 
 
 def shot_noise(x, severity, seeds):
@@ -75,15 +77,15 @@ def shot_noise(x, severity, seeds):
     c = [60, 25, 12, 5, 3][severity - 1]
     cdf, guide, width = _poisson_tables(c)
     u = np.stack([np.random.Generator(np.random.PCG64(s)).random(x.shape[1:]) for s in seeds])
-    level = x.astype(np.int64)
-    k = guide[level * GUIDE_BINS + (u * GUIDE_BINS).astype(np.int64)]
+    u = u.ravel()
+    level = x.ravel().astype(np.int32)
+    k = guide[level * GUIDE_BINS + (u * GUIDE_BINS).astype(np.int32)].astype(np.int32)
     base = level * width
-    for _ in range(width):
-        step = cdf[base + k] <= u
-        if not step.any():
-            break
-        k += step
-    return np.clip(k.astype(F32) / F32(c), 0, 1) * 255
+    todo = np.nonzero(cdf[base + k] <= u)[0]
+    while todo.size:  # the few samples whose bin holds a CDF step
+        k[todo] += 1
+        todo = todo[cdf[base[todo] + k[todo]] <= u[todo]]
+    return np.clip(k.reshape(x.shape).astype(F32) / F32(c), 0, 1) * 255
 
 
 def impulse_noise(x, severity, seeds):
@@ -142,13 +144,21 @@ def motion_blur(x, severity, seeds):
 
 
 def zoom_blur(x, severity, seeds):
+    """Mean of the image and its centre zooms. Each zoom is the reference's clipped_zoom (scipy
+    `zoom(order=1)`, corner-aligned) which is exactly torch's bilinear `align_corners=True`
+    resize of the centre crop, done here for the whole batch at once."""
     zooms = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
              np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
-    u = np.moveaxis(_unit(x), 0, 2)  # (H, W, N, 3): the zoom acts on the first two axes
-    total = u.copy()
+    h, w = x.shape[1:3]
+    u = torch.from_numpy(_unit(x)).permute(0, 3, 1, 2)  # a channels-last view, as OpenCV's
+    total = u.clone()
     for z in zooms:
-        total += ops.clipped_zoom(u, float(z))
-    return np.moveaxis(np.clip(total / F32(len(zooms) + 1), 0, 1), 2, 0) * 255
+        (top, ch, oh), (left, cw, ow) = (ops.zoom_crop(h, float(z)), ops.zoom_crop(w, float(z)))
+        layer = F.interpolate(u[:, :, top:top + ch, left:left + cw], size=(oh, ow),
+                              mode="bilinear", align_corners=True)
+        total += layer[:, :, :h, :w]
+    total /= len(zooms) + 1
+    return np.clip(total.permute(0, 2, 3, 1).numpy(), 0, 1) * 255
 
 
 # --- weather -------------------------------------------------------------------------------
@@ -218,13 +228,10 @@ def fog(x, severity, seeds):
     strength, decay = [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)][severity - 1]
     h, w = x.shape[1:3]
     mapsize = 1 << (max(h, w, 3) - 1).bit_length()
+    layers = ops.plasma_fractals([_legacy(s) for s in seeds], mapsize, decay)[:, :h, :w, None]
     u = _unit(x)
-    out = []
-    for img, s in zip(u, seeds):
-        layer = ops.plasma_fractal(_legacy(s), mapsize, decay)[:h, :w, None]
-        top = img.max()
-        out.append((img + F32(strength) * layer) * (top / (top + F32(strength))))
-    return np.clip(np.stack(out), 0, 1) * 255
+    top = u.max(axis=(1, 2, 3), keepdims=True)
+    return np.clip((u + F32(strength) * layers) * (top / (top + F32(strength))), 0, 1) * 255
 
 
 def spatter(x, severity, seeds):
@@ -259,30 +266,40 @@ def spatter(x, severity, seeds):
 # --- digital -------------------------------------------------------------------------------
 
 def contrast(x, severity, seeds):
+    """(x - mean) * c + mean per channel: a function of the grey level, so one 256-entry lookup
+    table per image and channel, computed in float64 and truncated exactly as the reference."""
     c = [0.4, .3, .2, .1, .05][severity - 1]
-    u = _unit(x)
-    means = u.mean(axis=(1, 2), keepdims=True, dtype=np.float64).astype(F32)
-    return np.clip((u - means) * F32(c) + means, 0, 1) * 255
+    levels = np.arange(256, dtype=np.float64)[:, None] / 255.
+    out = np.empty_like(x)
+    for i, img in enumerate(x):
+        means = np.asarray(cv2.mean(img)[:3]) / 255.
+        table = np.uint8(np.clip((levels - means) * c + means, 0, 1) * 255)
+        out[i] = cv2.LUT(img, table[:, None, :])
+    return out
+
+
+def _hsv_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(v, s, hue weights) of x / 255. in float64, the reference's precision (its outputs are
+    truncated, so values landing on whole grey levels must round as the reference's do), in
+    channel-first planes: NumPy reduces a trailing axis of 3 slowly."""
+    u = x.transpose(3, 0, 1, 2) / 255.
+    v, m, weights = ops.hsv_parts_planar(u)
+    s = np.divide(v - m, v, out=np.zeros_like(v), where=v > 0)
+    return v, s, weights
 
 
 def brightness(x, severity, seeds):
-    """V += c in HSV, which scales each pixel's RGB by v'/v (black goes to grey v')."""
+    """V += c in HSV: each channel is v * (1 - s * w(hue)); only v changes."""
     c = [.1, .2, .3, .4, .5][severity - 1]
-    u = _unit(x)
-    v = u.max(axis=-1, keepdims=True)
-    lifted = np.minimum(v + F32(c), 1)
-    out = np.where(v > 0, u * (lifted / np.where(v > 0, v, 1)), lifted)
-    return np.clip(out, 0, 1) * 255
+    v, s, weights = _hsv_parts(x)
+    return (np.clip(np.minimum(v + c, 1) * (1 - s * weights), 0, 1) * 255).transpose(1, 2, 3, 0)
 
 
 def saturate(x, severity, seeds):
-    """S = clip(S * a + b) in HSV: each channel is v * (1 - s * w(hue)), so only s changes."""
+    """S = clip(S * a + b) in HSV: each channel is v * (1 - s * w(hue)); only s changes."""
     a, b = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)][severity - 1]
-    u = _unit(x)
-    v, m, weights = ops.rgb_to_hsv_parts(u)
-    s = np.where(v > 0, (v - m) / np.where(v > 0, v, 1), 0)
-    s = np.clip(s * F32(a) + F32(b), 0, 1)
-    return np.clip(v * (1 - s * weights), 0, 1) * 255
+    v, s, weights = _hsv_parts(x)
+    return (np.clip(v * (1 - np.clip(s * a + b, 0, 1) * weights), 0, 1) * 255).transpose(1, 2, 3, 0)
 
 
 def jpeg_compression(x, severity, seeds):
@@ -314,9 +331,22 @@ def pixelate(x, severity, seeds):
     # rows become columns: transpose so the vertical pass is again a horizontal one
     cols = np.ascontiguousarray(cols.transpose(1, 0, 2))
     small = _pil_resize_rows(cols, sh, Image.BOX).reshape(n, sw, sh, 3).transpose(0, 2, 1, 3)
-    iy = _nearest_index(sh, h)
-    ix = _nearest_index(sw, w)
-    return small[:, iy][:, :, ix]
+    if _opencv_nearest_agrees(sh, h) and _opencv_nearest_agrees(sw, w):
+        return np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+                         for img in small])
+    # the NEAREST indices only ever step up, so repeating each source row / column as often
+    # as it is used is the same gather
+    rows = np.bincount(_nearest_index(sh, h), minlength=sh)
+    cols = np.bincount(_nearest_index(sw, w), minlength=sw)
+    return np.repeat(np.repeat(small, rows, axis=1), cols, axis=2)
+
+
+@lru_cache(maxsize=64)
+def _opencv_nearest_agrees(size_in: int, size_out: int) -> bool:
+    """Whether OpenCV's INTER_NEAREST_EXACT (faster) picks Pillow's indices for this size pair."""
+    ramp = np.arange(size_in, dtype=np.float32)[None, :]
+    picked = cv2.resize(ramp, (size_out, 1), interpolation=cv2.INTER_NEAREST_EXACT)[0]
+    return bool((picked.astype(np.int64) == _nearest_index(size_in, size_out)).all())
 
 
 @lru_cache(maxsize=64)

@@ -78,6 +78,13 @@ def motion_blur(x: np.ndarray, offsets: list[tuple[int, int, float]]) -> np.ndar
     return cv2.filter2D(x, -1, kernel, borderType=cv2.BORDER_REPLICATE)
 
 
+def zoom_crop(size: int, zoom: float) -> tuple[int, int, int]:
+    """(start, length, zoomed length) of the reference's clipped_zoom along one axis: it crops
+    ceil(size/zoom) pixels around the centre and scipy zooms them to round(length*zoom)."""
+    crop = int(np.ceil(size / float(zoom)))
+    return (size - crop) // 2, crop, int(round(crop * zoom))
+
+
 @lru_cache(maxsize=256)
 def _zoom_taps(size: int, zoom: float, full: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs and weights of scipy `zoom(order=1)` on the reference's centred crop, 1 axis.
@@ -138,31 +145,50 @@ def bilinear_reflect(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.
     return top + (bottom - top) * fr
 
 
-def plasma_fractal(rs: np.random.RandomState, mapsize: int, wibbledecay: float) -> np.ndarray:
-    """The reference's diamond-square height map, drawing from `rs` in the reference's order."""
-    amap = np.empty((mapsize, mapsize), dtype=np.float32)
-    amap[0, 0] = 0
+def plasma_fractals(generators: list[np.random.RandomState], mapsize: int,
+                    wibbledecay: float) -> np.ndarray:
+    """The reference's diamond-square height maps, one per generator, as an (N, S, S) batch.
+
+    Each image's generator supplies, level by level, the square then the two diamond offsets,
+    as the reference's sequence of `np.random.uniform(-wibble, wibble, shape)` calls does; the
+    legacy uniform is low + (high - low) * random_sample(), so one random_sample call per image
+    yields the same numbers, and the averaging runs on the whole batch.
+    """
+    sizes = []
+    step = mapsize
+    while step >= 2:
+        sizes.append((mapsize // step) ** 2)
+        step //= 2
+    draws = np.stack([rs.random_sample(3 * sum(sizes)) for rs in generators])
+    n = len(generators)
+    amap = np.empty((n, mapsize, mapsize), dtype=np.float32)
+    amap[:, 0, 0] = 0
     step = mapsize
     wibble = 100.0
-    while step >= 2:
-        half = step // 2
-        corners = amap[0:mapsize:step, 0:mapsize:step]
-        square = corners + np.roll(corners, -1, axis=0)
-        square += np.roll(square, -1, axis=1)
-        amap[half:mapsize:step, half:mapsize:step] = (
-            square / 4 + wibble * rs.uniform(-wibble, wibble, square.shape))
-        centres = amap[half:mapsize:step, half:mapsize:step]
-        corners = amap[0:mapsize:step, 0:mapsize:step]
-        left = centres + np.roll(centres, 1, axis=0) + corners + np.roll(corners, -1, axis=1)
-        amap[0:mapsize:step, half:mapsize:step] = (
-            left / 4 + wibble * rs.uniform(-wibble, wibble, left.shape))
-        top = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=0)
-        amap[half:mapsize:step, 0:mapsize:step] = (
-            top / 4 + wibble * rs.uniform(-wibble, wibble, top.shape))
+    offset = 0
+
+    def offsets(count: int, side: int) -> np.ndarray:
+        nonlocal offset
+        u = draws[:, offset:offset + count].reshape(n, side, side)
+        offset += count
+        return wibble * (-wibble + (2 * wibble) * u)
+
+    for count in sizes:
+        half, side = step // 2, mapsize // step
+        corners = amap[:, 0:mapsize:step, 0:mapsize:step]
+        square = corners + np.roll(corners, -1, axis=1)
+        square += np.roll(square, -1, axis=2)
+        amap[:, half:mapsize:step, half:mapsize:step] = square / 4 + offsets(count, side)
+        centres = amap[:, half:mapsize:step, half:mapsize:step]
+        corners = amap[:, 0:mapsize:step, 0:mapsize:step]
+        left = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2)
+        amap[:, 0:mapsize:step, half:mapsize:step] = left / 4 + offsets(count, side)
+        top = centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1)
+        amap[:, half:mapsize:step, 0:mapsize:step] = top / 4 + offsets(count, side)
         step //= 2
         wibble /= wibbledecay
-    amap -= amap.min()
-    return amap / amap.max()
+    amap -= amap.min(axis=(1, 2), keepdims=True)
+    return amap / amap.max(axis=(1, 2), keepdims=True)
 
 
 @numba.njit(cache=True)
@@ -185,15 +211,19 @@ def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, seed: int) -> 
     return x
 
 
-def rgb_to_hsv_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(max, min, hue-weights) of an RGB float image: each channel is v * (1 - s * weight).
+def hsv_parts_planar(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max, min, hue weights) of RGB planes u (3, ...): each channel is v * (1 - s * weight).
 
     scikit-image's HSV round trip writes every channel as v * (1 - s * w(h)) with w in [0, 1]
-    set by the hue alone; grey pixels get hue 0, so their weights are those of pure red.
+    set by the hue alone (0 for the largest channel, 1 for the smallest), so a saturation or
+    value edit needs only v, s and w. Grey pixels get hue 0, so the weights of pure red.
     """
-    v = x.max(axis=-1, keepdims=True)
-    m = x.min(axis=-1, keepdims=True)
+    v = np.maximum(np.maximum(u[0], u[1]), u[2])
+    m = np.minimum(np.minimum(u[0], u[1]), u[2])
     delta = v - m
+    inverse = np.divide(1, delta, out=np.zeros_like(delta), where=delta > 0)
+    weights = (v - u) * inverse
     grey = delta == 0
-    weights = np.where(grey, np.array([0, 1, 1], x.dtype), (v - x) / np.where(grey, 1, delta))
+    weights[1][grey] = 1
+    weights[2][grey] = 1
     return v, m, weights
