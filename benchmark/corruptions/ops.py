@@ -181,9 +181,10 @@ def plasma_fractals(generators: list[np.random.RandomState], mapsize: int,
         amap[:, half:mapsize:step, half:mapsize:step] = square / 4 + offsets(count, side)
         centres = amap[:, half:mapsize:step, half:mapsize:step]
         corners = amap[:, 0:mapsize:step, 0:mapsize:step]
-        left = centres + np.roll(centres, 1, axis=1) + corners + np.roll(corners, -1, axis=2)
+        # summed pairwise, in the reference's order: float32 addition is not associative
+        left = (centres + np.roll(centres, 1, axis=1)) + (corners + np.roll(corners, -1, axis=2))
         amap[:, 0:mapsize:step, half:mapsize:step] = left / 4 + offsets(count, side)
-        top = centres + np.roll(centres, 1, axis=2) + corners + np.roll(corners, -1, axis=1)
+        top = (centres + np.roll(centres, 1, axis=2)) + (corners + np.roll(corners, -1, axis=1))
         amap[:, half:mapsize:step, 0:mapsize:step] = top / 4 + offsets(count, side)
         step //= 2
         wibble /= wibbledecay

@@ -1,13 +1,19 @@
+import cv2
 import numpy as np
 import pytest
+import torch
+from scipy.stats import poisson
 
 from benchmark.config import CorruptionSpec
 from benchmark.corruption_policy import CLEAN, choose_corruption
-from benchmark.corruptions import corrupt, names
+from benchmark.corruptions import corrupt, engine, names, ops, resize_route
+from benchmark.corruptions.fidelity import synthetic_photos
+
+ALL = names("all") + names("attacks")
 
 
-def _images(n=2, size=64):
-    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+def _images(n=2, size=32):
+    return synthetic_photos(n, size, seed=size + n)
 
 
 def test_named_sets():
@@ -15,37 +21,144 @@ def test_named_sets():
     assert set(names("unseen", "repmix")) == {"glass_blur", "motion_blur", "zoom_blur", "snow"}
     assert set(names("unseen", "imagenet_c")) == {"speckle_noise", "gaussian_blur", "spatter", "saturate"}
     assert len(names("seen")) == 15 and not set(names("seen")) & set(names("unseen"))
+    assert names("attacks") == ("attack_noise", "attack_blur", "attack_crop", "attack_jpeg",
+                                "attack_combination")
 
 
-@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "frost", "impulse_noise", "elastic_transform"])
-def test_corruption_depends_on_the_image_seed_only(name):
-    x = _images()
-    both = corrupt(x, name, 2, [11, 12])
-    alone = corrupt(x[1:], name, 2, [12])
-    assert (both[1] == alone[0]).all()  # batch composition does not matter
-    assert both.dtype == np.uint8 and both.shape == x.shape
-    assert not (both == x).all()
+@pytest.mark.parametrize("name", ALL)
+def test_result_depends_on_the_image_seed_only(name):
+    x = _images(3)
+    seeds = [11, 12, 2**40 + 13]  # 63-bit seeds from derive_seed are accepted
+    whole = corrupt(x, name, 2, seeds)
+    split = np.concatenate([corrupt(x[:1], name, 2, seeds[:1]), corrupt(x[1:], name, 2, seeds[1:])])
+    assert whole.dtype == np.uint8 and whole.shape == x.shape
+    assert (whole == split).all()  # the batch split does not matter
+    assert (corrupt(x[2:], name, 2, seeds[2:]) == whole[2:]).all()
+    if name != "attack_combination":  # which may draw "no attack" for an image
+        assert not (whole == x).all()
 
 
-def test_noise_differs_with_seed():
+@pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "frost", "impulse_noise"])
+def test_reference_backend_depends_on_the_image_seed_only(name):
+    x = _images(2)
+    both = corrupt(x, name, 2, [11, 12], backend="reference")
+    assert (both[1] == corrupt(x[1:], name, 2, [12], backend="reference")[0]).all()
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
+                                  "glass_blur", "motion_blur", "snow", "frost", "fog",
+                                  "elastic_transform", "spatter", *names("attacks")])
+def test_random_corruptions_differ_with_the_seed(name):
     x = _images(1)
-    assert not (corrupt(x, "gaussian_noise", 3, [1]) == corrupt(x, "gaussian_noise", 3, [2])).all()
+    outs = [corrupt(x, name, 3, [s]) for s in range(6)]
+    assert any(not (outs[0] == o).all() for o in outs[1:])
 
 
-@pytest.mark.parametrize("args, message", [
-    (("fisheye", 1), "unknown corruption"), (("fog", 0), "severity must be 1..5"),
-    (("fog", 6), "severity must be 1..5"),
+def test_glass_blur_loop_is_the_reference_loop():
+    from imagecorruptions.corruptions import _shuffle_pixels_njit_glass_blur as reference_loop
+
+    x = _images(1, 40)[0]
+    for delta, iterations in ((1, 2), (3, 1)):
+        want = reference_loop(40, 40, x.copy(), (0.7, delta, iterations), 77)
+        assert (ops.glass_shuffle(x.copy(), delta, iterations, 77) == want).all()
+
+
+def test_plasma_fractal_draws_as_the_reference():
+    from imagecorruptions.corruptions import plasma_fractal
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(5)
+        want = plasma_fractal(mapsize=64, wibbledecay=1.7)
+    finally:
+        np.random.set_state(state)
+    got = ops.plasma_fractals([np.random.RandomState(5), np.random.RandomState(6)], 64, 1.7)
+    assert (got[0] == want).all() and not (got[1] == want).all()
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_shot_noise_sampler_is_poisson(severity):
+    c = [60, 25, 12, 5, 3][severity - 1]
+    level = 200
+    x = np.full((4, 64, 64, 3), level, np.uint8)
+    counts = np.rint(engine.shot_noise(x, severity, [1, 2, 3, 4]) / 255 * c).astype(int).ravel()
+    lam = level / 255 * c
+    freq = np.bincount(counts, minlength=c + 1)[:c + 1] / counts.size
+    want = poisson.pmf(np.arange(c + 1), lam)
+    want[c] = poisson.sf(c - 1, lam)  # counts above c are clipped to c
+    assert np.abs(freq - want).max() < 0.01
+    assert abs(counts.mean() - (np.arange(c + 1) * want).sum()) < 0.02 * lam
+
+
+def test_torch_input_gives_the_numpy_result_as_a_tensor():
+    x = _images(2)
+    got = corrupt(torch.from_numpy(x), "fog", 3, [1, 2])
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.uint8
+    assert (got.numpy() == corrupt(x, "fog", 3, [1, 2])).all()
+
+
+def test_work_size_corrupts_a_224_px_round_trip():
+    x = _images(2, 48)
+    got = corrupt(x, "gaussian_blur", 2, [1, 2], work_size=224)
+    want = resize_route(corrupt(resize_route(x, (224, 224)), "gaussian_blur", 2, [1, 2]), (48, 48))
+    assert got.shape == x.shape and (got == want).all()
+    assert not (got == corrupt(x, "gaussian_blur", 2, [1, 2])).all()
+    # enlarging is bilinear, shrinking area-averaged
+    assert (resize_route(x, (224, 224))[0] == cv2.resize(x[0], (224, 224), interpolation=cv2.INTER_LINEAR)).all()
+    assert (resize_route(got, (40, 40))[0] == cv2.resize(got[0], (40, 40), interpolation=cv2.INTER_AREA)).all()
+
+
+def test_attack_strengths_are_in_the_published_ranges():
+    grey = np.full((1, 64, 64, 3), 128, np.uint8)
+    variances = [float((corrupt(grey, "attack_noise", 1, [s]).astype(float) - 128).var()) for s in range(20)]
+    assert 4.5 < min(variances) and max(variances) < 21 and max(variances) - min(variances) > 5
+    x = _images(1, 64)
+    blurred = {corrupt(x, "attack_blur", 1, [s]).tobytes() for s in range(30)}
+    kernels = {cv2.GaussianBlur(x[0], (k, k), 0).tobytes() if k > 1 else x[0].tobytes() for k in (1, 3, 5, 7, 9)}
+    assert blurred == kernels  # every kernel size of {1, 3, 5, 7, 9} occurs, nothing else
+    for s in range(10):
+        out = corrupt(x, "attack_jpeg", 1, [s])[0]
+        matches = [q for q in range(10, 76) if (out == cv2.imdecode(cv2.imencode(
+            ".jpg", x[0][..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR)[..., ::-1]).all()]
+        assert matches
+    cropped = corrupt(x, "attack_crop", 1, [3])
+    assert cropped.shape == x.shape and not (cropped == x).all()
+
+
+def test_attack_combination_applies_each_attack_half_the_time():
+    x = _images(1, 32)
+    outs = [corrupt(x, "attack_combination", 1, [s]) for s in range(64)]
+    unchanged = sum((o == x).all() for o in outs)
+    assert 0 < unchanged < 12  # none of the four with probability 1/16
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="fisheye"), "unknown corruption"),
+    (dict(severity=0), "severity must be 1..5"),
+    (dict(severity=6), "severity must be 1..5"),
+    (dict(severity=True), "severity must be 1..5"),
+    (dict(backend="gpu"), "unknown backend"),
+    (dict(seeds=[1, 2, 3]), "3 seeds for 1 images"),
+    (dict(images=_images(1).astype(np.float32)), "expected dtype uint8"),
+    (dict(images=_images(1)[..., :1]), r"expected shape \(N, H, W, 3\)"),
+    (dict(images=np.zeros((1, 32, 32, 4), np.uint8)), r"expected shape \(N, H, W, 3\)"),
+    (dict(images=_images(1)[0]), r"expected shape \(N, H, W, 3\)"),
+    (dict(images=np.zeros((1, 31, 40, 3), np.uint8)), "at least 32 px, got 40x31"),
+    (dict(work_size=16), "work_size must be at least 32"),
 ])
-def test_bad_arguments(args, message):
+def test_bad_arguments(kwargs, message):
+    args = dict(images=_images(1), name="fog", severity=1, seeds=[0])
+    args.update(kwargs)
+    work_size = args.pop("work_size", None)
     with pytest.raises(ValueError, match=message):
-        corrupt(_images(1), *args, [0])
+        corrupt(**args, **({"work_size": work_size} if work_size else {}))
 
 
-def test_bad_images():
-    with pytest.raises(ValueError, match="expected uint8"):
-        corrupt(_images(1).astype(np.float32), "fog", 1, [0])
-    with pytest.raises(ValueError, match="at least 32 px"):
-        corrupt(_images(1, 16), "fog", 1, [0])
+def test_bad_subset():
+    with pytest.raises(ValueError, match="unknown subset"):
+        names("blurs")
+    with pytest.raises(ValueError, match="unknown unseen set"):
+        names("seen", "mine")
 
 
 def test_policy_train_clean_val_seen_only_test_all():
@@ -66,3 +179,13 @@ def test_policy_probability_and_determinism():
     assert 420 < clean < 580
     assert all(choose_corruption(k, "test", 0, CorruptionSpec(test_probability=0.0)).name == CLEAN for k in keys)
     assert [choose_corruption(k, "test", 5, half) for k in keys] == [choose_corruption(k, "test", 5, half) for k in keys]
+
+
+def test_spec_backend_and_route():
+    assert CorruptionSpec().backend == "engine" and CorruptionSpec().apply_at == "stored"
+    assert CorruptionSpec().work_size is None
+    assert CorruptionSpec(apply_at="resized_224").work_size == 224
+    with pytest.raises(ValueError):
+        CorruptionSpec(backend="fast")
+    with pytest.raises(ValueError):
+        CorruptionSpec(apply_at="resized_256")
