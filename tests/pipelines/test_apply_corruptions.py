@@ -1,0 +1,67 @@
+"""ApplyCorruptions: the spec's backend and route reach every image, and are recorded."""
+
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from benchmark.config import CorruptionSpec
+from benchmark.corruption_policy import choose_corruption
+from benchmark.corruptions import corrupt
+from benchmark.corruptions.fidelity import synthetic_photos
+from benchmark.images import decode_image, encode_png
+from benchmark.shards import ShardSample
+from pipelines.apply_corruptions import ApplyCorruptions, corrupt_sample
+
+IMAGE = synthetic_photos(1, 40, seed=3)[0]
+
+
+def _sample(key="sngan-faces-s00000001", split="test"):
+    return ShardSample(key, encode_png(IMAGE), {"split": split, "corruption": "none", "severity": 0,
+                                                "corruption_seen": True, "corruption_seed": 0})
+
+
+@pytest.mark.parametrize("spec", [CorruptionSpec(), CorruptionSpec(backend="reference"),
+                                  CorruptionSpec(apply_at="resized_224")])
+def test_sample_is_corrupted_with_the_spec_backend_and_route(spec):
+    sample = _sample()
+    choice = choose_corruption(sample.key, "test", 9, spec)
+    out = corrupt_sample(sample, 9, spec)
+    want = corrupt(IMAGE[None], choice.name, choice.severity, [choice.seed], backend=spec.backend,
+                   work_size=spec.work_size)[0]
+    assert (decode_image(out.png) == want).all()
+    assert (out.meta["corruption"], out.meta["severity"], out.meta["corruption_seed"]) == (
+        choice.name, choice.severity, choice.seed)
+
+
+def test_route_changes_the_stored_bytes():
+    stored = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,)))
+    resized = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,), apply_at="resized_224"))
+    assert stored.png != resized.png
+    assert decode_image(resized.png).shape == IMAGE.shape
+
+
+def test_train_samples_stay_clean():
+    sample = _sample(split="train")
+    assert corrupt_sample(sample, 9, CorruptionSpec()) is sample
+
+
+def test_stage_gives_the_same_bytes_as_the_function():
+    spec = CorruptionSpec(apply_at="resized_224")
+    samples = [_sample(f"sngan-faces-s{i:08d}") for i in range(3)]
+    want = [(s.key, corrupt_sample(s, 4, spec).png) for s in samples]
+    with TestPipeline() as p:
+        got = (p | beam.Create(samples) | ApplyCorruptions(spec, 4)
+               | beam.Map(lambda s: (s.key, s.png)))
+        assert_that(got, equal_to(want))
+
+
+def test_backend_and_route_are_saved_with_the_build_config():
+    """The build writes `corruptions` of the config into dataset_info.json and config.json
+    (pipelines/build_attribution88.py), so a dataset says how its images were corrupted."""
+    saved = json.loads(json.dumps(CorruptionSpec(apply_at="resized_224").model_dump(mode="json")))
+    assert saved["backend"] == "engine" and saved["apply_at"] == "resized_224"
+    assert CorruptionSpec.model_validate(saved).work_size == 224
+    assert CorruptionSpec().model_dump() != CorruptionSpec(backend="reference").model_dump()
