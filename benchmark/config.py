@@ -73,10 +73,18 @@ class TrainSpec(_Section):
     options: dict[str, Union[int, float, str]] = {}  # architecture hyperparameters, e.g. ch
 
 
+# Generators whose models can be a folder: images made elsewhere, or a diffusers model folder.
+FOLDER_GENERATORS = ("folder", "ddpm")
+
+
 class SourceSpec(_Section):
     generator: Literal[a88.GENERATOR_ARCHS]  # type: ignore[valid-type]
-    checkpoints: dict[str, ExistingFile] = {}  # semantic -> weights file (.safetensors + .json)
-    folders: dict[str, ExistingDir] = {}  # semantic -> pre-generated images (generator: folder)
+    # semantic -> weights file: ours (.safetensors + .json), or another project's format the
+    # architecture reads (generators.external: a rosinality .pt for stylegan2)
+    checkpoints: dict[str, ExistingFile] = {}
+    # semantic -> folder: pre-generated images (generator: folder), or a local diffusers model
+    # folder (generator: ddpm)
+    folders: dict[str, ExistingDir] = {}
     train: TrainSpec | None = None
 
 
@@ -232,7 +240,13 @@ class BuildConfig(_Section):
             for sem in self.semantics:
                 if src.generator == "folder" and sem not in src.folders:
                     problems.append((f"sources.{name}.folders.{sem}", "path required"))
-                if src.generator != "folder" and sem not in src.checkpoints and src.train is None:
+                if sem in src.folders and src.generator not in FOLDER_GENERATORS:
+                    problems.append((f"sources.{name}.folders.{sem}",
+                                     f"generator {src.generator} reads checkpoints, not folders"))
+                if sem in src.folders and sem in src.checkpoints:
+                    problems.append((f"sources.{name}.checkpoints.{sem}", "give a checkpoint or a folder, not both"))
+                if (src.generator != "folder" and sem not in src.checkpoints and sem not in src.folders
+                        and src.train is None):
                     problems.append((f"sources.{name}.checkpoints.{sem}",
                                      "give a checkpoint, or a `train:` section to train one"))
         kept = self.kept_per_cell

@@ -66,6 +66,9 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
                 models.append(ModelRef(source, semantic, "folder", "", str(src.folders[semantic]),
                                        checkpoint_sha256[(source, semantic)],
                                        min(count, cfg.sampling.per_model)))
+            elif semantic in src.folders:  # a diffusers model folder
+                models.append(ModelRef(source, semantic, src.generator, "", str(src.folders[semantic]),
+                                       checkpoint_sha256[(source, semantic)], cfg.sampling.per_model))
             elif semantic in src.checkpoints:
                 models.append(ModelRef(source, semantic, src.generator, str(src.checkpoints[semantic]),
                                        "", checkpoint_sha256[(source, semantic)], cfg.sampling.per_model))

@@ -118,6 +118,8 @@ def _model_inputs(cfg: BuildConfig):
                 if src.generator == "folder":
                     gen = generators.load("folder", folder=src.folders[semantic], resolution=cfg.resolution)
                     counts[(source, semantic)] = gen.count
+                elif semantic in src.folders:
+                    gen = generators.load(src.generator, folder=src.folders[semantic], resolution=cfg.resolution)
                 elif semantic in src.checkpoints:
                     gen = generators.load(src.generator, checkpoint=src.checkpoints[semantic],
                                           resolution=cfg.resolution)
@@ -125,7 +127,7 @@ def _model_inputs(cfg: BuildConfig):
                     continue
                 shas[(source, semantic)] = gen.checkpoint_sha256
             except generators.GeneratorError as exc:
-                where = "folders" if src.generator == "folder" else "checkpoints"
+                where = "folders" if semantic in src.folders else "checkpoints"
                 raise BuildError(f"sources.{source}.{where}.{semantic}: {exc}") from None
     return counts, shas
 

@@ -49,11 +49,26 @@ def test_valid_config_resolves_paths_against_its_file(tmp_path):
     (BASE.replace("generator: sngan", "generator: biggan"), "sources.sngan.generator"),
     (BASE.replace("faces:", "Faces-1:"), "semantics.Faces-1: names use"),
     (BASE.replace("per_model: 40", "per_model: 4"), "sampling.per_model: 4 is fewer than the 10 kept"),
+    (BASE.replace("train: {steps: 2}}", "folders: {faces: photos/a}}"),
+     "sources.sngan.folders.faces: generator sngan reads checkpoints, not folders"),
+    (BASE.replace("generator: sngan, train: {steps: 2}}", "generator: ddpm, folders: {faces: photos/a}}"),
+     "sources.sngan.checkpoints.rooms: give a checkpoint"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, text))
     assert expected in str(info.value)
+
+
+def test_every_architecture_is_a_valid_generator_and_ddpm_reads_folders(tmp_path):
+    from benchmark.protocol import GENERATOR_ARCHS
+
+    for arch in GENERATOR_ARCHS:
+        if arch != "folder":
+            load_config(_write(tmp_path, BASE.replace("generator: sngan", f"generator: {arch}")))
+    cfg = load_config(_write(tmp_path, BASE.replace(
+        "generator: sngan, train: {steps: 2}}", "generator: ddpm, folders: {faces: photos/a}, train: {steps: 2}}")))
+    assert cfg.sources["sngan"].folders["faces"] == (tmp_path / "photos" / "a").resolve()
 
 
 def test_set_overrides_values_and_checks_them(tmp_path):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+import generators
 from benchmark.images import decode_image
 from pipelines.build_attribution88 import main
 from tests.conftest import write_photos
@@ -247,3 +248,32 @@ def test_built_benchmark_scores_a_perfect_submission(built, tmp_path):
     report = json.loads(out.read_text())
     assert report["count"] == 8 and report["attribution_accuracy"] == 1.0
     assert set(report["by_semantic"]) == {"seen", "unseen"}
+
+
+def test_native_architectures_and_a_diffusers_folder_are_sources(photo_config):
+    """A trained ProGAN and a local diffusers model folder become classes of their own."""
+    from diffusers import DDIMScheduler
+
+    from generators import ddpm
+    from generators.base import isolated_rng
+
+    options = ddpm.parse_options({"ch": 8, "layers_per_block": 1})
+    folders = {}
+    for semantic, seed in (("faces", 1), ("rooms", 2)):
+        with isolated_rng(seed):
+            sampler = ddpm.build_generator(32, options)
+        folders[semantic] = photo_config.parent / "diffusers" / semantic
+        sampler.unet.save_pretrained(folders[semantic])
+        DDIMScheduler(**ddpm.scheduler_config(options)).save_pretrained(folders[semantic])
+    assert _run(photo_config, "native",
+                "sources.progan={generator: progan, train: {steps: 2, batch_size: 8, options: {ch: 8, dim_z: 16}}}",
+                f"sources.diffusion={{generator: ddpm, folders: {{faces: {folders['faces']}, "
+                f"rooms: {folders['rooms']}}}}}") == 0
+    out = photo_config.parent / "native"
+    assert json.loads((out / "classes.json").read_text())["classes"] == ["real", "sngan", "progan", "diffusion"]
+    rows = pq.read_table(out / "manifest.parquet").to_pylist()
+    for source, arch in (("progan", "progan"), ("diffusion", "ddpm")):
+        mine = [r for r in rows if r["source"] == source]
+        assert len(mine) == 20 and {r["generator"] for r in mine} == {arch}
+    unet = {r["checkpoint_sha256"] for r in rows if r["source"] == "diffusion" and r["semantic"] == "faces"}
+    assert unet == {generators.sha256_file(folders["faces"] / ddpm.WEIGHTS_NAME)}
