@@ -166,7 +166,8 @@ def test_multi_processing_workers_build_the_same_bytes(photo_config, built):
 def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "mini"
-    overrides = ["sources.sngan.train.steps=2", "sources.sngan.train.options={ch: 8}",
+    sources = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3", "ddpm")
+    overrides = [*(f"sources.{s}.train.steps=2" for s in sources),
                  "real.gan_train_max=48", "sampling.per_model=24", "sampling.chunk_size=12",
                  "features.inception.input_size=75", "selection.clusters=2",
                  "selection.per_cluster=5", "selection.reference_count=12",
@@ -176,12 +177,13 @@ def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
         args += ["--set", o]
     assert main(args) == 0
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
-    assert Counter(r["semantic"] for r in rows) == {"celeba": 20, "bedroom": 20}
+    assert Counter(r["semantic"] for r in rows) == {"celeba": 90, "bedroom": 90}
+    assert Counter(r["source"] for r in rows) == {s: 20 for s in ("real", *sources)}
     assert {r["seen"] for r in rows if r["semantic"] == "bedroom"} == {False}
     real = [r for r in rows if r["source"] == "real"]
     assert all(r["origin"].endswith(".jpg") for r in real)
     for sample in wds.WebDataset(sorted(str(p) for p in out.glob("*.tar")), shardshuffle=False):
-        assert decode_image(sample["png"]).shape == (128, 128, 3)
+        assert decode_image(sample["png"]).shape == (64, 64, 3)
 
 
 def test_yu_lpips_selection_keeps_the_samples_nearest_a_real_photo(photo_config):
