@@ -1,8 +1,8 @@
 """The fast ImageNet-C engine: the 19 corruptions of `imagecorruptions` on uint8 (N, H, W, 3).
 
 Parameter tables are those of the reference (imagecorruptions-imaug 1.1.5, `corruptions.py`).
-Every function returns float32 on the 0..255 scale; `finish` clips and truncates to uint8 as
-the reference's `np.uint8(...)` does.
+Every function returns float32 on the 0..255 scale, which `finish` clips and truncates to uint8
+as the reference's `np.uint8(...)` does, or uint8 already (compiled kernels, LUTs, codecs).
 
 Randomness, per image, from that image's seed only (so the batch split never matters):
 - Random *parameters and layers* (motion-blur angle, fog's plasma fractal, frost's image and
@@ -26,10 +26,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 from PIL import Image
-import torch
-import torch.nn.functional as F
 
-from benchmark.corruptions import ops
+from benchmark.corruptions import kernels, ops
 
 F32 = np.float32
 
@@ -44,11 +42,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 # --- noise ---------------------------------------------------------------------------------
 
+def _normals(shape: tuple[int, ...], seeds: Sequence[int]) -> np.ndarray:
+    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(shape, F32)
+                     for s in seeds])
+
+
 def gaussian_noise(x, severity, seeds):
     c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
-    noise = np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(x.shape[1:], F32)
-                      for s in seeds])
-    return np.clip(_unit(x) + noise * F32(c), 0, 1) * 255
+    return kernels.add_noise(x, _normals(x.shape[1:], seeds), F32(c), False)
 
 
 GUIDE_BINS = 1024
@@ -89,22 +90,21 @@ def shot_noise(x, severity, seeds):
 
 
 def impulse_noise(x, severity, seeds):
+    """scikit-image's s&p noise with the reference's draws: `default_rng(seed)`, one uniform per
+    value for "flipped" (<= amount), then one for "salt" (<= 0.5), else pepper."""
     c = [.03, .06, .09, 0.17, 0.27][severity - 1]
-    out = _unit(x)
+    out = x.copy()
     for img, s in zip(out, seeds):
         rng = np.random.default_rng(s)
         flipped = rng.random(img.shape) <= c
         salted = rng.random(img.shape) <= 0.5
-        img[flipped] = salted[flipped]
-    return out * 255
+        img[flipped] = np.where(salted[flipped], 255, 0)
+    return out
 
 
 def speckle_noise(x, severity, seeds):
     c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
-    noise = np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(x.shape[1:], F32)
-                      for s in seeds])
-    u = _unit(x)
-    return np.clip(u + u * noise * F32(c), 0, 1) * 255
+    return kernels.add_noise(x, _normals(x.shape[1:], seeds), F32(c), True)
 
 
 # --- blur ----------------------------------------------------------------------------------
@@ -145,20 +145,25 @@ def motion_blur(x, severity, seeds):
 
 def zoom_blur(x, severity, seeds):
     """Mean of the image and its centre zooms. Each zoom is the reference's clipped_zoom (scipy
-    `zoom(order=1)`, corner-aligned) which is exactly torch's bilinear `align_corners=True`
-    resize of the centre crop, done here for the whole batch at once."""
+    `zoom(order=1)`: corner-aligned, in = top + out * (crop - 1) / (zoomed - 1)), written as
+    the affine map it is and run by OpenCV's warpAffine."""
     zooms = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
              np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
     h, w = x.shape[1:3]
-    u = torch.from_numpy(_unit(x)).permute(0, 3, 1, 2)  # a channels-last view, as OpenCV's
-    total = u.clone()
+    maps = []
     for z in zooms:
-        (top, ch, oh), (left, cw, ow) = (ops.zoom_crop(h, float(z)), ops.zoom_crop(w, float(z)))
-        layer = F.interpolate(u[:, :, top:top + ch, left:left + cw], size=(oh, ow),
-                              mode="bilinear", align_corners=True)
-        total += layer[:, :, :h, :w]
-    total /= len(zooms) + 1
-    return np.clip(total.permute(0, 2, 3, 1).numpy(), 0, 1) * 255
+        (top, ch, oh), (left, cw, ow) = ops.zoom_crop(h, float(z)), ops.zoom_crop(w, float(z))
+        sy = (ch - 1) / (oh - 1) if oh > 1 else 0.0
+        sx = (cw - 1) / (ow - 1) if ow > 1 else 0.0
+        maps.append(np.array([[sx, 0, left], [0, sy, top]], np.float64))
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    out = []
+    for img in _unit(x):
+        total = img.copy()
+        for m in maps:
+            total += cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        out.append(total)
+    return np.clip(np.stack(out) / F32(len(zooms) + 1), 0, 1) * 255
 
 
 # --- weather -------------------------------------------------------------------------------
@@ -278,28 +283,16 @@ def contrast(x, severity, seeds):
     return out
 
 
-def _hsv_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(v, s, hue weights) of x / 255. in float64, the reference's precision (its outputs are
-    truncated, so values landing on whole grey levels must round as the reference's do), in
-    channel-first planes: NumPy reduces a trailing axis of 3 slowly."""
-    u = x.transpose(3, 0, 1, 2) / 255.
-    v, m, weights = ops.hsv_parts_planar(u)
-    s = np.divide(v - m, v, out=np.zeros_like(v), where=v > 0)
-    return v, s, weights
-
-
 def brightness(x, severity, seeds):
-    """V += c in HSV: each channel is v * (1 - s * w(hue)); only v changes."""
+    """V += c in HSV (scikit-image's round trip, as one compiled per-pixel pass)."""
     c = [.1, .2, .3, .4, .5][severity - 1]
-    v, s, weights = _hsv_parts(x)
-    return (np.clip(np.minimum(v + c, 1) * (1 - s * weights), 0, 1) * 255).transpose(1, 2, 3, 0)
+    return kernels.hsv_edit(x, c, 1.0, 0.0)
 
 
 def saturate(x, severity, seeds):
-    """S = clip(S * a + b) in HSV: each channel is v * (1 - s * w(hue)); only s changes."""
+    """S = clip(S * a + b) in HSV (scikit-image's round trip, as one compiled per-pixel pass)."""
     a, b = [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)][severity - 1]
-    v, s, weights = _hsv_parts(x)
-    return (np.clip(v * (1 - np.clip(s * a + b, 0, 1) * weights), 0, 1) * 255).transpose(1, 2, 3, 0)
+    return kernels.hsv_edit(x, 0.0, float(a), float(b))
 
 
 def jpeg_compression(x, severity, seeds):
@@ -368,15 +361,16 @@ def elastic_transform(x, severity, seeds):
     h, w = x.shape[1:3]
     sigma = (h * 0.01, w * 0.01)
     reach = h * 0.005
-    grid_r, grid_c = np.meshgrid(np.arange(h, dtype=F32), np.arange(w, dtype=F32), indexing="ij")
+    grid_r, grid_c = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                                 indexing="ij")
     u = _unit(x)
     out = []
     for img, s in zip(u, seeds):
         rs = _legacy(s)
         fields = [(ops.gaussian(rs.uniform(-reach, reach, size=(h, w)), sigma, truncate=3,
                                 border=ops.BORDER_REFLECT) * alpha).astype(F32) for _ in range(2)]
-        out.append(ops.bilinear_reflect(img, grid_r + fields[1], grid_c + fields[0]))
-    return np.clip(np.stack(out), 0, 1) * 255
+        out.append(kernels.remap_reflect(img, grid_r + fields[1], grid_c + fields[0]))
+    return np.stack(out)
 
 
 CORRUPTIONS: dict[str, Callable[[np.ndarray, int, Sequence[int]], np.ndarray]] = {

@@ -119,32 +119,6 @@ def clipped_zoom(x: np.ndarray, zoom: float, full: bool = False) -> np.ndarray:
     return rows[:, xlo] + (rows[:, xhi] - rows[:, xlo]) * fx.reshape(shape_x)
 
 
-def _reflect_index(i: np.ndarray, n: int) -> np.ndarray:
-    """scipy's 'reflect' extension (half-sample symmetric, cba|abc|cba) of integer indices."""
-    period = 2 * n
-    i = np.mod(i, period)
-    return np.where(i >= n, period - 1 - i, i)
-
-
-def bilinear_reflect(img: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """scipy `map_coordinates(order=1, mode='reflect')` of an (H, W, C) image at (rows, cols).
-
-    Written as four gathers with exact float weights (cv2.remap quantises weights to 1/32).
-    """
-    h, w = img.shape[:2]
-    r0 = np.floor(rows)
-    c0 = np.floor(cols)
-    fr = (rows - r0)[..., None]
-    fc = (cols - c0)[..., None]
-    r0 = r0.astype(np.int64)
-    c0 = c0.astype(np.int64)
-    ra, rb = _reflect_index(r0, h), _reflect_index(r0 + 1, h)
-    ca, cb = _reflect_index(c0, w), _reflect_index(c0 + 1, w)
-    top = img[ra, ca] + (img[ra, cb] - img[ra, ca]) * fc
-    bottom = img[rb, ca] + (img[rb, cb] - img[rb, ca]) * fc
-    return top + (bottom - top) * fr
-
-
 def plasma_fractals(generators: list[np.random.RandomState], mapsize: int,
                     wibbledecay: float) -> np.ndarray:
     """The reference's diamond-square height maps, one per generator, as an (N, S, S) batch.
@@ -210,21 +184,3 @@ def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, seed: int) -> 
                 for c in range(channels):
                     x[h, w, c] = x[h + dy, w + dx, c]
     return x
-
-
-def hsv_parts_planar(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(max, min, hue weights) of RGB planes u (3, ...): each channel is v * (1 - s * weight).
-
-    scikit-image's HSV round trip writes every channel as v * (1 - s * w(h)) with w in [0, 1]
-    set by the hue alone (0 for the largest channel, 1 for the smallest), so a saturation or
-    value edit needs only v, s and w. Grey pixels get hue 0, so the weights of pure red.
-    """
-    v = np.maximum(np.maximum(u[0], u[1]), u[2])
-    m = np.minimum(np.minimum(u[0], u[1]), u[2])
-    delta = v - m
-    inverse = np.divide(1, delta, out=np.zeros_like(delta), where=delta > 0)
-    weights = (v - u) * inverse
-    grey = delta == 0
-    weights[1][grey] = 1
-    weights[2][grey] = 1
-    return v, m, weights

@@ -1,0 +1,95 @@
+"""Compiled per-pixel loops (Numba) for the engine's element-wise corruptions.
+
+NumPy would make one pass over the batch per operation, with a temporary each time; these do
+the whole per-pixel formula in one pass and write uint8 directly, truncating as the reference's
+`np.uint8(float)` does. Numba is already needed by the reference (its glass blur); the
+compiled code is cached beside this file.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True)
+def hsv_edit(x, v_add, s_mul, s_add):
+    """HSV edit of uint8 (N, H, W, 3) RGB: v' = min(v + v_add, 1), s' = clip(s * s_mul + s_add).
+
+    scikit-image's HSV round trip writes each channel as v * (1 - s * w) where the hue weight w
+    is (v - channel) / (v - min), 0 for the largest channel and 1 for the smallest; grey pixels
+    have hue 0 (pure red's weights 0, 1, 1). float64, as the reference.
+    """
+    out = np.empty_like(x)
+    n, h, w, _ = x.shape
+    for i in range(n):
+        for y in range(h):
+            for z in range(w):
+                r = x[i, y, z, 0] / 255.0
+                g = x[i, y, z, 1] / 255.0
+                b = x[i, y, z, 2] / 255.0
+                v = max(r, g, b)
+                delta = v - min(r, g, b)
+                s = delta / v if v > 0 else 0.0
+                s2 = min(max(s * s_mul + s_add, 0.0), 1.0)
+                v2 = min(v + v_add, 1.0)
+                for c in range(3):
+                    if delta > 0:
+                        weight = (v - (r, g, b)[c]) / delta
+                    else:
+                        weight = 0.0 if c == 0 else 1.0
+                    value = min(max(v2 * (1.0 - s2 * weight), 0.0), 1.0) * 255.0
+                    out[i, y, z, c] = np.uint8(value)
+    return out
+
+
+@numba.njit(cache=True)
+def add_noise(x, noise, scale, multiplicative):
+    """uint8 of clip(u + noise * scale [* u], 0, 1) * 255 with u = x / 255, one pass."""
+    out = np.empty_like(x)
+    flat_x = x.ravel()
+    flat_n = noise.ravel()
+    flat_o = out.ravel()
+    for j in range(flat_x.size):
+        u = np.float32(flat_x[j]) / np.float32(255.0)
+        d = flat_n[j] * scale
+        if multiplicative:
+            d *= u
+        flat_o[j] = np.uint8(min(max(u + d, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+    return out
+
+
+@numba.njit(cache=True)
+def _reflect(i, n):
+    """scipy's 'reflect' extension (cba|abc|cba) of an integer index."""
+    period = 2 * n
+    i = i % period
+    if i < 0:
+        i += period
+    return period - 1 - i if i >= n else i
+
+
+@numba.njit(cache=True)
+def remap_reflect(img, rows, cols):
+    """uint8 of clip(scipy `map_coordinates(img, order=1, mode='reflect')`, 0, 1) * 255 for a
+    (H, W, C) float32 image at float64 (rows, cols): exact weights (OpenCV's remap quantises
+    them to 1/32 pixel), the reflected border only where a neighbour falls outside."""
+    h, w, channels = img.shape
+    out = np.empty(rows.shape + (channels,), np.uint8)
+    for y in range(rows.shape[0]):
+        for z in range(rows.shape[1]):
+            r, c = rows[y, z], cols[y, z]
+            r0, c0 = np.floor(r), np.floor(c)
+            fr, fc = r - r0, c - c0
+            ra, ca = int(r0), int(c0)
+            if 0 <= ra and ra + 1 < h and 0 <= ca and ca + 1 < w:
+                rb, cb = ra + 1, ca + 1
+            else:
+                ra, rb = _reflect(ra, h), _reflect(ra + 1, h)
+                ca, cb = _reflect(ca, w), _reflect(ca + 1, w)
+            for k in range(channels):
+                top = img[ra, ca, k] + (img[ra, cb, k] - img[ra, ca, k]) * fc
+                bottom = img[rb, ca, k] + (img[rb, cb, k] - img[rb, ca, k]) * fc
+                value = top + (bottom - top) * fr
+                out[y, z, k] = np.uint8(min(max(value, 0.0), 1.0) * 255.0)
+    return out
