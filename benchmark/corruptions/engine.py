@@ -42,14 +42,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 # --- noise ---------------------------------------------------------------------------------
 
-def _normals(shape: tuple[int, ...], seeds: Sequence[int]) -> np.ndarray:
-    return np.stack([np.random.Generator(np.random.PCG64(s)).standard_normal(shape, F32)
-                     for s in seeds])
+def _normals(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, F32)
 
 
 def gaussian_noise(x, severity, seeds):
-    c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
-    return kernels.add_noise(x, _normals(x.shape[1:], seeds), F32(c), False)
+    c = F32([.08, .12, 0.18, 0.26, 0.38][severity - 1])
+    # image by image: the noise of one image stays in cache, a batch's would not
+    return np.stack([kernels.add_noise(img, _normals(img.shape, s), c, False)
+                     for img, s in zip(x, seeds)])
 
 
 GUIDE_BINS = 1024
@@ -77,16 +78,10 @@ def shot_noise(x, severity, seeds):
     """Poisson(x * c) / c, sampled by inverse CDF with guide tables (see `_poisson_tables`)."""
     c = [60, 25, 12, 5, 3][severity - 1]
     cdf, guide, width = _poisson_tables(c)
-    u = np.stack([np.random.Generator(np.random.PCG64(s)).random(x.shape[1:]) for s in seeds])
-    u = u.ravel()
-    level = x.ravel().astype(np.int32)
-    k = guide[level * GUIDE_BINS + (u * GUIDE_BINS).astype(np.int32)].astype(np.int32)
-    base = level * width
-    todo = np.nonzero(cdf[base + k] <= u)[0]
-    while todo.size:  # the few samples whose bin holds a CDF step
-        k[todo] += 1
-        todo = todo[cdf[base[todo] + k[todo]] <= u[todo]]
-    return np.clip(k.reshape(x.shape).astype(F32) / F32(c), 0, 1) * 255
+    return np.stack([
+        kernels.shot_sample(img, np.random.Generator(np.random.PCG64(s)).random(img.shape),
+                            cdf, guide, width, GUIDE_BINS, c)
+        for img, s in zip(x, seeds)])
 
 
 def impulse_noise(x, severity, seeds):
@@ -103,8 +98,9 @@ def impulse_noise(x, severity, seeds):
 
 
 def speckle_noise(x, severity, seeds):
-    c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
-    return kernels.add_noise(x, _normals(x.shape[1:], seeds), F32(c), True)
+    c = F32([.15, .2, 0.35, 0.45, 0.6][severity - 1])
+    return np.stack([kernels.add_noise(img, _normals(img.shape, s), c, True)
+                     for img, s in zip(x, seeds)])
 
 
 # --- blur ----------------------------------------------------------------------------------
@@ -173,9 +169,8 @@ def snow(x, severity, seeds):
          (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
          (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
     h, w = x.shape[1:3]
-    u = _unit(x)
     out = []
-    for img, s in zip(u, seeds):
+    for img, s in zip(x, seeds):
         rs = _legacy(s)
         layer = rs.normal(size=(h, w), loc=c[0], scale=c[1])
         # the whole zoomed layer is blurred and only then cut to the image, as the reference
@@ -184,11 +179,9 @@ def snow(x, severity, seeds):
         layer = np.clip(layer, 0, 1)
         offsets = ops.motion_offsets(c[4], c[5], rs.uniform(-135, -45), h, w)
         layer = ops.motion_blur(layer, offsets)
-        layer = (np.round(layer * 255).astype(np.uint8) * F32(1 / 255))[:h, :w, None]
-        grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None] * F32(1.5) + F32(0.5)
-        img = F32(c[6]) * img + F32(1 - c[6]) * np.maximum(img, grey)
-        out.append(np.clip(img + layer + layer[::-1, ::-1], 0, 1))
-    return np.stack(out) * 255
+        layer = np.round(layer * 255).astype(np.uint8)[:h, :w] * F32(1 / 255)
+        out.append(kernels.snow_blend(img, layer, F32(c[6])))
+    return np.stack(out)
 
 
 @lru_cache(maxsize=64)
@@ -233,10 +226,10 @@ def fog(x, severity, seeds):
     strength, decay = [(1.5, 2), (2., 2), (2.5, 1.7), (2.5, 1.5), (3., 1.4)][severity - 1]
     h, w = x.shape[1:3]
     mapsize = 1 << (max(h, w, 3) - 1).bit_length()
-    layers = ops.plasma_fractals([_legacy(s) for s in seeds], mapsize, decay)[:, :h, :w, None]
-    u = _unit(x)
-    top = u.max(axis=(1, 2, 3), keepdims=True)
-    return np.clip((u + F32(strength) * layers) * (top / (top + F32(strength))), 0, 1) * 255
+    return np.stack([
+        kernels.fog_blend(img, ops.plasma_fractals([_legacy(s)], mapsize, decay)[0, :h, :w],
+                          F32(strength))
+        for img, s in zip(x, seeds)])
 
 
 def spatter(x, severity, seeds):
@@ -300,30 +293,21 @@ def jpeg_compression(x, severity, seeds):
     quality = [25, 18, 15, 10, 7][severity - 1]
     out = []
     for img in x:
-        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("OpenCV could not JPEG-encode the image")
-        out.append(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+        out.append(cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB))
     return np.stack(out)
 
 
-def _pil_resize_rows(rows: np.ndarray, width: int, method: int) -> np.ndarray:
-    """Resize the rows of a (R, W, 3) uint8 array to `width` with one Pillow call (its
-    horizontal pass alone, so any stack of rows gives the same bytes as row by row)."""
-    return np.asarray(Image.fromarray(rows).resize((width, rows.shape[0]), method))
-
-
 def pixelate(x, severity, seeds):
-    """Pillow's BOX down then NEAREST up, as the reference, batched: BOX is separable, so the
-    whole batch goes through two one-axis Pillow resizes; NEAREST is an index gather."""
+    """Pillow's BOX down then NEAREST up, as the reference; the NEAREST step by OpenCV's
+    INTER_NEAREST_EXACT where it picks the same pixels (checked per size), else a gather."""
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
-    n, h, w = x.shape[:3]
+    h, w = x.shape[1:3]
     sh, sw = int(h * c), int(w * c)
-    small = _pil_resize_rows(x.reshape(n * h, w, 3), sw, Image.BOX).reshape(n, h, sw, 3)
-    cols = np.ascontiguousarray(small.transpose(1, 0, 2, 3)).reshape(h, n * sw, 3)
-    # rows become columns: transpose so the vertical pass is again a horizontal one
-    cols = np.ascontiguousarray(cols.transpose(1, 0, 2))
-    small = _pil_resize_rows(cols, sh, Image.BOX).reshape(n, sw, sh, 3).transpose(0, 2, 1, 3)
+    small = [np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX)) for img in x]
     if _opencv_nearest_agrees(sh, h) and _opencv_nearest_agrees(sw, w):
         return np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
                          for img in small])
@@ -331,7 +315,7 @@ def pixelate(x, severity, seeds):
     # as it is used is the same gather
     rows = np.bincount(_nearest_index(sh, h), minlength=sh)
     cols = np.bincount(_nearest_index(sw, w), minlength=sw)
-    return np.repeat(np.repeat(small, rows, axis=1), cols, axis=2)
+    return np.repeat(np.repeat(np.stack(small), rows, axis=1), cols, axis=2)
 
 
 @lru_cache(maxsize=64)

@@ -93,3 +93,78 @@ def remap_reflect(img, rows, cols):
                 value = top + (bottom - top) * fr
                 out[y, z, k] = np.uint8(min(max(value, 0.0), 1.0) * 255.0)
     return out
+
+
+@numba.njit(cache=True, fastmath=True)
+def shift_sum(padded, reach, dys, dxs, weights, height, width):
+    """sum_t weights[t] * img[y - dys[t], x - dxs[t]] from an image padded by `reach` on every
+    side (edge-replicated, so shifts clamp at the border as the reference's motion blur does).
+    (H + 2R, W + 2R, C) float32 in, (H, W, C) float32 out. Whole rows are accumulated so the
+    inner loop vectorises (fastmath only lets it fuse the multiply-add)."""
+    channels = padded.shape[2]
+    flat = padded.reshape(padded.shape[0], padded.shape[1] * channels)
+    out = np.zeros((height, width * channels), np.float32)
+    n = width * channels
+    for y in range(height):
+        dst = out[y]
+        for t in range(weights.size):
+            start = (reach - dxs[t]) * channels
+            src = flat[y + reach - dys[t], start:start + n]
+            wt = weights[t]
+            for j in range(n):
+                dst[j] += wt * src[j]
+    return out.reshape(height, width, channels)
+
+
+@numba.njit(cache=True)
+def shot_sample(x, u, cdf, guide, width, bins, c):
+    """uint8 of clip(k / c, 0, 1) * 255 where k is the Poisson count whose CDF step holds u:
+    inverse-CDF sampling from the guide table's start (engine._poisson_tables), one pass."""
+    out = np.empty_like(x)
+    fx, fu, fo = x.ravel(), u.ravel(), out.ravel()
+    for j in range(fx.size):
+        level = np.int64(fx[j])
+        k = np.int64(guide[level * bins + np.int64(fu[j] * bins)])
+        base = level * width
+        while cdf[base + k] <= fu[j]:
+            k += 1
+        fo[j] = np.uint8(min(np.float32(k) / np.float32(c), np.float32(1.0)) * np.float32(255.0))
+    return out
+
+
+@numba.njit(cache=True)
+def fog_blend(x, layer, strength):
+    """uint8 of clip((x / 255 + strength * layer) * top / (top + strength), 0, 1) * 255, where
+    top is the image's largest value / 255 (the reference's `max_val`)."""
+    h, w, channels = x.shape
+    top = np.float32(x.max()) / np.float32(255.0)
+    scale = top / (top + strength)
+    out = np.empty_like(x)
+    for y in range(h):
+        for z in range(w):
+            add = strength * layer[y, z]
+            for k in range(channels):
+                v = (np.float32(x[y, z, k]) / np.float32(255.0) + add) * scale
+                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+    return out
+
+
+@numba.njit(cache=True)
+def snow_blend(x, layer, keep):
+    """uint8 of clip(keep * u + (1 - keep) * max(u, grey * 1.5 + 0.5) + layer + layer rotated
+    180 degrees, 0, 1) * 255 with u = x / 255 and OpenCV's RGB-to-grey weights."""
+    h, w, channels = x.shape
+    out = np.empty_like(x)
+    for y in range(h):
+        for z in range(w):
+            r = np.float32(x[y, z, 0]) / np.float32(255.0)
+            g = np.float32(x[y, z, 1]) / np.float32(255.0)
+            b = np.float32(x[y, z, 2]) / np.float32(255.0)
+            grey = (np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b) \
+                * np.float32(1.5) + np.float32(0.5)
+            flakes = layer[y, z] + layer[h - 1 - y, w - 1 - z]
+            for k in range(channels):
+                u = (r, g, b)[k]
+                v = keep * u + (np.float32(1.0) - keep) * max(u, grey) + flakes
+                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+    return out
