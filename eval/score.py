@@ -84,8 +84,7 @@ def score(benchmark: Path, submission: Path, split: str = "test", resamples: int
     truth = manifest.filter(pc.equal(manifest.column("split"), split))
     if truth.num_rows == 0:
         raise SubmissionError(f"{benchmark}: the manifest has no {split} split")
-    keys = truth.column("key").to_pylist()
-    sub = load_submission(submission, keys, classes)
+    sub = load_submission(submission, truth.column("key"), classes)
     labels = truth.column("label").to_numpy(zero_copy_only=False).astype(np.int64)
     k = len(classes)
     report = {

@@ -1,6 +1,9 @@
 """Figures from a submission's score columns: ROC-AUCs and the decentralised reading.
 
-ROC-AUC (sklearn `roc_auc_score`):
+ROC-AUC, computed as the Mann-Whitney statistic from tie-averaged ranks (scipy `rankdata`):
+the same number as sklearn's `roc_auc_score` (the tests hold it to it), at about half the cost
+on a million rows, where sklearn's stable sort and threshold curve are the scorer's largest
+single expense (one call per class):
 - per class, one-vs-rest: `score_<class>` ranks the images of that class above the others;
 - detection: `fake_score` ranks synthetic images above real ones. Without `fake_score` but
   with class scores, `1 - score_real` stands in for it (the report says which was used).
@@ -20,7 +23,7 @@ The detector calls an image real when `fake_score` < 0.5, or, without `fake_scor
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from scipy.stats import rankdata
 
 from eval.metrics import REAL
 
@@ -29,9 +32,13 @@ THRESHOLD = 0.5
 
 def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     """ROC-AUC, or None where it is undefined (no positive or no negative image)."""
-    if positive.all() or not positive.any():
+    positives = int(np.count_nonzero(positive))
+    negatives = len(positive) - positives
+    if positives == 0 or negatives == 0:
         return None
-    return float(roc_auc_score(positive, score))
+    # Probability that a positive outranks a negative, ties counting one half.
+    rank_sum = float(rankdata(score)[positive].sum())
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def score_report(truth: np.ndarray, pred: np.ndarray, classes: tuple[str, ...],
@@ -58,12 +65,14 @@ def score_report(truth: np.ndarray, pred: np.ndarray, classes: tuple[str, ...],
     called_real = fake_score < THRESHOLD if fake_score is not None else pred == REAL
     per_source = {}
     for j, name in enumerate(classes[1:], start=1):
-        actual = truth == j
-        precision, recall, _, _ = precision_recall_fscore_support(
-            actual, claims[:, j - 1], average="binary", zero_division=0)
-        per_source[name] = {"accuracy": float(np.mean(actual == claims[:, j - 1])),
-                            "precision": float(precision), "recall": float(recall),
-                            "claim_rate": float(np.mean(claims[:, j - 1]))}
+        actual, claimed = truth == j, claims[:, j - 1]
+        hits = int(np.count_nonzero(actual & claimed))
+        n_claimed, n_actual = int(np.count_nonzero(claimed)), int(np.count_nonzero(actual))
+        # Precision and recall are 0 where undefined, as sklearn's zero_division=0.
+        per_source[name] = {"accuracy": float(np.mean(actual == claimed)),
+                            "precision": hits / n_claimed if n_claimed else 0.0,
+                            "recall": hits / n_actual if n_actual else 0.0,
+                            "claim_rate": n_claimed / len(truth)}
     out["decentralised"] = {
         "called_real_from": "fake_score" if fake_score is not None else "pred",
         "multiple_attribution_rate": float(np.mean(claimed_by > 1)),

@@ -27,11 +27,17 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from eval.keyindex import KeyIndex
+
 REQUIRED = ("key", "pred")
 FAKE_SCORE = "fake_score"
 SCORE_PREFIX = "score_"
-BLOCK_BYTES = 16 << 20  # CSV block; also bounds the memory a block takes beyond the split's arrays
-PARQUET_BATCH = 1 << 16
+# pyarrow's streaming CSV reader keeps some tens of blocks in flight (measured: about 40, with
+# 1-16 MiB blocks), so the block is small and the memory the file takes stays ~40 MiB; blocks
+# are then regrouped into chunks of CHUNK_ROWS rows, so the per-chunk work stays cheap.
+BLOCK_BYTES = 1 << 20
+CHUNK_ROWS = 1 << 16
+PARQUET_BATCH = CHUNK_ROWS
 
 
 class SubmissionError(ValueError):
@@ -40,7 +46,7 @@ class SubmissionError(ValueError):
 
 @dataclass(frozen=True)
 class Submission:
-    keys: np.ndarray  # object array of str, in the truth's order
+    keys: pa.Array  # the split's keys (strings), in the truth's order
     pred: np.ndarray  # int64 class ids, aligned with keys
     class_scores: np.ndarray | None = None  # float64 (n, classes): score_<class>, or None
     fake_score: np.ndarray | None = None  # float64 (n,), or None
@@ -138,6 +144,20 @@ def _batches(path: Path, classes: Sequence[str], block_size: int
     raise SubmissionError(f"{path}: expected a .csv or .parquet file")
 
 
+def _regroup(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """The same rows, in order, in batches of at least `rows` rows (the last may be shorter)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+            pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
 def _csv_problem(path: Path, invalid: list, exc: Exception) -> str:
     if invalid:
         row = invalid[0]
@@ -211,33 +231,31 @@ def _parse_pred(column: pa.Array, classes: Sequence[str], path: Path, first_row:
     return ids
 
 
-def _positions(keys: pa.Array, index: dict[str, int], path: Path, first_row: int) -> np.ndarray:
+def _positions(keys: pa.Array, index: KeyIndex, path: Path, first_row: int) -> np.ndarray:
     """Each key's position in the split, or an error naming the first key that is not in it."""
-    # A dict built once beats pc.index_in here: index_in rebuilds its hash table from the whole
-    # split on every call, i.e. once per block.
-    get = index.get
-    values = keys.to_pylist()
-    where = np.fromiter((get(k, -1) for k in values), dtype=np.int64, count=len(values))
+    where = index.positions(keys)
     if (where < 0).any():
         bad = int(np.argmin(where >= 0))
-        key = "" if values[bad] is None else values[bad]
-        raise SubmissionError(f"{path}: row {first_row + bad}, column key: {key!r} is not in the split")
+        key = keys[bad].as_py()
+        raise SubmissionError(f"{path}: row {first_row + bad}, column key: "
+                              f"{'' if key is None else key!r} is not in the split")
     return where
 
 
-def load_submission(path: str | Path, truth_keys: Sequence[str], classes: Sequence[str],
+def load_submission(path: str | Path, truth_keys, classes: Sequence[str],
                     block_size: int = BLOCK_BYTES) -> Submission:
-    """The submission's predictions (and scores), aligned to `truth_keys`; every key exactly once."""
+    """The submission's predictions (and scores), aligned to `truth_keys` (a list or a pyarrow
+    string array: the split's keys); every key exactly once."""
     path = Path(path)
     scores, has_fake, batches = _batches(path, classes, block_size)
-    n = len(truth_keys)
-    index = {k: i for i, k in enumerate(truth_keys)}
+    index = KeyIndex(truth_keys)
+    n = len(index)
     pred = np.full(n, -1, dtype=np.int64)
     row_of = np.full(n, -1, dtype=np.int64)  # submission row that gave each truth key
     class_scores = np.empty((n, len(classes))) if scores else None
     fake = np.empty(n) if has_fake else None
     rows = 0
-    for batch in batches:
+    for batch in _regroup(batches, CHUNK_ROWS):
         if batch.num_rows == 0:
             continue
         first_row = rows + 2
@@ -269,6 +287,6 @@ def load_submission(path: str | Path, truth_keys: Sequence[str], classes: Sequen
     absent = np.flatnonzero(row_of < 0)
     if len(absent):
         raise SubmissionError(f"{path}: {len(absent)} key(s) of the split have no prediction, "
-                              f"e.g. {', '.join(truth_keys[i] for i in absent[:3])}")
-    return Submission(keys=np.array(truth_keys, dtype=object), pred=pred,
+                              f"e.g. {', '.join(index.keys.take(pa.array(absent[:3])).to_pylist())}")
+    return Submission(keys=index.keys, pred=pred,
                       class_scores=class_scores, fake_score=fake)
