@@ -88,13 +88,12 @@ def impulse_noise(x, severity, seeds):
     """scikit-image's s&p noise with the reference's draws: `default_rng(seed)`, one uniform per
     value for "flipped" (<= amount), then one for "salt" (<= 0.5), else pepper."""
     c = [.03, .06, .09, 0.17, 0.27][severity - 1]
-    out = x.copy()
-    for img, s in zip(out, seeds):
+    out = []
+    for img, s in zip(x, seeds):
         rng = np.random.default_rng(s)
-        flipped = rng.random(img.shape) <= c
-        salted = rng.random(img.shape) <= 0.5
-        img[flipped] = np.where(salted[flipped], 255, 0)
-    return out
+        flips = rng.random(img.shape)
+        out.append(kernels.impulse(img, flips, rng.random(img.shape), c))
+    return np.stack(out)
 
 
 def speckle_noise(x, severity, seeds):
@@ -107,18 +106,18 @@ def speckle_noise(x, severity, seeds):
 
 def gaussian_blur(x, severity, seeds):
     c = [1, 2, 3, 4, 6][severity - 1]
-    return np.stack([ops.gaussian(img, c) for img in _unit(x)]) * 255
+    return np.stack([ops.gaussian(img.astype(F32), c) for img in x])
 
 
 def glass_blur(x, severity, seeds):
     sigma, delta, iterations = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][
         severity - 1]
+    h, w = x.shape[1:3]
     out = []
     for img, s in zip(x, seeds):
-        # float64 for the first blur: the reference truncates it to uint8, and float32 rounding
-        # would move more values across an integer.
-        blurred = (ops.gaussian(img / 255.0, sigma) * 255).astype(np.uint8)
-        shuffled = ops.glass_shuffle(blurred, delta, iterations, s)
+        blurred = (ops.gaussian(_unit(img), sigma) * 255).astype(np.uint8)
+        shuffled = ops.glass_shuffle(blurred, delta, iterations,
+                                     ops.glass_offsets(s, h, w, delta, iterations))
         out.append(ops.gaussian(_unit(shuffled), sigma))
     return np.clip(np.stack(out), 0, 1) * 255
 
@@ -126,7 +125,7 @@ def glass_blur(x, severity, seeds):
 def defocus_blur(x, severity, seeds):
     radius, alias = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
     kernel = ops.disk_kernel(radius, alias)
-    return np.clip(np.stack([cv2.filter2D(img, -1, kernel) for img in _unit(x)]), 0, 1) * 255
+    return np.stack([cv2.filter2D(img, cv2.CV_32F, kernel) for img in x])
 
 
 def motion_blur(x, severity, seeds):
@@ -154,12 +153,13 @@ def zoom_blur(x, severity, seeds):
         maps.append(np.array([[sx, 0, left], [0, sy, top]], np.float64))
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     out = []
-    for img in _unit(x):
+    for img in x:
+        img = img.astype(F32)
         total = img.copy()
         for m in maps:
             total += cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         out.append(total)
-    return np.clip(np.stack(out) / F32(len(zooms) + 1), 0, 1) * 255
+    return np.stack(out) / F32(len(zooms) + 1)
 
 
 # --- weather -------------------------------------------------------------------------------
@@ -218,8 +218,8 @@ def frost(x, severity, seeds):
         layer = _frost_layer(rs.randint(6), h, w)
         top = rs.randint(0, layer.shape[0] - h)
         left = rs.randint(0, layer.shape[1] - w)
-        out.append(F32(a) * img + F32(b) * layer[top:top + h, left:left + w])
-    return np.clip(np.stack(out), 0, 255)
+        out.append(kernels.blend_layer(img, layer[top:top + h, left:left + w], F32(a), F32(b)))
+    return np.stack(out)
 
 
 def fog(x, severity, seeds):
@@ -236,10 +236,9 @@ def spatter(x, severity, seeds):
     c = [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
          (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)][severity - 1]
     h, w = x.shape[1:3]
-    u = _unit(x)
     out = []
-    for img, s in zip(u, seeds):
-        liquid = ops.gaussian(_legacy(s).normal(size=(h, w), loc=c[0], scale=c[1]), c[2])
+    for img, s in zip(x, seeds):
+        liquid = ops.gaussian(_legacy(s).normal(size=(h, w), loc=c[0], scale=c[1]).astype(F32), c[2])
         liquid[liquid < c[3]] = 0
         if c[5] == 0:  # water: edges of the liquid mask, embossed, tinted pale turquoise
             liquid = (liquid * 255).astype(np.uint8)
@@ -252,13 +251,13 @@ def spatter(x, severity, seeds):
             m = m / m.max() * F32(c[4])
             # the reference builds a BGR colour but adds it to the RGB image as is
             colour = np.array([175, 238, 238], F32) / 255
-            out.append(np.clip(img + m[..., None] * colour, 0, 1))
+            out.append(kernels.spatter_blend(img, m, colour, False))
         else:  # mud: a blurred, thresholded mask of brown
             m = ops.gaussian((liquid > c[3]).astype(F32), c[4])
             m[m < 0.8] = 0
             colour = np.array([63, 42, 20], F32) / 255
-            out.append(np.clip(img * (1 - m[..., None]) + colour * m[..., None], 0, 1))
-    return np.stack(out) * 255
+            out.append(kernels.spatter_blend(img, m, colour, True))
+    return np.stack(out)
 
 
 # --- digital -------------------------------------------------------------------------------

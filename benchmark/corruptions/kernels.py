@@ -168,3 +168,46 @@ def snow_blend(x, layer, keep):
                 v = keep * u + (np.float32(1.0) - keep) * max(u, grey) + flakes
                 out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
     return out
+
+
+@numba.njit(cache=True)
+def spatter_blend(x, mask, colour, mud):
+    """uint8 of the reference's spatter composite with u = x / 255: water adds mask * colour,
+    mud replaces by colour in proportion to the mask; clipped to 0..1, times 255."""
+    h, w, channels = x.shape
+    out = np.empty_like(x)
+    for y in range(h):
+        for z in range(w):
+            m = mask[y, z]
+            for k in range(channels):
+                u = np.float32(x[y, z, k]) / np.float32(255.0)
+                v = u * (np.float32(1.0) - m) + colour[k] * m if mud else u + m * colour[k]
+                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+    return out
+
+
+@numba.njit(cache=True)
+def impulse(x, flip_draws, salt_draws, amount):
+    """scikit-image's s&p noise given its two uniform draws per value: a value flips when its
+    first draw is <= amount, to 255 (salt) when its second is <= 0.5, else to 0 (pepper)."""
+    out = np.empty_like(x)
+    fx, ff, fs, fo = x.ravel(), flip_draws.ravel(), salt_draws.ravel(), out.ravel()
+    for j in range(fx.size):
+        if ff[j] <= amount:
+            fo[j] = 255 if fs[j] <= 0.5 else 0
+        else:
+            fo[j] = fx[j]
+    return out
+
+
+@numba.njit(cache=True)
+def blend_layer(x, layer, a, b):
+    """uint8 of clip(a * x + b * layer, 0, 255) for a uint8 image and a float32 layer (frost)."""
+    out = np.empty_like(x)
+    h, w, channels = x.shape
+    for y in range(h):
+        for z in range(w):
+            for k in range(channels):
+                v = a * np.float32(x[y, z, k]) + b * layer[y, z, k]
+                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
+    return out

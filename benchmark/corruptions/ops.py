@@ -172,21 +172,34 @@ def plasma_fractals(generators: list[np.random.RandomState], mapsize: int,
     return amap / amap.max(axis=(1, 2), keepdims=True)
 
 
+def glass_offsets(seed: int, height: int, width: int, max_delta: int, iterations: int
+                  ) -> np.ndarray:
+    """The (dx, dy) draws of the reference's glass-blur loop, all at once.
+
+    The reference seeds Numba's generator and calls `np.random.randint(-d, d, size=(2,))` per
+    pixel visit. Numba's generator is MT19937 seeded as NumPy's legacy one, and its randint
+    uses NumPy's masked rejection on the low bits, so NumPy's `RandomState(seed).randint` yields
+    the same stream (tests/benchmark/test_corruptions.py checks this against the reference loop).
+    """
+    visits = iterations * max(height - 2 * max_delta, 0) * max(width - 2 * max_delta, 0)
+    return np.random.RandomState(seed).randint(-max_delta, max_delta, size=(visits, 2))
+
+
 @numba.njit(cache=True)
-def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, seed: int) -> np.ndarray:
-    """The reference's glass-blur pixel loop, same draws from Numba's generator, same order.
+def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, offsets: np.ndarray) -> np.ndarray:
+    """The reference's glass-blur pixel loop, with its draws given (`glass_offsets`).
 
     The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies
-    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, with two scalar
-    draws in place of one two-element draw (the same stream) and no per-pixel allocation.
+    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, in the same
+    order (rows and columns from the far end), in place.
     """
-    np.random.seed(seed)
     height, width, channels = x.shape
+    t = 0
     for _ in range(iterations):
         for h in range(height - max_delta, max_delta, -1):
             for w in range(width - max_delta, max_delta, -1):
-                dx = np.random.randint(-max_delta, max_delta)
-                dy = np.random.randint(-max_delta, max_delta)
+                dx, dy = offsets[t, 0], offsets[t, 1]
+                t += 1
                 for c in range(channels):
                     x[h, w, c] = x[h + dy, w + dx, c]
     return x

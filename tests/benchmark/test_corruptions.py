@@ -60,7 +60,8 @@ def test_glass_blur_loop_is_the_reference_loop():
     x = _images(1, 40)[0]
     for delta, iterations in ((1, 2), (3, 1)):
         want = reference_loop(40, 40, x.copy(), (0.7, delta, iterations), 77)
-        assert (ops.glass_shuffle(x.copy(), delta, iterations, 77) == want).all()
+        offsets = ops.glass_offsets(77, 40, 40, delta, iterations)
+        assert (ops.glass_shuffle(x.copy(), delta, iterations, offsets) == want).all()
 
 
 def test_plasma_fractal_draws_as_the_reference():
