@@ -76,9 +76,10 @@ def figures(counts: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         p = counts / n[..., None, None]
         rows, cols = p.sum(axis=-1), p.sum(axis=-2)
-        accuracy = np.trace(p, axis1=-2, axis2=-1)
+        # Ratios of integer counts, so that a perfect submission scores exactly 1.
+        accuracy = np.trace(counts, axis1=-2, axis2=-1) / n
         # Detection: real called real plus not-real called not-real.
-        detection = p[..., REAL, REAL] + p[..., 1:, 1:].sum(axis=(-2, -1))
+        detection = (counts[..., REAL, REAL] + counts[..., 1:, 1:].sum(axis=(-2, -1))) / n
         outer = rows[..., :, None] * cols[..., None, :]
         terms = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0) / np.where(p > 0, outer, 1.0)), 0.0)
         mi = np.clip(terms.sum(axis=(-2, -1)), 0.0, None)
