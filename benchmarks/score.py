@@ -37,9 +37,9 @@ CORRUPTIONS = ["gaussian_noise", "shot_noise", "defocus_blur", "glass_blur", "fo
                "jpeg_compression", "pixelate"]
 
 
-def make_benchmark(folder: Path, rows: int, seed: int) -> np.ndarray:
+def make_benchmark(folder: Path, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A manifest of `rows` test rows (written directly with the manifest schema, since
-    write_manifest validates row dicts one by one) and classes.json; returns the labels."""
+    write_manifest validates row dicts one by one) and classes.json; returns labels, severities."""
     rng = np.random.default_rng(seed)
     label = rng.integers(0, len(CLASSES), rows).astype(np.int32)
     corrupted = rng.random(rows) < 0.5
@@ -61,16 +61,17 @@ def make_benchmark(folder: Path, rows: int, seed: int) -> np.ndarray:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "manifest.parquet", compression="zstd")
     (folder / "classes.json").write_text(json.dumps({"classes": CLASSES}))
-    return label
+    return label, severity
 
 
-def make_submission(path: Path, folder: Path, label: np.ndarray, seed: int) -> None:
-    """Softmax scores of noisy logits that favour the true class; pred is their argmax;
-    rows shuffled so that aligning them to the manifest is real work."""
+def make_submission(path: Path, folder: Path, label: np.ndarray, severity: np.ndarray,
+                    seed: int) -> None:
+    """Softmax scores of noisy logits that favour the true class less as severity grows; pred
+    is their argmax; rows shuffled so that aligning them to the manifest is real work."""
     rng = np.random.default_rng(seed + 1)
     rows = len(label)
     logits = rng.normal(size=(rows, len(CLASSES)))
-    logits[np.arange(rows), label] += 1.5
+    logits[np.arange(rows), label] += 2.0 - 0.3 * severity
     scores = np.exp(logits - logits.max(axis=1, keepdims=True))
     scores /= scores.sum(axis=1, keepdims=True)
     order = rng.permutation(rows)
@@ -109,8 +110,8 @@ def main() -> int:
     shutil.rmtree(args.out, ignore_errors=True)
     bench, submission = args.out / "benchmark", args.out / "submission.csv"
     start = time.perf_counter()
-    label = make_benchmark(bench, args.rows, args.seed)
-    make_submission(submission, bench, label, args.seed)
+    label, severity = make_benchmark(bench, args.rows, args.seed)
+    make_submission(submission, bench, label, severity, args.seed)
     print(f"fake benchmark: {args.rows} test rows, {len(CLASSES)} classes; submission "
           f"{submission.stat().st_size / 2**20:.0f} MiB CSV ({time.perf_counter() - start:.1f} s to make)")
 
@@ -124,14 +125,15 @@ def main() -> int:
     if done.returncode != 0:
         print(f"scoring failed with exit code {done.returncode}", file=sys.stderr)
         return done.returncode
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mib, cpu = child.ru_maxrss / 1024, child.ru_utime + child.ru_stime
     figures = json.loads(report.read_text())
 
     start = time.perf_counter()
     plain = plain_headline(bench, submission)
     plain_wall = time.perf_counter() - start
     print(f"eval/score.py (JSON + Markdown + 2 PNGs, {args.bootstrap} resamples): {wall:.1f} s wall, "
-          f"peak RSS {peak_mib:.0f} MiB")
+          f"{cpu:.1f} s CPU, peak RSS {peak_mib:.0f} MiB")
     print(f"plain pyarrow + sklearn headline only: {plain_wall:.1f} s wall; "
           f"ratio scorer / plain = {wall / plain_wall:.2f}")
     for name, value in plain.items():

@@ -128,7 +128,7 @@ def test_malformed_submissions_exit_2_and_write_nothing(bench, tmp_path, capsys,
     assert "sub.csv" in err
 
     assert re.search(message, err), err
-    assert not out.exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("report", ".report"))]
 
 
 @pytest.mark.parametrize("name, data, message", [
@@ -147,3 +147,80 @@ def test_runs_as_a_script_from_the_repository():
     done = subprocess.run([sys.executable, "eval/score.py", "--help"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0 and "--submission" in done.stdout
+
+
+def _scored_csv(bench: Path, path: Path, wrong_every: int = 0) -> Path:
+    """A submission with every score column: one-hot-ish scores, wrong on every n-th row."""
+    lines = ["key,pred," + ",".join(f"score_{c}" for c in CLASSES) + ",fake_score"]
+    for i, r in enumerate(_truth(bench)):
+        label = (r["label"] + 1) % 3 if wrong_every and i % wrong_every == 0 else r["label"]
+        scores = [0.8 if c == label else 0.1 for c in range(3)]
+        lines.append(f"{r['key']},{CLASSES[label]},{','.join(map(str, scores))},{0.1 if label == 0 else 0.9}")
+    return _write_csv(path, lines)
+
+
+def test_out_writes_json_markdown_and_two_pngs(bench, tmp_path, capsys):
+    import cv2
+
+    sub = _scored_csv(bench, tmp_path / "sub.csv", wrong_every=4)
+    out = tmp_path / "res" / "report.json"
+    assert main(["--benchmark", str(bench), "--submission", str(sub), "--out", str(out),
+                 "--bootstrap", "200", "--seed", "3"]) == 0
+    report = json.loads(out.read_text())
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "report.confusion.png", "report.corruption.png", "report.json", "report.md"]
+    for png in out.parent.glob("*.png"):
+        image = cv2.imread(str(png))
+        assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
+    md = (tmp_path / "res" / "report.md").read_text()
+    ci = report["ci"]
+    assert ci["resamples"] == 200 and ci["seed"] == 3 and ci["level"] == 0.95
+    assert ci["attribution_accuracy"][0] <= report["attribution_accuracy"] <= ci["attribution_accuracy"][1]
+    line = (f"| Attribution accuracy | {report['attribution_accuracy']:.4f} | "
+            f"[{ci['attribution_accuracy'][0]:.4f}, {ci['attribution_accuracy'][1]:.4f}] | "
+            f"{report['chance']['attribution_accuracy']:.4f} |")
+    assert line in md
+    assert "## Per corruption x severity" in md and "![confusion matrix](report.confusion.png)" in md
+    assert "multiple-attribution rate" in md
+    scores = report["scores"]
+    assert scores["detection_auc_from"] == "fake_score" and set(scores["auc_per_class"]) == set(CLASSES)
+    # The same seed gives the same report; another seed other intervals.
+    again = tmp_path / "again.json"
+    assert main(["--benchmark", str(bench), "--submission", str(sub), "--out", str(again),
+                 "--bootstrap", "200", "--seed", "3"]) == 0
+    assert json.loads(again.read_text())["ci"] == ci
+
+
+def test_perfect_and_constant_submissions_through_the_cli(bench, tmp_path, capsys):
+    perfect = _scored_csv(bench, tmp_path / "perfect.csv")
+    assert main(["--benchmark", str(bench), "--submission", str(perfect), "--bootstrap", "50"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["attribution_accuracy"] == report["nmi"] == report["detection_accuracy"] == 1.0
+    assert report["ci"]["attribution_accuracy"] == [1.0, 1.0]
+    assert report["scores"]["auc_macro"] == 1.0 and report["scores"]["detection_auc"] == 1.0
+    assert report["scores"]["decentralised"]["multiple_attribution_rate"] == 0.0
+    constant = _write_csv(tmp_path / "constant.csv",
+                          ["key,pred"] + [f"{r['key']},sngan" for r in _truth(bench)])
+    assert main(["--benchmark", str(bench), "--submission", str(constant), "--bootstrap", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["attribution_accuracy"] == pytest.approx(3 / 9)
+    assert report["detection_accuracy"] == pytest.approx(6 / 9)  # every fake detected, no real
+    assert report["nmi"] == 0.0 and report["ci"] is None and report["scores"] is None
+
+
+def test_breakdowns_sum_back_to_the_totals(bench, tmp_path, capsys):
+    sub = _scored_csv(bench, tmp_path / "sub.csv", wrong_every=3)
+    assert main(["--benchmark", str(bench), "--submission", str(sub), "--bootstrap", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for name in ("by_semantic", "by_corruption_seen", "clean_vs_corrupted", "by_corruption_severity"):
+        parts = report[name].values()
+        assert sum(p["count"] for p in parts) == report["count"], name
+        for metric in ("attribution_accuracy", "detection_accuracy"):
+            weighted = sum(p[metric] * p["count"] for p in parts) / report["count"]
+            assert weighted == pytest.approx(report[metric]), (name, metric)
+
+
+def test_not_a_benchmark_exits_2(tmp_path, capsys):
+    sub = _write_csv(tmp_path / "sub.csv", ["key,pred", "a,real"])
+    assert main(["--benchmark", str(tmp_path), "--submission", str(sub)]) == 2
+    assert "manifest.parquet not found" in capsys.readouterr().err
