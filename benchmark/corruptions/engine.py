@@ -125,7 +125,7 @@ def glass_blur(x, severity, seeds):
 def defocus_blur(x, severity, seeds):
     radius, alias = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
     kernel = ops.disk_kernel(radius, alias)
-    return np.stack([cv2.filter2D(img, cv2.CV_32F, kernel) for img in x])
+    return np.stack([cv2.filter2D(img.astype(F32), -1, kernel) for img in x])
 
 
 def motion_blur(x, severity, seeds):
@@ -153,13 +153,39 @@ def zoom_blur(x, severity, seeds):
         maps.append(np.array([[sx, 0, left], [0, sy, top]], np.float64))
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     out = []
-    for img in x:
-        img = img.astype(F32)
-        total = img.copy()
+    for group in _channel_groups(x):
+        total = group.copy()
         for m in maps:
-            total += cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+            total += cv2.warpAffine(group, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
         out.append(total)
-    return np.stack(out) / F32(len(zooms) + 1)
+    return _ungroup(out, x.shape) / F32(len(zooms) + 1)
+
+
+GROUP = 16  # images per OpenCV call in `_channel_groups`
+
+
+def _channel_groups(x: np.ndarray) -> list[np.ndarray]:
+    """The batch as float32 (H, W, 3 * n) images of 2 to GROUP images each, for warpAffine.
+
+    OpenCV warps more than 4 channels with one generic loop, each channel alike and on its own,
+    so stacking images along the channels gives the same numbers per image whatever the
+    grouping, in fewer, better-vectorised calls. A lone image is paired with a blank one:
+    3-channel images take a different code path whose rounding differs, which would make an
+    image's result depend on the batch split.
+    """
+    n, h, w, c = x.shape
+    groups = []
+    for i in range(0, n, GROUP):
+        part = x[i:i + GROUP]
+        if len(part) == 1:
+            part = np.concatenate([part, np.zeros_like(part)])
+        groups.append(np.ascontiguousarray(part.transpose(1, 2, 0, 3)).reshape(h, w, -1).astype(F32))
+    return groups
+
+
+def _ungroup(groups: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    n, h, w, c = shape
+    return np.concatenate([g.reshape(h, w, -1, c).transpose(2, 0, 1, 3) for g in groups])[:n]
 
 
 # --- weather -------------------------------------------------------------------------------
@@ -350,8 +376,10 @@ def elastic_transform(x, severity, seeds):
     out = []
     for img, s in zip(u, seeds):
         rs = _legacy(s)
-        fields = [(ops.gaussian(rs.uniform(-reach, reach, size=(h, w)), sigma, truncate=3,
-                                border=ops.BORDER_REFLECT) * alpha).astype(F32) for _ in range(2)]
+        # float32 blur of the float64 draws: the field is cast to float32 anyway
+        fields = [ops.gaussian(rs.uniform(-reach, reach, size=(h, w)).astype(F32), sigma,
+                               truncate=3, border=ops.BORDER_REFLECT) * F32(alpha)
+                  for _ in range(2)]
         out.append(kernels.remap_reflect(img, grid_r + fields[1], grid_c + fields[0]))
     return np.stack(out)
 
