@@ -73,7 +73,7 @@ def corruption_png(by_corruption_severity: dict[str, dict]) -> bytes:
     ax.set_xticks(range(1, 6))
     ax.grid(alpha=0.3)
     if lines or clean is not None:
-        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     else:
         ax.text(0.5, 0.5, "no corrupted images in this split", ha="center", transform=ax.transAxes)
     ax.set_title("Attribution accuracy per corruption")

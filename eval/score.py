@@ -56,6 +56,21 @@ def _classes(benchmark: Path) -> tuple[str, ...]:
         raise BenchmarkError(f"{benchmark / 'classes.json'}: no class list ({exc})") from None
 
 
+def _benchmark_identity(benchmark: Path) -> dict:
+    """The manifest's sha256 (the benchmark hash leaderboards compare: it changes with any
+    sample, label or split, and not with the software versions dataset_info.json records),
+    plus the protocol and config fingerprint from dataset_info.json where the build wrote one."""
+    identity = {"path": str(benchmark), "manifest_sha256": sha256_file(benchmark / "manifest.parquet")}
+    info_path = benchmark / "dataset_info.json"
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except ValueError as exc:
+            raise BenchmarkError(f"{info_path}: not JSON ({exc})") from None
+        identity.update({k: info.get(k) for k in ("protocol", "protocol_version", "config_sha256")})
+    return identity
+
+
 def _groups(truth) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Group ids and names for each breakdown, from the truth's columns (vectorised)."""
     seen = truth.column("seen").to_numpy(zero_copy_only=False).astype(bool)
@@ -89,8 +104,7 @@ def score(benchmark: Path, submission: Path, split: str = "test", resamples: int
     k = len(classes)
     report = {
         "split": split, "classes": list(classes),
-        "benchmark": {"path": str(benchmark),
-                      "manifest_sha256": sha256_file(benchmark / "manifest.parquet")},
+        "benchmark": _benchmark_identity(benchmark),
         "submission": {"path": str(submission), "sha256": sha256_file(submission)},
         **full_report(labels, sub.pred, classes),
     }

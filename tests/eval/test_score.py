@@ -224,3 +224,16 @@ def test_not_a_benchmark_exits_2(tmp_path, capsys):
     sub = _write_csv(tmp_path / "sub.csv", ["key,pred", "a,real"])
     assert main(["--benchmark", str(tmp_path), "--submission", str(sub)]) == 2
     assert "manifest.parquet not found" in capsys.readouterr().err
+
+
+def test_report_names_the_build_from_dataset_info(bench, tmp_path, capsys):
+    (bench / "dataset_info.json").write_text(json.dumps(
+        {"protocol": "attribution88", "protocol_version": "1.0", "config_sha256": "ab" * 32}))
+    sub = _write_csv(tmp_path / "sub.csv", ["key,pred"] + [f"{r['key']},real" for r in _truth(bench)])
+    assert main(["--benchmark", str(bench), "--submission", str(sub), "--bootstrap", "0"]) == 0
+    identity = json.loads(capsys.readouterr().out)["benchmark"]
+    assert identity["protocol_version"] == "1.0" and identity["config_sha256"] == "ab" * 32
+    assert len(identity["manifest_sha256"]) == 64
+    (bench / "dataset_info.json").write_text("{broken")
+    assert main(["--benchmark", str(bench), "--submission", str(sub)]) == 2
+    assert "dataset_info.json: not JSON" in capsys.readouterr().err

@@ -173,3 +173,16 @@ def test_key_index_agrees_with_a_dict():
 def test_key_index_falls_back_for_non_ascii_split_keys():
     truth = ["été-1", "a-2", "b-3"]
     assert KeyIndex(truth).positions(pa.array(["b-3", "été-1", "zz"])).tolist() == [2, 0, -1]
+
+
+def test_a_spreadsheet_csv_with_bom_crlf_and_padded_ids_is_read(tmp_path):
+    sub = tmp_path / "s.csv"
+    sub.write_bytes(b"\xef\xbb\xbfkey,pred\r\na-1,real\r\nb-2, 1 \r\n")
+    assert load_submission(sub, ["b-2", "a-1"], ("real", "x")).pred.tolist() == [1, 0]
+
+
+def test_binary_bytes_named_csv_are_refused(tmp_path):
+    sub = tmp_path / "s.csv"
+    sub.write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(SubmissionError, match="not a readable CSV file"):
+        load_submission(sub, ["a"], ("real", "x"))
