@@ -204,6 +204,8 @@ def _to_float(column: pa.Array, name: str, path: Path, first_row: int) -> np.nda
 def _parse_pred(column: pa.Array, classes: Sequence[str], path: Path, first_row: int) -> np.ndarray:
     """Class ids from names or ids (vectorised: pyarrow looks names up, ids are range-checked)."""
     count = len(classes)
+    if pa.types.is_dictionary(column.type):  # e.g. a pandas categorical written to Parquet
+        column = column.cast(column.type.value_type)
     if pa.types.is_integer(column.type):
         ids = pc.fill_null(column, -1).to_numpy().astype(np.int64)
     elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -261,7 +263,7 @@ def load_submission(path: str | Path, truth_keys, classes: Sequence[str],
         first_row = rows + 2
         where = _positions(batch.column("key"), index, path, first_row)
         local = np.arange(batch.num_rows, dtype=np.int64) + first_row
-        # Repeats: against earlier blocks (row_of already set), then inside this block.
+        # Repeats: of a row in an earlier chunk (row_of already set), then inside this chunk.
         earlier = row_of[where] >= 0
         order = np.argsort(where, kind="stable")
         inside = np.zeros(batch.num_rows, dtype=bool)

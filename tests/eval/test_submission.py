@@ -186,3 +186,26 @@ def test_binary_bytes_named_csv_are_refused(tmp_path):
     sub.write_bytes(b"\xff\xfe\x00\x81garbage")
     with pytest.raises(SubmissionError, match="not a readable CSV file"):
         load_submission(sub, ["a"], ("real", "x"))
+
+
+def test_a_categorical_pred_column_is_read(bench, tmp_path):
+    keys = [r["key"] for r in truth_rows(bench)]
+    sub = tmp_path / "s.parquet"
+    preds = pa.array([CLASSES[i % 3] for i in range(len(keys))]).dictionary_encode()
+    pq.write_table(pa.table({"key": keys, "pred": preds}), sub)
+    assert load_submission(sub, keys, CLASSES).pred.tolist() == [i % 3 for i in range(len(keys))]
+
+
+def _last_byte_hash(keys, width):
+    """A deliberately weak hash: keys ending alike collide."""
+    return np.array([ord(k[-1]) if k else 0 for k in keys.to_pylist()], dtype=np.uint64)
+
+
+def test_key_index_checks_the_strings_behind_a_hash_match(monkeypatch):
+    import eval.keyindex as keyindex
+
+    monkeypatch.setattr(keyindex, "_hash", _last_byte_hash)
+    index = KeyIndex(["a-1", "a-2", "a-3"])
+    assert index.positions(pa.array(["a-2", "b-1", "a-3", "zz3"])).tolist() == [1, -1, 2, -1]
+    colliding = KeyIndex(["a-1", "b-1", "c-2"])  # the split's own hashes collide: dict fallback
+    assert colliding.positions(pa.array(["b-1", "a-1", "d-1"])).tolist() == [1, 0, -1]
