@@ -211,3 +211,46 @@ def blend_layer(x, layer, a, b):
                 v = a * np.float32(x[y, z, k]) + b * layer[y, z, k]
                 out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)))
     return out
+
+
+@numba.njit(cache=True)
+def plasma(draws, mapsize, wibbledecay):
+    """The reference's diamond-square height map from its uniform draws (ops.plasma_fractals).
+
+    Same arithmetic as the reference's NumPy code: float32 map, neighbour sums paired as it
+    pairs them (float32 addition is not associative), the float64 offset added before the
+    float32 store, wrap-around neighbours (its np.roll)."""
+    amap = np.empty((mapsize, mapsize), np.float32)
+    amap[0, 0] = 0
+    step = mapsize
+    wibble = 100.0
+    t = 0
+    while step >= 2:
+        half = step // 2
+        side = mapsize // step
+        for i in range(side):  # squares: centre = mean of its 4 corners + offset
+            for j in range(side):
+                i1, j1 = ((i + 1) % side) * step, ((j + 1) % side) * step
+                a = amap[i * step, j * step] + amap[i1, j * step]
+                b = amap[i * step, j1] + amap[i1, j1]
+                amap[i * step + half, j * step + half] = np.float32(
+                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                t += 1
+        for i in range(side):  # diamonds on the corner rows
+            for j in range(side):
+                a = amap[i * step + half, j * step + half] + amap[((i - 1) % side) * step + half, j * step + half]
+                b = amap[i * step, j * step] + amap[i * step, ((j + 1) % side) * step]
+                amap[i * step, j * step + half] = np.float32(
+                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                t += 1
+        for i in range(side):  # diamonds on the corner columns
+            for j in range(side):
+                a = amap[i * step + half, j * step + half] + amap[i * step + half, ((j - 1) % side) * step + half]
+                b = amap[i * step, j * step] + amap[((i + 1) % side) * step, j * step]
+                amap[i * step + half, j * step] = np.float32(
+                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                t += 1
+        step //= 2
+        wibble /= wibbledecay
+    amap -= amap.min()
+    return amap / amap.max()

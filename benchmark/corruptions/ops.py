@@ -125,51 +125,20 @@ def clipped_zoom(x: np.ndarray, zoom: float, full: bool = False) -> np.ndarray:
     return rows[:, xlo] + (rows[:, xhi] - rows[:, xlo]) * fx.reshape(shape_x)
 
 
-def plasma_fractals(generators: list[np.random.RandomState], mapsize: int,
-                    wibbledecay: float) -> np.ndarray:
-    """The reference's diamond-square height maps, one per generator, as an (N, S, S) batch.
+def plasma_fractal(rs: np.random.RandomState, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """The reference's diamond-square height map, drawing from `rs` as the reference does.
 
-    Each image's generator supplies, level by level, the square then the two diamond offsets,
-    as the reference's sequence of `np.random.uniform(-wibble, wibble, shape)` calls does; the
-    legacy uniform is low + (high - low) * random_sample(), so one random_sample call per image
-    yields the same numbers, and the averaging runs on the whole batch.
+    The reference calls `np.random.uniform(-wibble, wibble, shape)` level by level for the
+    squares, then the two sets of diamonds. The legacy uniform is low + (high - low) *
+    random_sample(), so one random_sample call yields the same numbers, which the compiled
+    kernel consumes in the same order.
     """
-    sizes = []
+    count = 0
     step = mapsize
     while step >= 2:
-        sizes.append((mapsize // step) ** 2)
+        count += 3 * (mapsize // step) ** 2
         step //= 2
-    draws = np.stack([rs.random_sample(3 * sum(sizes)) for rs in generators])
-    n = len(generators)
-    amap = np.empty((n, mapsize, mapsize), dtype=np.float32)
-    amap[:, 0, 0] = 0
-    step = mapsize
-    wibble = 100.0
-    offset = 0
-
-    def offsets(count: int, side: int) -> np.ndarray:
-        nonlocal offset
-        u = draws[:, offset:offset + count].reshape(n, side, side)
-        offset += count
-        return wibble * (-wibble + (2 * wibble) * u)
-
-    for count in sizes:
-        half, side = step // 2, mapsize // step
-        corners = amap[:, 0:mapsize:step, 0:mapsize:step]
-        square = corners + np.roll(corners, -1, axis=1)
-        square += np.roll(square, -1, axis=2)
-        amap[:, half:mapsize:step, half:mapsize:step] = square / 4 + offsets(count, side)
-        centres = amap[:, half:mapsize:step, half:mapsize:step]
-        corners = amap[:, 0:mapsize:step, 0:mapsize:step]
-        # summed pairwise, in the reference's order: float32 addition is not associative
-        left = (centres + np.roll(centres, 1, axis=1)) + (corners + np.roll(corners, -1, axis=2))
-        amap[:, 0:mapsize:step, half:mapsize:step] = left / 4 + offsets(count, side)
-        top = (centres + np.roll(centres, 1, axis=2)) + (corners + np.roll(corners, -1, axis=1))
-        amap[:, half:mapsize:step, 0:mapsize:step] = top / 4 + offsets(count, side)
-        step //= 2
-        wibble /= wibbledecay
-    amap -= amap.min(axis=(1, 2), keepdims=True)
-    return amap / amap.max(axis=(1, 2), keepdims=True)
+    return kernels.plasma(rs.random_sample(count), mapsize, wibbledecay)
 
 
 def glass_offsets(seed: int, height: int, width: int, max_delta: int, iterations: int
