@@ -70,7 +70,7 @@ class TrainSpec(_Section):
     lr_g: float | None = Field(None, gt=0, le=1)
     lr_d: float | None = Field(None, gt=0, le=1)
     n_dis: int | None = Field(None, ge=1, le=10)  # discriminator steps per generator step
-    options: dict[str, Union[int, float, str]] = {}  # architecture hyperparameters, e.g. ch
+    options: dict[str, Union[bool, int, float, str]] = {}  # architecture hyperparameters, e.g. ch
 
 
 # Generators whose models can be a folder: images made elsewhere, or a diffusers model folder.
