@@ -14,6 +14,8 @@ Reproducibility rests on two conventions fixed here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -83,6 +85,30 @@ class NetworkFamily(Protocol):
     def generator_loss(self, disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Loss of one generator update; `fake` carries gradients, `real` is the last D batch."""
         ...
+
+
+def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
+    """Options of dataclass `cls` from a dict: unknown keys are an error; int fields must be
+    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset)."""
+    options = dict(options or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise GeneratorError(f"unknown {name} options {unknown}; known: {sorted(fields)}")
+    values = {}
+    for key, value in options.items():
+        kind = fields[key].type
+        if kind in ("int", int):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GeneratorError(f"{name} option {key}={value!r} must be a positive integer")
+        else:
+            top = fields[key].metadata.get("max", math.inf)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= top or not math.isfinite(value):
+                raise GeneratorError(f"{name} option {key}={value!r} must be a number in [0, {top}]")
+            value = float(value)
+        values[key] = value
+    return cls(**values)
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from generators import dcgan_nets
-from generators.base import GeneratorError
+from generators.base import GeneratorError, parse_dataclass_options
 from generators.dcgan_nets import DCGANGenerator, FeatureCritic
 
 NAME = "cramergan"
@@ -59,7 +59,7 @@ class CramerGANOptions:
 
 def parse_options(options: Mapping[str, Any] | None) -> CramerGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    return dcgan_nets.parse_int_options(NAME, CramerGANOptions, options)
+    return parse_dataclass_options(NAME, CramerGANOptions, options)
 
 
 def options_dict(options: CramerGANOptions) -> dict[str, Any]:

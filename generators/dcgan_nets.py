@@ -30,9 +30,7 @@ the same.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -59,24 +57,6 @@ CRITIC_WIDTHS = {
 KERNEL = 5  # every (transposed) convolution is 5x5, stride 2
 LEAK = 0.2  # leaky-ReLU slope of the critic
 INIT_STD = 0.02  # DCGAN weight initialisation
-
-Options = TypeVar("Options")
-
-
-def parse_int_options(arch: str, cls: type[Options], options: Mapping[str, Any] | None) -> Options:
-    """`cls` (a dataclass of positive-int fields) from `options`, defaults filled in.
-
-    Unknown keys and anything but a positive integer raise GeneratorError naming the key.
-    """
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GeneratorError(f"unknown {arch} options {unknown}; known: {sorted(known)}")
-    for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GeneratorError(f"{arch} option {key}={value!r} must be a positive integer")
-    return cls(**options)
 
 
 def check_resolution(arch: str, resolution: int) -> None:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from generators import dcgan_nets
-from generators.base import GeneratorError
+from generators.base import GeneratorError, parse_dataclass_options
 from generators.dcgan_nets import DCGANGenerator, FeatureCritic
 
 NAME = "mmdgan"
@@ -64,7 +64,7 @@ class MMDGANOptions:
 
 def parse_options(options: Mapping[str, Any] | None) -> MMDGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    return dcgan_nets.parse_int_options(NAME, MMDGANOptions, options)
+    return parse_dataclass_options(NAME, MMDGANOptions, options)
 
 
 def options_dict(options: MMDGANOptions) -> dict[str, Any]:

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import GeneratorError
+from generators.base import GeneratorError, parse_dataclass_options
 
 NAME = "progan"
 RESOLUTIONS = (32, 64, 128)
@@ -79,15 +79,7 @@ class ProGANOptions:
 
 def parse_options(options: Mapping[str, Any] | None) -> ProGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(ProGANOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GeneratorError(f"unknown progan options {unknown}; known: {sorted(known)}")
-    for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GeneratorError(f"progan option {key}={value!r} must be a positive integer")
-    return ProGANOptions(**options)
+    return parse_dataclass_options(NAME, ProGANOptions, options)
 
 
 def options_dict(options: ProGANOptions) -> dict[str, Any]:

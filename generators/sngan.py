@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from generators.base import GeneratorError
+from generators.base import GeneratorError, parse_dataclass_options
 
 NAME = "sngan"
 RESOLUTIONS = (32, 64, 128)
@@ -56,15 +56,7 @@ class SNGANOptions:
 
 def parse_options(options: Mapping[str, Any] | None) -> SNGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    options = dict(options or {})
-    known = {f.name for f in dataclasses.fields(SNGANOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise GeneratorError(f"unknown sngan options {unknown}; known: {sorted(known)}")
-    for key, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GeneratorError(f"sngan option {key}={value!r} must be a positive integer")
-    return SNGANOptions(**options)
+    return parse_dataclass_options(NAME, SNGANOptions, options)
 
 
 def options_dict(options: SNGANOptions) -> dict[str, Any]:

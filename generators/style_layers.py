@@ -19,10 +19,8 @@ Parameter shapes and scalings follow the public StyleGAN2 PyTorch port by rosina
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,30 +60,6 @@ def check_power_of_two(name: str, resolution: int, supported: Sequence[int]) -> 
     if resolution not in supported:
         raise GeneratorError(f"{name} supports resolutions {tuple(supported)}, not {resolution}")
     return int(math.log2(resolution))
-
-
-def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
-    """Options of dataclass `cls` from a dict: unknown keys are an error; int fields must be
-    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset)."""
-    options = dict(options or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - set(fields))
-    if unknown:
-        raise GeneratorError(f"unknown {name} options {unknown}; known: {sorted(fields)}")
-    values = {}
-    for key, value in options.items():
-        kind = fields[key].type
-        if kind in ("int", int):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise GeneratorError(f"{name} option {key}={value!r} must be a positive integer")
-        else:
-            top = fields[key].metadata.get("max", math.inf)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0 <= value <= top or not math.isfinite(value):
-                raise GeneratorError(f"{name} option {key}={value!r} must be a number in [0, {top}]")
-            value = float(value)
-        values[key] = value
-    return cls(**values)
 
 
 # --- filtering --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators import style_layers as sl
+from generators.base import parse_dataclass_options
 
 NAME = "stylegan"
 RESOLUTIONS = (32, 64, 128, 256)
@@ -57,7 +58,7 @@ class StyleGANOptions:
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGANOptions:
     """Validated options, defaults filled in; unknown keys and bad values name the key."""
-    return sl.parse_options(NAME, StyleGANOptions, options)
+    return parse_dataclass_options(NAME, StyleGANOptions, options)
 
 
 def options_dict(options: StyleGANOptions) -> dict[str, Any]:

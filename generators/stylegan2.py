@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators import style_layers as sl
+from generators.base import parse_dataclass_options
 
 NAME = "stylegan2"
 RESOLUTIONS = (32, 64, 128, 256)
@@ -64,7 +65,7 @@ class StyleGAN2Options:
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGAN2Options:
     """Validated options, defaults filled in; unknown keys and bad values name the key."""
-    return sl.parse_options(NAME, StyleGAN2Options, options)
+    return parse_dataclass_options(NAME, StyleGAN2Options, options)
 
 
 def options_dict(options: StyleGAN2Options) -> dict[str, Any]:

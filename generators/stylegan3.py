@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators import style_layers as sl
-from generators.base import GeneratorError
+from generators.base import GeneratorError, parse_dataclass_options
 
 NAME = "stylegan3"
 RESOLUTIONS = (32, 64, 128)
@@ -100,7 +100,7 @@ class StyleGAN3Options:
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGAN3Options:
     """Validated options, defaults filled in; unknown keys and bad values raise naming the key."""
-    parsed = sl.parse_options(NAME, StyleGAN3Options, options)
+    parsed = parse_dataclass_options(NAME, StyleGAN3Options, options)
     if parsed.num_layers <= parsed.num_critical:
         raise GeneratorError(f"stylegan3 option num_layers={parsed.num_layers} must exceed "
                              f"num_critical={parsed.num_critical}")
