@@ -230,6 +230,26 @@ def broadcast_styles(w: torch.Tensor, num_ws: int, *, mixing_prob: float, mappin
     return ws
 
 
+class StyleGenerator(nn.Module):
+    """z -> w -> (truncation, style mixing) -> synthesis: the forward pass StyleGAN and StyleGAN2 share.
+
+    Subclasses set mapping, num_ws, truncation_psi, mixing_prob, rng, dim_z, resolution and
+    define synthesis(ws) for ws of shape (N, num_ws, dim_w).
+    """
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
+        w = self.mapping(z)
+        if not self.training:
+            w = truncate(w, self.mapping.w_avg, self.truncation_psi)
+        ws = broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
+                              rng=self.rng if self.training else None)
+        x = self.synthesis(ws)
+        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
+        # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
+        return x if self.training else x.clamp(-1, 1)
+
+
 def training_rng() -> torch.Generator:
     """A private CPU generator for training-time noise and style mixing, seeded from the
     construction RNG (an isolated_rng block in training), so the global RNG is never drawn."""

@@ -110,7 +110,7 @@ class SynthesisLayer(nn.Module):
         return self.adain(sl.lrelu(self.noise(x, rng), self.bias), w)
 
 
-class StyleGANGenerator(nn.Module):
+class StyleGANGenerator(sl.StyleGenerator):
     """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
 
     def __init__(self, resolution: int, options: StyleGANOptions):
@@ -142,18 +142,6 @@ class StyleGANGenerator(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, ws[:, i], rng)
         return self.to_rgb(x)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
-        w = self.mapping(z)
-        if not self.training:
-            w = sl.truncate(w, self.mapping.w_avg, self.truncation_psi)
-        ws = sl.broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
-                                 rng=self.rng if self.training else None)
-        x = self.synthesis(ws)
-        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
-        # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
-        return x if self.training else x.clamp(-1, 1)
 
 
 # The family's losses: non-saturating logistic plus R1 on reals at every D update.

@@ -152,7 +152,7 @@ class ToRGB(nn.Module):
         return y if skip is None else y + self.upsample(skip)
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(sl.StyleGenerator):
     """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
 
     def __init__(self, resolution: int, options: StyleGAN2Options):
@@ -192,18 +192,6 @@ class StyleGAN2Generator(nn.Module):
             x = self.layers[2 * b + 2](x, ws[:, 2 * b + 2], rng)
             image = to_rgb(x, ws[:, 2 * b + 3], image)
         return image
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
-        w = self.mapping(z)
-        if not self.training:
-            w = sl.truncate(w, self.mapping.w_avg, self.truncation_psi)
-        ws = sl.broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
-                                 rng=self.rng if self.training else None)
-        x = self.synthesis(ws)
-        assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
-        # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
-        return x if self.training else x.clamp(-1, 1)
 
 
 # The family's losses: non-saturating logistic, R1 on reals (lazy per the discriminator's r1_interval).
