@@ -11,7 +11,8 @@ Randomness, per image, from that image's seed only (so the batch split never mat
   drives, and are drawn in the reference's order: given the same seed, the engine and the
   reference draw the same numbers, so those corruptions can be compared exactly.
 - impulse_noise draws from `np.random.default_rng(seed)` exactly as scikit-image's s&p noise.
-- glass_blur's pixel loop draws from Numba's generator seeded with the seed, as the reference.
+- glass_blur's pixel loop uses the reference's draws from Numba's generator, reproduced in bulk
+  by NumPy's legacy `RandomState(seed).randint` (same MT19937 seeding, same masked rejection).
 - gaussian, shot and speckle noise draw from `np.random.Generator(PCG64(seed))` (ziggurat
   normals, several times faster than the legacy polar method): the same distribution as the
   reference, not the same numbers.
@@ -116,8 +117,8 @@ def glass_blur(x, severity, seeds):
     out = []
     for img, s in zip(x, seeds):
         blurred = (ops.gaussian(_unit(img), sigma) * 255).astype(np.uint8)
-        shuffled = ops.glass_shuffle(blurred, delta, iterations,
-                                     ops.glass_offsets(s, h, w, delta, iterations))
+        shuffled = kernels.glass_shuffle(blurred, delta, iterations,
+                                         ops.glass_offsets(s, h, w, delta, iterations))
         out.append(ops.gaussian(_unit(shuffled), sigma))
     return np.clip(np.stack(out), 0, 1) * 255
 

@@ -254,3 +254,23 @@ def plasma(draws, mapsize, wibbledecay):
         wibble /= wibbledecay
     amap -= amap.min()
     return amap / amap.max()
+
+
+@numba.njit(cache=True)
+def glass_shuffle(x, max_delta, iterations, offsets):
+    """The reference's glass-blur pixel loop, with its draws given (ops.glass_offsets).
+
+    The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies
+    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, in the same
+    order (rows and columns from the far end), in place.
+    """
+    height, width, channels = x.shape
+    t = 0
+    for _ in range(iterations):
+        for h in range(height - max_delta, max_delta, -1):
+            for w in range(width - max_delta, max_delta, -1):
+                dx, dy = offsets[t, 0], offsets[t, 1]
+                t += 1
+                for c in range(channels):
+                    x[h, w, c] = x[h + dy, w + dx, c]
+    return x

@@ -1,8 +1,8 @@
-"""Array building blocks of the fast corruption engine: blurs, zooms, shifts, HSV edits, noise maps.
+"""Building blocks of the fast corruption engine: blurs, zooms, shifts, height maps, draws.
 
-Each one reproduces a step of the `imagecorruptions` reference with a faster kernel (OpenCV
-filters in float32, index gathers instead of spline resampling, a compiled loop for glass blur),
-keeping the reference's arithmetic: the same kernels, borders, coordinate maps and draw order.
+Each reproduces a step of the `imagecorruptions` reference with a faster route (OpenCV filters
+in float32, index gathers instead of spline resampling, compiled loops from kernels.py), keeping
+the reference's arithmetic: the same kernels, borders, coordinate maps and draw order.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 from functools import lru_cache
 
 import cv2
-import numba
 import numpy as np
 
 from benchmark.corruptions import kernels
@@ -152,23 +151,3 @@ def glass_offsets(seed: int, height: int, width: int, max_delta: int, iterations
     """
     visits = iterations * max(height - 2 * max_delta, 0) * max(width - 2 * max_delta, 0)
     return np.random.RandomState(seed).randint(-max_delta, max_delta, size=(visits, 2))
-
-
-@numba.njit(cache=True)
-def glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, offsets: np.ndarray) -> np.ndarray:
-    """The reference's glass-blur pixel loop, with its draws given (`glass_offsets`).
-
-    The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies
-    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, in the same
-    order (rows and columns from the far end), in place.
-    """
-    height, width, channels = x.shape
-    t = 0
-    for _ in range(iterations):
-        for h in range(height - max_delta, max_delta, -1):
-            for w in range(width - max_delta, max_delta, -1):
-                dx, dy = offsets[t, 0], offsets[t, 1]
-                t += 1
-                for c in range(channels):
-                    x[h, w, c] = x[h + dy, w + dx, c]
-    return x

@@ -6,7 +6,7 @@ from scipy.stats import poisson
 
 from benchmark.config import CorruptionSpec
 from benchmark.corruption_policy import CLEAN, choose_corruption
-from benchmark.corruptions import corrupt, engine, names, ops, resize_route
+from benchmark.corruptions import corrupt, engine, kernels, names, ops, resize_route
 from benchmark.corruptions.fidelity import synthetic_photos
 
 ALL = names("all") + names("attacks")
@@ -61,7 +61,7 @@ def test_glass_blur_loop_is_the_reference_loop():
     for delta, iterations in ((1, 2), (3, 1)):
         want = reference_loop(40, 40, x.copy(), (0.7, delta, iterations), 77)
         offsets = ops.glass_offsets(77, 40, 40, delta, iterations)
-        assert (ops.glass_shuffle(x.copy(), delta, iterations, offsets) == want).all()
+        assert (kernels.glass_shuffle(x.copy(), delta, iterations, offsets) == want).all()
 
 
 def test_plasma_fractal_draws_as_the_reference():

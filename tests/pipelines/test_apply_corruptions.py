@@ -4,7 +4,7 @@ import json
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from benchmark.config import CorruptionSpec
@@ -52,7 +52,7 @@ def test_stage_gives_the_same_bytes_as_the_function():
     spec = CorruptionSpec(apply_at="resized_224")
     samples = [_sample(f"sngan-faces-s{i:08d}") for i in range(3)]
     want = [(s.key, corrupt_sample(s, 4, spec).png) for s in samples]
-    with TestPipeline() as p:
+    with test_pipeline.TestPipeline() as p:
         got = (p | beam.Create(samples) | ApplyCorruptions(spec, 4)
                | beam.Map(lambda s: (s.key, s.png)))
         assert_that(got, equal_to(want))
