@@ -12,6 +12,7 @@ import generators
 from generators import cramergan
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng
 from generators.training import fit, resolve_config
+from tests.generators.tiny import random_photos, tiny_networks
 
 OPTIONS = {"ch": 8, "dim_z": 32, "feature_dim": 8}
 TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
@@ -19,7 +20,7 @@ TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
 
 @pytest.fixture(scope="module")
 def photos():
-    return np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    return random_photos()
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,8 @@ def checkpoint(tmp_path_factory, photos):
     return generators.train("cramergan", photos, out, options=OPTIONS, **TRAIN)
 
 
-def tiny_networks(resolution=32, **options):
-    opts = cramergan.parse_options({**OPTIONS, **options})
-    with isolated_rng(0):
-        return cramergan.build_generator(resolution, opts), cramergan.build_discriminator(resolution, opts)
+def tiny(resolution=32, **options):
+    return tiny_networks(cramergan, OPTIONS, resolution, **options)
 
 
 def images(n, seed):
@@ -49,7 +48,7 @@ def norm(v):
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])
 def test_network_shapes(resolution):
-    gen, critic = tiny_networks(resolution, ch=4, feature_dim=5)
+    gen, critic = tiny(resolution, ch=4, feature_dim=5)
     x = gen(torch.randn(3, 32))
     assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
     assert critic(x).shape == (3, 5)
@@ -89,7 +88,7 @@ def test_fake_batch_is_split_into_two_halves():
 
 
 def test_generator_loss_is_the_energy_distance_and_reaches_the_generator():
-    gen, critic = tiny_networks()
+    gen, critic = tiny()
     critic = critic.double()
     real, fake = images(4, 0), images(4, 1)
     h_r, h_g, h_g2 = critic(real[:2]), critic(fake[:2]), critic(fake[2:])
@@ -105,7 +104,7 @@ def test_generator_loss_is_the_energy_distance_and_reaches_the_generator():
 
 
 def test_critic_loss_is_the_surrogate_gap_plus_the_gradient_penalty():
-    _, critic = tiny_networks()
+    _, critic = tiny()
     critic = critic.double()
     real, fake = images(6, 2), images(6, 3)
     x_r, x_g, x_g2 = real[:3], fake[:3], fake[3:]

@@ -12,6 +12,7 @@ import generators
 from generators import mmdgan
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng
 from generators.training import fit, resolve_config
+from tests.generators.tiny import random_photos, tiny_networks
 
 OPTIONS = {"ch": 8, "dim_z": 32, "feature_dim": 8}
 TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
@@ -19,7 +20,7 @@ TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
 
 @pytest.fixture(scope="module")
 def photos():
-    return np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    return random_photos()
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,8 @@ def checkpoint(tmp_path_factory, photos):
     return generators.train("mmdgan", photos, out, options=OPTIONS, **TRAIN)
 
 
-def tiny_networks(resolution=32, **options):
-    opts = mmdgan.parse_options({**OPTIONS, **options})
-    with isolated_rng(0):
-        return mmdgan.build_generator(resolution, opts), mmdgan.build_discriminator(resolution, opts)
+def tiny(resolution=32, **options):
+    return tiny_networks(mmdgan, OPTIONS, resolution, **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,7 +40,7 @@ def tiny_networks(resolution=32, **options):
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])
 def test_network_shapes(resolution):
-    gen, critic = tiny_networks(resolution, ch=4)
+    gen, critic = tiny(resolution, ch=4)
     x = gen(torch.randn(3, 32))
     assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
     assert critic(x).shape == (3, 8)
@@ -106,7 +105,7 @@ def test_mmd2_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
 
 
 def test_witness_penalty_is_the_per_sample_gradient_norm():
-    _, critic = tiny_networks()
+    _, critic = tiny()
     critic = critic.double()
     g = torch.Generator().manual_seed(2)
     real = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
@@ -137,7 +136,7 @@ def test_witness_penalty_is_the_per_sample_gradient_norm():
 
 
 def test_generator_loss_is_mmd2_and_reaches_the_generator():
-    gen, critic = tiny_networks()
+    gen, critic = tiny()
     critic.requires_grad_(False)
     real = torch.rand(6, 3, 32, 32) * 2 - 1
     fake = gen(torch.randn(6, 32))

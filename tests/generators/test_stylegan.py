@@ -11,18 +11,13 @@ from generators import style_layers as sl
 from generators import stylegan
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, seed_latents
 from generators.training import fit, resolve_config
+from tests.generators.tiny import random_photos, tiny_networks
 
 TINY = {"ch": 8, "dim_z": 16, "n_mlp": 2}
 
 
 def tiny(resolution=32, seed=0, **extra):
-    opts = stylegan.parse_options({**TINY, **extra})
-    with isolated_rng(seed):
-        return stylegan.build_generator(resolution, opts), stylegan.build_discriminator(resolution, opts)
-
-
-def photos(n=16, resolution=32):
-    return np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8)
+    return tiny_networks(stylegan, TINY, resolution, seed, **extra)
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])
@@ -124,7 +119,7 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
         before = stylegan.build_generator(32, opts).state_dict()
     rng_state = torch.get_rng_state()
     seen = []
-    result = fit(stylegan, photos(), resolve_config(stylegan, steps=3, batch_size=4, seed=1), opts,
+    result = fit(stylegan, random_photos(), resolve_config(stylegan, steps=3, batch_size=4, seed=1), opts,
                  on_step=lambda stats, gen: seen.append(stats))
     assert torch.equal(torch.get_rng_state(), rng_state)
     assert [s.step for s in seen] == [1, 2, 3]
@@ -136,7 +131,7 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    path = generators.train("stylegan", photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+    path = generators.train("stylegan", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
                             options={**TINY, "truncation_psi": 0.7})
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["options"]["truncation_psi"] == 0.7

@@ -11,18 +11,13 @@ from generators import style_layers as sl
 from generators import stylegan2
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, render, seed_latents
 from generators.training import fit, resolve_config
+from tests.generators.tiny import random_photos, tiny_networks
 
 TINY = {"ch": 8, "dim_z": 16, "n_mlp": 2}
 
 
 def tiny(resolution=32, seed=0, **extra):
-    opts = stylegan2.parse_options({**TINY, **extra})
-    with isolated_rng(seed):
-        return stylegan2.build_generator(resolution, opts), stylegan2.build_discriminator(resolution, opts)
-
-
-def photos(n=16, resolution=32):
-    return np.random.default_rng(0).integers(0, 256, (n, resolution, resolution, 3), dtype=np.uint8)
+    return tiny_networks(stylegan2, TINY, resolution, seed, **extra)
 
 
 @pytest.mark.parametrize("resolution", [32, 64, 128])
@@ -193,7 +188,7 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
         before = stylegan2.build_generator(32, opts).state_dict()
     rng_state = torch.get_rng_state()
     seen = []
-    result = fit(stylegan2, photos(), resolve_config(stylegan2, steps=3, batch_size=4, seed=1), opts,
+    result = fit(stylegan2, random_photos(), resolve_config(stylegan2, steps=3, batch_size=4, seed=1), opts,
                  on_step=lambda stats, gen: seen.append(stats))
     assert torch.equal(torch.get_rng_state(), rng_state)
     assert [s.step for s in seen] == [1, 2, 3]
@@ -206,7 +201,7 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
 
 def test_checkpoint_round_trip_keeps_truncation(tmp_path):
     options = {**TINY, "truncation_psi": 0.5}
-    path = generators.train("stylegan2", photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
                             options=options)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["options"]["truncation_psi"] == 0.5
@@ -223,7 +218,7 @@ def test_checkpoint_round_trip_keeps_truncation(tmp_path):
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
-    path = generators.train("stylegan2", photos(8), tmp_path / "g", steps=1, batch_size=4, seed=0,
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=1, batch_size=4, seed=0,
                             options=TINY)
     with pytest.raises(GeneratorError, match="is for arch 'stylegan2', not 'stylegan'"):
         generators.load("stylegan", checkpoint=path, resolution=32)
