@@ -45,7 +45,9 @@ def corrupt(images: Any, name: str, severity: int, seeds: Sequence[int], *,
             backend: str = "engine", work_size: int | None = None) -> Any:
     """Apply corruption or attack `name` at `severity` (1..5) to a uint8 (N, H, W, 3) batch.
 
-    `images` is a NumPy array or a torch tensor (returned as a tensor on the same device).
+    `images` is a NumPy array or a torch tensor, returned as a tensor on the same device. The
+    engine computes on the CPU (OpenCV, Numba, NumPy): a CUDA tensor is copied to the host and
+    back; there are no CUDA kernels yet.
     `seeds` has one integer per image. `work_size`, when given, corrupts a bilinear resize to
     work_size x work_size and brings the result back with area averaging (the RepMix route:
     its code corrupts 224 px inputs); see `resize_route`.
