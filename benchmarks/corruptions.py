@@ -5,8 +5,8 @@
 For each ImageNet-C corruption and image size: ms per image of the reference (`imagecorruptions`,
 image by image) and of the engine (whole batch), measured in the same run, on the same
 photo-like images, best of `--repeats` runs each, and their ratio; then the summed ms and the
-summed ratio. The reference runs on fewer images for glass_blur (`--glass-images`); its ms per image does
-not depend on the batch, it loops. Both backends are warmed up first: the reference's
+summed ratio. The reference runs on fewer images for glass_blur (`--glass-images`); its ms per
+image does not depend on the batch, it loops. Both backends are warmed up first: the reference's
 glass_blur is a Numba function whose first call compiles for ~0.6 s.
 The agreement columns compare the two outputs on the images both processed (fidelity.py).
 Runs on one thread (OpenCV, BLAS, torch) so the ratio compares algorithms, not core counts.
@@ -74,7 +74,8 @@ def main() -> int:
             def run(backend, n):
                 outs[backend] = corrupt(x[:n], name, args.severity, seeds[:n], backend=backend)
 
-            ref = _best_ms(lambda: run("reference", n_ref), 1 if name == "glass_blur" else args.repeats, n_ref)
+            ref_repeats = 1 if name == "glass_blur" else args.repeats
+            ref = _best_ms(lambda: run("reference", n_ref), ref_repeats, n_ref)
             eng = _best_ms(lambda: run("engine", args.batch), args.repeats, args.batch)
             sums[0] += ref
             sums[1] += eng

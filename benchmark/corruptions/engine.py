@@ -180,7 +180,8 @@ def _channel_groups(x: np.ndarray) -> list[np.ndarray]:
         part = x[i:i + GROUP]
         if len(part) == 1:
             part = np.concatenate([part, np.zeros_like(part)])
-        groups.append(np.ascontiguousarray(part.transpose(1, 2, 0, 3)).reshape(h, w, -1).astype(F32))
+        stacked = np.ascontiguousarray(part.transpose(1, 2, 0, 3)).reshape(h, w, -1)
+        groups.append(stacked.astype(F32))
     return groups
 
 
@@ -216,7 +217,8 @@ def _frost_layer(index: int, height: int, width: int) -> np.ndarray:
     """Frost photo `index` (shipped in the reference package's `frost/` data), rescaled as the
     reference does for an image of this size; RGB float32. Cached: the reference re-reads and
     re-scales the file on every call."""
-    name = ["frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"][index]
+    name = [f"frost{i}.png" for i in (1, 2, 3)] + [f"frost{i}.jpg" for i in (4, 5, 6)]
+    name = name[index]
     ref = importlib.resources.files("imagecorruptions") / "frost" / name
     with importlib.resources.as_file(ref) as path:
         frost = cv2.imread(str(path))
@@ -254,7 +256,8 @@ def fog(x, severity, seeds):
     h, w = x.shape[1:3]
     mapsize = 1 << (max(h, w, 3) - 1).bit_length()
     return np.stack([
-        kernels.fog_blend(img, ops.plasma_fractal(_legacy(s), mapsize, decay)[:h, :w], F32(strength))
+        kernels.fog_blend(img, ops.plasma_fractal(_legacy(s), mapsize, decay)[:h, :w],
+                          F32(strength))
         for img, s in zip(x, seeds)])
 
 
@@ -264,7 +267,8 @@ def spatter(x, severity, seeds):
     h, w = x.shape[1:3]
     out = []
     for img, s in zip(x, seeds):
-        liquid = ops.gaussian(_legacy(s).normal(size=(h, w), loc=c[0], scale=c[1]).astype(F32), c[2])
+        drops = _legacy(s).normal(size=(h, w), loc=c[0], scale=c[1])
+        liquid = ops.gaussian(drops.astype(F32), c[2])
         liquid[liquid < c[3]] = 0
         if c[5] == 0:  # water: edges of the liquid mask, embossed, tinted pale turquoise
             liquid = (liquid * 255).astype(np.uint8)

@@ -68,7 +68,8 @@ def synthetic_photos(n: int, size: int, seed: int = 0) -> np.ndarray:
         img += rng.normal(0, 4, img.shape)
         img = np.clip(img, 0, 255).astype(np.uint8)
         cx, cy = rng.integers(size // 4, 3 * size // 4, 2)
-        cv2.circle(img, (int(cx), int(cy)), size // 6, tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cv2.circle(img, (int(cx), int(cy)), size // 6, colour, -1)
         x0, y0 = rng.integers(0, size // 2, 2)
         cv2.rectangle(img, (int(x0), int(y0)), (int(x0) + size // 3, int(y0) + size // 4),
                       tuple(int(v) for v in rng.integers(0, 256, 3)), -1)

@@ -12,6 +12,12 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, inline="always")
+def _unit_to_u8(v):
+    """uint8 of clip(v, 0, 1) * 255, truncating as the reference's np.uint8(float)."""
+    return np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+
+
 @numba.njit(cache=True)
 def hsv_edit(x, v_add, s_mul, s_add):
     """HSV edit of uint8 (N, H, W, 3) RGB: v' = min(v + v_add, 1), s' = clip(s * s_mul + s_add).
@@ -145,7 +151,7 @@ def fog_blend(x, layer, strength):
             add = strength * layer[y, z]
             for k in range(channels):
                 v = (np.float32(x[y, z, k]) / np.float32(255.0) + add) * scale
-                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+                out[y, z, k] = _unit_to_u8(v)
     return out
 
 
@@ -166,7 +172,7 @@ def snow_blend(x, layer, keep):
             for k in range(channels):
                 u = (r, g, b)[k]
                 v = keep * u + (np.float32(1.0) - keep) * max(u, grey) + flakes
-                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+                out[y, z, k] = _unit_to_u8(v)
     return out
 
 
@@ -182,7 +188,7 @@ def spatter_blend(x, mask, colour, mud):
             for k in range(channels):
                 u = np.float32(x[y, z, k]) / np.float32(255.0)
                 v = u * (np.float32(1.0) - m) + colour[k] * m if mud else u + m * colour[k]
-                out[y, z, k] = np.uint8(min(max(v, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
+                out[y, z, k] = _unit_to_u8(v)
     return out
 
 
@@ -213,6 +219,13 @@ def blend_layer(x, layer, a, b):
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _wibbled(a, b, wibble, draw):
+    """(a + b) / 4 in float32 plus the float64 offset wibble * uniform(-wibble, wibble), stored
+    as float32: the reference's `array / 4 + wibble * np.random.uniform(...)`."""
+    return np.float32(np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draw))
+
+
 @numba.njit(cache=True)
 def plasma(draws, mapsize, wibbledecay):
     """The reference's diamond-square height map from its uniform draws (ops.plasma_fractals).
@@ -230,25 +243,27 @@ def plasma(draws, mapsize, wibbledecay):
         side = mapsize // step
         for i in range(side):  # squares: centre = mean of its 4 corners + offset
             for j in range(side):
-                i1, j1 = ((i + 1) % side) * step, ((j + 1) % side) * step
-                a = amap[i * step, j * step] + amap[i1, j * step]
-                b = amap[i * step, j1] + amap[i1, j1]
-                amap[i * step + half, j * step + half] = np.float32(
-                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                r0, r1 = i * step, ((i + 1) % side) * step
+                c0, c1 = j * step, ((j + 1) % side) * step
+                a = amap[r0, c0] + amap[r1, c0]
+                b = amap[r0, c1] + amap[r1, c1]
+                amap[r0 + half, c0 + half] = _wibbled(a, b, wibble, draws[t])
                 t += 1
         for i in range(side):  # diamonds on the corner rows
             for j in range(side):
-                a = amap[i * step + half, j * step + half] + amap[((i - 1) % side) * step + half, j * step + half]
-                b = amap[i * step, j * step] + amap[i * step, ((j + 1) % side) * step]
-                amap[i * step, j * step + half] = np.float32(
-                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                r0, c0 = i * step, j * step
+                up, right = ((i - 1) % side) * step, ((j + 1) % side) * step
+                a = amap[r0 + half, c0 + half] + amap[up + half, c0 + half]
+                b = amap[r0, c0] + amap[r0, right]
+                amap[r0, c0 + half] = _wibbled(a, b, wibble, draws[t])
                 t += 1
         for i in range(side):  # diamonds on the corner columns
             for j in range(side):
-                a = amap[i * step + half, j * step + half] + amap[i * step + half, ((j - 1) % side) * step + half]
-                b = amap[i * step, j * step] + amap[((i + 1) % side) * step, j * step]
-                amap[i * step + half, j * step] = np.float32(
-                    np.float32((a + b) / np.float32(4)) + wibble * (-wibble + 2 * wibble * draws[t]))
+                r0, c0 = i * step, j * step
+                down, left = ((i + 1) % side) * step, ((j - 1) % side) * step
+                a = amap[r0 + half, c0 + half] + amap[r0 + half, left + half]
+                b = amap[r0, c0] + amap[down, c0]
+                amap[r0 + half, c0] = _wibbled(a, b, wibble, draws[t])
                 t += 1
         step //= 2
         wibble /= wibbledecay

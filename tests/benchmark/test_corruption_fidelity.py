@@ -48,4 +48,5 @@ def test_noise_statistics_would_catch_a_wrong_strength():
     x = PHOTOS
     reference = corrupt(x, "gaussian_noise", 3, [1, 2, 3], backend="reference")
     assert agreement("gaussian_noise", x, corrupt(x, "gaussian_noise", 3, [1, 2, 3]), reference).ok
-    assert not agreement("gaussian_noise", x, corrupt(x, "gaussian_noise", 4, [1, 2, 3]), reference).ok
+    stronger = corrupt(x, "gaussian_noise", 4, [1, 2, 3])
+    assert not agreement("gaussian_noise", x, stronger, reference).ok
