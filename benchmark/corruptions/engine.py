@@ -126,7 +126,10 @@ def glass_blur(x, severity, seeds):
 def defocus_blur(x, severity, seeds):
     radius, alias = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
     kernel = ops.disk_kernel(radius, alias)
-    return np.stack([cv2.filter2D(img.astype(F32), -1, kernel) for img in x])
+    # float64, as the reference: the kernel sums to 1 only within float32 rounding, so flat
+    # areas land a hair below a whole grey level, which the truncation turns into one level
+    # less; float32 would round that away and differ by one level over whole flat regions
+    return np.stack([cv2.filter2D(img.astype(np.float64), -1, kernel) for img in x])
 
 
 def motion_blur(x, severity, seeds):
