@@ -107,7 +107,7 @@ def speckle_noise(x, severity, seeds):
 
 def gaussian_blur(x, severity, seeds):
     c = [1, 2, 3, 4, 6][severity - 1]
-    return np.stack([ops.gaussian(img.astype(F32), c) for img in x])
+    return np.stack([_u8(ops.gaussian(img.astype(F32), c)) for img in x])
 
 
 def glass_blur(x, severity, seeds):
@@ -119,27 +119,28 @@ def glass_blur(x, severity, seeds):
         blurred = (ops.gaussian(_unit(img), sigma) * 255).astype(np.uint8)
         shuffled = kernels.glass_shuffle(blurred, delta, iterations,
                                          ops.glass_offsets(s, h, w, delta, iterations))
-        out.append(ops.gaussian(_unit(shuffled), sigma))
-    return np.clip(np.stack(out), 0, 1) * 255
+        out.append(_u8(ops.gaussian(shuffled.astype(F32), sigma)))
+    return np.stack(out)
 
 
 def defocus_blur(x, severity, seeds):
     radius, alias = [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)][severity - 1]
     kernel = ops.disk_kernel(radius, alias)
-    # float64, as the reference: the kernel sums to 1 only within float32 rounding, so flat
-    # areas land a hair below a whole grey level, which the truncation turns into one level
-    # less; float32 would round that away and differ by one level over whole flat regions
-    return np.stack([cv2.filter2D(img.astype(np.float64), -1, kernel) for img in x])
+    # float64, as the reference: its kernel sums to 1 - 4e-9 at low severities, so flat areas
+    # land a hair below a whole grey level and truncate one level down; float32 rounding
+    # would hide that hair and differ by a level over whole flat regions
+    return np.stack([_u8(cv2.filter2D(img.astype(np.float64), -1, kernel)) for img in x])
 
 
 def motion_blur(x, severity, seeds):
     radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
     h, w = x.shape[1:3]
     out = []
-    for img, s in zip(x.astype(F32), seeds):
+    for img, s in zip(x, seeds):
         angle = _legacy(s).uniform(-45, 45)
-        out.append(ops.motion_blur(img, ops.motion_offsets(radius, sigma, angle, h, w)))
-    return np.clip(np.stack(out), 0, 255)
+        offsets = ops.motion_offsets(radius, sigma, angle, h, w)
+        out.append(_u8(ops.motion_blur(img.astype(F32), offsets)))
+    return np.stack(out)
 
 
 def zoom_blur(x, severity, seeds):
@@ -161,8 +162,9 @@ def zoom_blur(x, severity, seeds):
         total = group.copy()
         for m in maps:
             total += cv2.warpAffine(group, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        out.append(total)
-    return _ungroup(out, x.shape) / F32(len(zooms) + 1)
+        total /= F32(len(zooms) + 1)
+        out.append(_u8(total))
+    return _ungroup(out, x.shape)
 
 
 GROUP = 16  # images per OpenCV call in `_channel_groups`
@@ -379,15 +381,14 @@ def elastic_transform(x, severity, seeds):
     reach = h * 0.005
     grid_r, grid_c = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
                                  indexing="ij")
-    u = _unit(x)
     out = []
-    for img, s in zip(u, seeds):
+    for img, s in zip(x, seeds):
         rs = _legacy(s)
         # float32 blur of the float64 draws: the field is cast to float32 anyway
         fields = [ops.gaussian(rs.uniform(-reach, reach, size=(h, w)).astype(F32), sigma,
                                truncate=3, border=ops.BORDER_REFLECT) * F32(alpha)
                   for _ in range(2)]
-        out.append(kernels.remap_reflect(img, grid_r + fields[1], grid_c + fields[0]))
+        out.append(kernels.remap_reflect(_unit(img), grid_r + fields[1], grid_c + fields[0]))
     return np.stack(out)
 
 
@@ -397,6 +398,11 @@ CORRUPTIONS: dict[str, Callable[[np.ndarray, int, Sequence[int]], np.ndarray]] =
         zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, pixelate,
         jpeg_compression, speckle_noise, gaussian_blur, spatter, saturate)
 }
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    """uint8 of a 0..255 float image, clipped and truncated as the reference's np.uint8."""
+    return np.clip(x, 0, 255, out=x).astype(np.uint8)
 
 
 def finish(out: np.ndarray) -> np.ndarray:
