@@ -98,6 +98,7 @@ def test_provenance_corruptions_and_flags(built):
             assert r["key"] == f"sngan-{r['semantic']}-s{r['latent_seed']:08d}"
     info = json.loads((built / "dataset_info.json").read_text())
     assert info["features"]["weights"] == "random"
+    assert (info["corruptions"]["backend"], info["corruptions"]["apply_at"]) == ("engine", "stored")
     assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
 
 
