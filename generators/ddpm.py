@@ -57,6 +57,7 @@ from torch import nn  # noqa: E402
 
 from benchmark.atomic import sha256_file  # noqa: E402
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, to_float  # noqa: E402
+from generators.resume import TrainingState  # noqa: E402
 from generators.training import FitResult, StepStats, TrainConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -273,13 +274,15 @@ def _update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 
 def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device: str = "cpu",
-        on_step: Callable[[StepStats, nn.Module], None] | None = None) -> FitResult:
+        on_step: Callable[[StepStats, nn.Module], None] | None = None,
+        state: TrainingState | None = None) -> FitResult:
     """Train a DDPM on uint8 (N, R, R, 3) images; returns a training.FitResult (discriminator None).
 
     Every batch index, timestep and noise tensor comes from one CPU torch.Generator seeded with
     config.seed; initialisation (and dropout, when enabled) runs on an isolated RNG seeded the
     same way, so the global RNG is left alone. StepStats.g_loss is the denoising MSE; there is
-    no discriminator, so d_loss is 0.
+    no discriminator, so d_loss is 0. With `state`, the run resumes from its last snapshot and
+    snapshots itself (generators.resume), the private global RNG state included.
     """
     resolution = images.shape[1]
     _check_resolution(resolution)
@@ -295,12 +298,19 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     batch = config.batch_size
+    modules = {"sampler": sampler, **({"ema": ema} if ema is not None else {})}
+    optimizers = {"adam": opt, "warmup": lr_at}
+    done, rngs = state.restore(modules, optimizers, {"batches": None, "global": None}) if state else (0, {})
+    if done:
+        rng.set_state(rngs["batches"])
     log_every = max(1, config.steps // 10)
     start = time.perf_counter()
     stats = None
     # Dropout draws from the global RNG; this keeps it private and seeded (CPU only).
     with isolated_rng(config.seed):
-        for step in range(1, config.steps + 1):
+        if done:
+            torch.set_rng_state(rngs["global"])
+        for step in range(done + 1, config.steps + 1):
             # With replacement, like the adversarial loop: no epochs, tiny sets still work.
             idx = torch.randint(len(pixels), (batch,), generator=rng)
             x0 = to_float(pixels[idx]).to(device)
@@ -316,12 +326,14 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
                 _update_ema(ema, sampler, min(options.ema_decay, (1 + step) / (10 + step)))
 
             stats = StepStats(step, config.steps, 0.0, loss.item(),
-                              step / max(time.perf_counter() - start, 1e-9))
+                              (step - done) / max(time.perf_counter() - start, 1e-9))
             if not math.isfinite(stats.g_loss):
                 raise GeneratorError(f"ddpm training diverged at step {step}: loss {stats.g_loss}")
             if step % log_every == 0 or step == config.steps:
                 log.info("ddpm step %d/%d loss %.4f %.2f steps/s", step, config.steps,
                          stats.g_loss, stats.steps_per_s)
+            if state is not None and state.due(step, config.steps):
+                state.save(step, modules, optimizers, {"batches": rng.get_state(), "global": torch.get_rng_state()})
             if on_step is not None:
                 on_step(stats, ema if ema is not None else sampler)
     result = ema if ema is not None else sampler

@@ -30,6 +30,7 @@ from benchmark.images import encode_png, image_grid
 from generators.base import GeneratorError, NetworkFamily, isolated_rng, render, to_float
 from benchmark.atomic import write_bytes
 from generators.checkpoint import checkpoint_paths, save_checkpoint
+from generators.resume import TrainingState
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,17 @@ def resolve_config(family: NetworkFamily, *, steps: int, batch_size: int, seed: 
 
 
 def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options: Any, *,
-        device: str = "cpu", on_step: Callable[[StepStats, nn.Module], None] | None = None) -> FitResult:
-    """Train a fresh generator (and discriminator) of `family` and return them (nothing is written)."""
+        device: str = "cpu", on_step: Callable[[StepStats, nn.Module], None] | None = None,
+        state: TrainingState | None = None) -> FitResult:
+    """Train a fresh generator (and discriminator) of `family` and return them.
+
+    With `state`, the run first resumes from its last snapshot, if any, and snapshots itself
+    every state.every steps; otherwise nothing is written.
+    """
     resolution = _check_images(images, family)
     own_fit = getattr(family, "fit", None)
     if own_fit is not None:
-        return own_fit(images, config, options, device=device, on_step=on_step)
+        return own_fit(images, config, options, device=device, on_step=on_step, state=state)
     set_progress = getattr(family, "set_progress", None)
     device = torch.device(device)
     with isolated_rng(config.seed):
@@ -137,10 +143,16 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     def latents() -> torch.Tensor:
         return torch.randn(batch, gen.dim_z, generator=rng).to(device)
 
+    modules, optimizers = {"generator": gen, "discriminator": disc}, {"g": opt_g, "d": opt_d}
+    done = 0
+    if state is not None:
+        done, rngs = state.restore(modules, optimizers, {"batches": None})
+        if done:
+            rng.set_state(rngs["batches"])
     log_every = max(1, config.steps // 10)
     start = time.perf_counter()
     stats = None
-    for step in range(1, config.steps + 1):
+    for step in range(done + 1, config.steps + 1):
         if set_progress is not None:
             set_progress(gen, disc, step, config.steps)
         for _ in range(config.n_dis):
@@ -161,13 +173,15 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         disc.requires_grad_(True)
 
         stats = StepStats(step, config.steps, d_loss.item(), g_loss.item(),
-                          step / max(time.perf_counter() - start, 1e-9))
+                          (step - done) / max(time.perf_counter() - start, 1e-9))
         if not (math.isfinite(stats.d_loss) and math.isfinite(stats.g_loss)):
             raise GeneratorError(f"training diverged at step {step}: "
                                  f"d_loss {stats.d_loss}, g_loss {stats.g_loss}")
         if step % log_every == 0 or step == config.steps:
             log.info("%s step %d/%d d_loss %.4f g_loss %.4f %.2f steps/s", family.NAME, step,
                      config.steps, stats.d_loss, stats.g_loss, stats.steps_per_s)
+        if state is not None and state.due(step, config.steps):
+            state.save(step, modules, optimizers, {"batches": rng.get_state()})
         if on_step is not None:
             on_step(stats, gen)
     return FitResult(generator=gen.eval(), discriminator=disc.eval(), last=stats)
@@ -197,11 +211,15 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
           betas: tuple[float, float] | None = None, n_dis: int | None = None,
           options: Mapping[str, Any] | None = None,
           progress: Callable[[StepStats], None] | None = None, grid_every: int = 0,
-          device: str = "cpu") -> Path:
+          checkpoint_every: int = 0, device: str = "cpu") -> Path:
     """Train `arch` on `images` (uint8 (N, R, R, 3), already at the target resolution).
 
     Writes OUT.safetensors + OUT.json (see generators.checkpoint) and OUT.grid.png; with
-    grid_every > 0 also OUT.grid.STEP.png every grid_every steps. Returns the .safetensors path.
+    grid_every > 0 also OUT.grid.STEP.png every grid_every steps. With checkpoint_every > 0
+    the whole training state is saved every that many steps (OUT.resume.*, see
+    generators.resume) and a rerun of the same training resumes from it, ending with the
+    same weights as an uninterrupted run; the snapshot is removed at the end. Returns the
+    .safetensors path.
     """
     family = _family(arch)
     resolution = _check_images(images, family)
@@ -219,7 +237,14 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
 
     log.info("training %s at %d px on %d images: %s, options %s", family.NAME, resolution,
              len(images), config, parsed)
-    result = fit(family, images, config, parsed, device=device, on_step=on_step)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
+        raise GeneratorError(f"checkpoint_every must be a non-negative integer, not {checkpoint_every!r}")
+    data_sha256 = images_sha256(images)
+    fingerprint = {"arch": family.NAME, "resolution": resolution, "options": family.options_dict(parsed),
+                   "config": dataclasses.asdict(config), "data_sha256": data_sha256,
+                   "torch": torch.__version__}
+    state = TrainingState(paths.weights, fingerprint, checkpoint_every) if checkpoint_every else None
+    result = fit(family, images, config, parsed, device=device, on_step=on_step, state=state)
     train_info = {
         "steps": config.steps,
         "batch_size": config.batch_size,
@@ -228,11 +253,13 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
         "betas": list(config.betas),
         "n_dis": config.n_dis,
         "seed": config.seed,
-        "data_sha256": images_sha256(images),
+        "data_sha256": data_sha256,
         "image_count": len(images),
         "torch": torch.__version__,
     }
     save_checkpoint(paths.weights, result.generator, arch=family.NAME, resolution=resolution,
                     options=family.options_dict(parsed), train=train_info)
     write_grid(paths.grid, result.generator, device)
+    if state is not None:
+        state.clear()
     return paths.weights

@@ -18,18 +18,8 @@ from sklearn.preprocessing import StandardScaler
 import generators
 from generators.base import NetworkGenerator
 from generators.training import fit, resolve_config
+from tests.generators.tiny import TINY_OPTIONS as TINY
 
-# Tiny versions of every network family at 32 px: a few seconds of training each.
-TINY = {
-    "progan": {"ch": 8, "dim_z": 16},
-    "cramergan": {"ch": 8, "dim_z": 32, "feature_dim": 8},
-    "mmdgan": {"ch": 8, "dim_z": 32, "feature_dim": 8},
-    "sngan": {"ch": 8, "dim_z": 32},
-    "stylegan": {"ch": 8, "dim_z": 16, "n_mlp": 2},
-    "stylegan2": {"ch": 8, "dim_z": 16, "n_mlp": 2},
-    "stylegan3": {"ch": 4, "dim_z": 8, "dim_w": 8, "num_layers": 3},
-    "ddpm": {"ch": 8, "layers_per_block": 1, "sample_steps": 2},
-}
 NETWORK_ARCHS = tuple(a for a in generators.ARCHITECTURES if a != "folder")
 TRAIN_SEEDS, TEST_SEEDS = range(0, 48), range(1000, 1024)
 
