@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from benchmark.corruptions import legacy_random
+
 
 @numba.njit(cache=True, inline="always")
 def _unit_to_u8(v):
@@ -272,20 +274,40 @@ def plasma(draws, mapsize, wibbledecay):
 
 
 @numba.njit(cache=True)
-def glass_shuffle(x, max_delta, iterations, offsets):
-    """The reference's glass-blur pixel loop, with its draws given (ops.glass_offsets).
+def glass_shuffle_seeded(x, max_delta, iterations, seed):
+    """The reference's glass-blur pixel loop, drawing as it does, in place.
 
-    The reference writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies
-    pixel (h', w') onto (h, w) rather than swapping; this loop does that copy, in the same
-    order (rows and columns from the far end), in place.
+    The reference seeds Numba's generator with `seed` and calls `randint(-max_delta,
+    max_delta, size=(2,))` (dx, dy) per pixel visit; Numba's generator is NumPy's legacy
+    MT19937 with the same integer seeding and masked rejection (the low bits of one output,
+    redrawn while above the range), drawn here from legacy_random's stream. The reference
+    writes `x[h, w], x[h', w'] = x[h', w'], x[h, w]` on array views, which copies pixel
+    (h', w') onto (h, w) rather than swapping; this loop does that copy, in the same order
+    (rows and columns from the far end).
     """
     height, width, channels = x.shape
-    t = 0
+    state = legacy_random.seeded(seed)
+    block = np.empty(legacy_random.N, np.uint32)
+    pos = legacy_random.N
+    limit = np.uint32(2 * max_delta - 1)
+    mask = limit
+    for shift in (1, 2, 4, 8, 16):
+        mask |= mask >> np.uint32(shift)
+    draws = np.empty(2, np.int64)
     for _ in range(iterations):
         for h in range(height - max_delta, max_delta, -1):
             for w in range(width - max_delta, max_delta, -1):
-                dx, dy = offsets[t, 0], offsets[t, 1]
-                t += 1
+                for k in range(2):
+                    while True:  # inlined: see legacy_random.normals
+                        if pos >= legacy_random.N:
+                            legacy_random.refill(state, block)
+                            pos = 0
+                        v = block[pos] & mask
+                        pos += 1
+                        if v <= limit:
+                            break
+                    draws[k] = np.int64(v) - max_delta
+                dx, dy = draws[0], draws[1]
                 for c in range(channels):
                     x[h, w, c] = x[h + dy, w + dx, c]
     return x

@@ -138,16 +138,3 @@ def plasma_fractal(rs: np.random.RandomState, mapsize: int, wibbledecay: float) 
         count += 3 * (mapsize // step) ** 2
         step //= 2
     return kernels.plasma(rs.random_sample(count), mapsize, wibbledecay)
-
-
-def glass_offsets(seed: int, height: int, width: int, max_delta: int, iterations: int
-                  ) -> np.ndarray:
-    """The (dx, dy) draws of the reference's glass-blur loop, all at once.
-
-    The reference seeds Numba's generator and calls `np.random.randint(-d, d, size=(2,))` per
-    pixel visit. Numba's generator is MT19937 seeded as NumPy's legacy one, and its randint
-    uses NumPy's masked rejection on the low bits, so NumPy's `RandomState(seed).randint` yields
-    the same stream (tests/benchmark/test_corruptions.py checks this against the reference loop).
-    """
-    visits = iterations * max(height - 2 * max_delta, 0) * max(width - 2 * max_delta, 0)
-    return np.random.RandomState(seed).randint(-max_delta, max_delta, size=(visits, 2))

@@ -59,10 +59,9 @@ def test_glass_blur_loop_is_the_reference_loop():
     from imagecorruptions.corruptions import _shuffle_pixels_njit_glass_blur as reference_loop
 
     x = _images(1, 40)[0]
-    for delta, iterations in ((1, 2), (3, 1)):
+    for delta, iterations in ((1, 2), (3, 1), (4, 1)):  # delta 3 rejects draws, 1 and 4 not
         want = reference_loop(40, 40, x.copy(), (0.7, delta, iterations), 77)
-        offsets = ops.glass_offsets(77, 40, 40, delta, iterations)
-        assert (kernels.glass_shuffle(x.copy(), delta, iterations, offsets) == want).all()
+        assert (kernels.glass_shuffle_seeded(x.copy(), delta, iterations, 77) == want).all()
 
 
 def test_plasma_fractal_draws_as_the_reference():
@@ -209,3 +208,16 @@ def test_reused_legacy_generator_draws_as_a_fresh_one():
     engine._legacy(3).normal(size=5)  # leaves a cached normal behind
     want = np.random.RandomState(4)
     assert (engine._legacy(4).normal(size=7) == want.normal(size=7)).all()
+
+
+@pytest.mark.parametrize("seed", [0, 5, 2**32 - 1])
+def test_compiled_legacy_normals_are_numpys(seed):
+    from benchmark.corruptions import legacy_random
+
+    for shape in ((33, 31), (40, 64)):  # an odd count leaves half a pair; blocks refill mid-pair
+        want = np.random.RandomState(seed)
+        got = np.empty(shape)
+        generator = legacy_random.normals(seed, got, 0.55, 0.3)
+        assert (got == want.normal(0.55, 0.3, shape)).all()
+        # and the stream goes on where NumPy's does (snow draws its angle next)
+        assert legacy_random.next_double(*generator)[0] == want.random_sample()

@@ -1,0 +1,115 @@
+"""NumPy's legacy `RandomState(seed)` stream (MT19937) inside compiled loops.
+
+The reference draws its normals (snow, spatter) from NumPy's legacy generator and its glass-blur
+offsets from Numba's, which is the same MT19937 with the same integer seeding. Drawing them
+here, inside the loop that uses them, gives the same numbers without the generator's per-value
+call overhead or a large array of draws in between; tests/benchmark/test_corruptions.py checks
+every function against NumPy.
+
+A generator is the state (624 uint32 words, `seeded`), a block of 624 tempered outputs and a
+read position in it, which each consumer keeps in a local variable.
+Numba's own `np.random` would do too, but it keeps one hidden state per thread and its
+per-call overhead makes it slower than this.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+N = 624
+M = 397
+
+
+@numba.njit(cache=True)
+def seeded(seed):
+    """The state of `RandomState(seed)` (Knuth's initialisation, as NumPy's `mt19937_seed`)."""
+    state = np.empty(N, np.uint32)
+    s = np.uint64(seed) & np.uint64(0xFFFFFFFF)
+    for i in range(N):
+        state[i] = np.uint32(s)
+        s = (np.uint64(1812433253) * (s ^ (s >> np.uint64(30))) + np.uint64(i + 1)) \
+            & np.uint64(0xFFFFFFFF)
+    return state
+
+
+@numba.njit(cache=True)
+def _mix(state, i, j, k):
+    y = (state[i] & np.uint32(0x80000000)) | (state[j] & np.uint32(0x7FFFFFFF))
+    v = state[k] ^ (y >> np.uint32(1))
+    if y & np.uint32(1):
+        v ^= np.uint32(0x9908B0DF)
+    state[i] = v
+
+
+@numba.njit(cache=True)
+def refill(state, block):
+    """Advance the state by one MT19937 twist and write its 624 tempered outputs to `block`."""
+    for i in range(N - M):  # the three ranges of the twist, without a modulo per word
+        _mix(state, i, i + 1, i + M)
+    for i in range(N - M, N - 1):
+        _mix(state, i, i + 1, i + M - N)
+    _mix(state, N - 1, 0, M - 1)
+    for i in range(N):
+        y = state[i]
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
+        block[i] = y
+
+
+@numba.njit(cache=True)
+def next_double(state, block, pos):
+    """(`random_sample()`, the new position): 53 random bits from two outputs, in [0, 1).
+    For single draws; hot loops read the block themselves, as `normals` does."""
+    if pos >= N:
+        refill(state, block)
+        pos = 0
+    a = np.float64(block[pos] >> np.uint32(5))
+    pos += 1
+    if pos >= N:
+        refill(state, block)
+        pos = 0
+    b = np.float64(block[pos] >> np.uint32(6))
+    return (a * 67108864.0 + b) / 9007199254740992.0, pos + 1
+
+
+@numba.njit(cache=True)
+def normals(seed, out, loc, scale):
+    """Fill `out` (float64) as `RandomState(seed).normal(loc, scale, out.shape)` does: the polar
+    method, each accepted pair giving f * x2 then f * x1 (an odd count leaves the last pair's
+    second value unused, as NumPy keeps it for a later call). Returns the state and its
+    position in the block, to draw on from where NumPy's generator would be."""
+    state, block, pos = seeded(seed), np.empty(N, np.uint32), N
+    flat = out.ravel()
+    n = flat.size
+    i = 0
+    while i < n:
+        if pos + 4 > N:  # the four words of two doubles, across a refill if need be
+            words = np.empty(4, np.uint32)
+            for k in range(4):
+                if pos >= N:
+                    refill(state, block)
+                    pos = 0
+                words[k] = block[pos]
+                pos += 1
+        else:
+            words = block[pos:pos + 4]
+            pos += 4
+        # the inlined draws: a helper returning (value, position) costs reference counting
+        # of the arrays per call, more than the draw itself
+        u1 = ((words[0] >> np.uint32(5)) * 67108864.0 + (words[1] >> np.uint32(6))) \
+            / 9007199254740992.0
+        u2 = ((words[2] >> np.uint32(5)) * 67108864.0 + (words[3] >> np.uint32(6))) \
+            / 9007199254740992.0
+        x1, x2 = 2.0 * u1 - 1.0, 2.0 * u2 - 1.0
+        r2 = x1 * x1 + x2 * x2
+        if r2 >= 1.0 or r2 == 0.0:
+            continue
+        f = np.sqrt(-2.0 * np.log(r2) / r2)
+        flat[i] = loc + scale * (f * x2)
+        if i + 1 < n:
+            flat[i + 1] = loc + scale * (f * x1)
+        i += 2
+    return state, block, pos
