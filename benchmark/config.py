@@ -71,6 +71,9 @@ class TrainSpec(_Section):
     lr_d: float | None = Field(None, gt=0, le=1)
     n_dis: int | None = Field(None, ge=1, le=10)  # discriminator steps per generator step
     options: dict[str, Union[bool, int, float, str]] = {}  # architecture hyperparameters, e.g. ch
+    # Snapshot the whole training state every N steps in the build's staging folder, so a
+    # crashed build resumes training where it stopped (0: never). Does not change the result.
+    checkpoint_every: int = Field(0, ge=0)
 
 
 # Generators whose models can be a folder: images made elsewhere, or a diffusers model folder.

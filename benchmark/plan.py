@@ -78,7 +78,7 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
                                        checkpoint=str(checkpoint_path(generators_dir, source, semantic)),
                                        steps=t.steps, batch_size=t.batch_size, lr_g=t.lr_g,
                                        lr_d=t.lr_d, n_dis=t.n_dis, samples=cfg.sampling.per_model,
-                                       options=dict(t.options),
+                                       options=dict(t.options), checkpoint_every=t.checkpoint_every,
                                        seed=derive_seed(cfg.seed, "train", f"{source}-{semantic}")))
     return BuildPlan(pools=pools, real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
                      models=tuple(models), train_tasks=tuple(tasks), roots=roots)

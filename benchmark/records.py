@@ -55,6 +55,7 @@ class TrainTask:
     samples: int  # images the trained model will be asked for
     options: dict = field(default_factory=dict)
     seed: int = 0
+    checkpoint_every: int = 0  # training-state snapshots (resume after a crash); 0: none
 
 
 @dataclass(frozen=True)

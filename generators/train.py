@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-dis", type=int, help="D updates per G update (default: the architecture's)")
     p.add_argument("--lr-g", type=float, help="generator learning rate (default: the architecture's)")
     p.add_argument("--lr-d", type=float, help="discriminator learning rate (default: the architecture's)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save the whole training state every N steps; rerunning the same command "
+                        "resumes from it (default: 0, never)")
     p.add_argument("--grid-every", type=int, default=0,
                    help="also write a sample grid every N steps (default: 0, only at the end)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         path = train(args.arch, images, args.out, steps=args.steps, batch_size=args.batch_size,
                      seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, n_dis=args.n_dis,
                      options=options, grid_every=args.grid_every,
+                     checkpoint_every=args.checkpoint_every,
                      device=args.device)
     except GeneratorError as e:
         print(f"error: {e}", file=sys.stderr)

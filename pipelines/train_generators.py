@@ -74,6 +74,7 @@ class _TrainFn(beam.DoFn):
                     generators.train(task.arch, images, Path(task.checkpoint), steps=task.steps,
                                      batch_size=task.batch_size, seed=task.seed, lr_g=task.lr_g,
                                      lr_d=task.lr_d, n_dis=task.n_dis, options=dict(task.options),
+                                     checkpoint_every=task.checkpoint_every,
                                      device=self._compute.device)
                 counter("generators_trained").inc()
             yield ModelRef(source=task.source, semantic=semantic, arch=task.arch,

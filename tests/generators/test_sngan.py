@@ -141,7 +141,8 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "generators.train", "--help"], cwd=REPO,
                          env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for flag in ("--arch", "--images", "--out", "--resolution", "--steps", "--batch-size", "--seed", "--ch"):
+    for flag in ("--arch", "--images", "--out", "--resolution", "--steps", "--batch-size", "--seed", "--ch",
+                 "--option", "--checkpoint-every"):
         assert flag in out.stdout
 
 
