@@ -15,9 +15,9 @@ Randomness, per image, from that image's seed only (so the batch split never mat
 - impulse_noise draws from `np.random.default_rng(seed)` exactly as scikit-image's s&p noise.
 - glass_blur's pixel loop uses the reference's draws from Numba's generator (NumPy's legacy
   MT19937, same seeding, same masked rejection), made in the compiled loop (legacy_random.py).
-- gaussian, shot and speckle noise draw from `np.random.Generator(PCG64(seed))` (ziggurat
-  normals, several times faster than the legacy polar method): the same distribution as the
-  reference, not the same numbers.
+- gaussian, shot and speckle noise draw one uniform per value from `PCG64(seed)` and turn it
+  into the output grey level by the exact output distribution (see `_noise_cdf`): the same
+  distribution as the reference, not the same numbers.
 """
 
 from __future__ import annotations
@@ -59,46 +59,70 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 # --- noise ---------------------------------------------------------------------------------
 
-def _normals(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    return np.random.Generator(np.random.PCG64(seed)).standard_normal(shape, F32)
+# gaussian, shot and speckle noise turn each grey level v into a random output level whose
+# distribution depends on v alone: uint8(clip(v/255 + c*N) * 255) = clip(v + floor(255*c*N)),
+# uint8(clip(v/255 * (1 + c*N)) * 255) = clip(v + floor(v*c*N)), uint8(clip(Poisson(v/255*c)
+# / c) * 255). So the engine tabulates those 256 distributions once per severity and draws
+# the output level itself from one uniform, by inverse CDF: exact in distribution (to 2**-31),
+# and one 32-bit uniform per value is far cheaper than a normal or a Poisson variate.
+
+LEVEL_BITS = 31  # uniforms are the top 31 bits of 32, so a CDF of 1 still fits in uint32
+GUIDE_BITS = 8  # 256 guide bins per grey level
+
+
+def _noise_cdf(name: str, severity: int) -> np.ndarray:
+    """P(output level <= k | input level v) as a float64 (256, 256) array [v, k]."""
+    from scipy.stats import norm, poisson
+
+    v = np.arange(256, dtype=np.float64)[:, None]
+    k = np.arange(256, dtype=np.float64)[None, :]
+    if name == "gaussian_noise":
+        c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
+        cdf = norm.cdf((k - v + 1) / (255 * c)) + 0 * v
+    elif name == "speckle_noise":
+        c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
+        with np.errstate(divide="ignore"):
+            cdf = norm.cdf((k - v + 1) / (v * c))  # v = 0: 1 / 0 = inf, level 0 always
+        cdf[0] = 1.0
+    else:
+        c = [60, 25, 12, 5, 3][severity - 1]
+        counts = np.arange(c + 1)  # Poisson counts; all counts >= c give level 255
+        levels = np.uint8(np.clip(counts / float(c), 0, 1) * 255)
+        pmf = poisson.pmf(counts[None, :], v / 255.0 * c)
+        pmf[:, -1] = poisson.sf(c - 1, v[:, 0] / 255.0 * c)
+        cdf = np.zeros((256, 256))
+        np.add.at(cdf, (slice(None), levels), pmf)
+        cdf = np.cumsum(cdf, axis=1)
+    cdf[:, 255] = 1.0
+    return np.clip(cdf, 0.0, 1.0)
+
+
+@lru_cache(maxsize=16)
+def _noise_tables(name: str, severity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Integer CDF thresholds (uint32, [v, k] flattened: output k while uniform < threshold)
+    and guide tables (uint8, [v, bin]: the first k whose threshold passes the bin's start)."""
+    thresholds = np.rint(_noise_cdf(name, severity) * 2.0 ** LEVEL_BITS).astype(np.uint32)
+    starts = np.arange(1 << GUIDE_BITS, dtype=np.uint32) << (LEVEL_BITS - GUIDE_BITS)
+    guide = np.stack([np.searchsorted(row, starts, side="right") for row in thresholds])
+    return thresholds.ravel(), np.minimum(guide, 255).astype(np.uint8).ravel()
+
+
+def _level_noise(name: str, x: np.ndarray, severity: int, seeds: Sequence[int]) -> np.ndarray:
+    thresholds, guide = _noise_tables(name, severity)
+    out = np.empty_like(x)
+    for i, (img, s) in enumerate(zip(x, seeds)):
+        # 64-bit words of PCG64, two 32-bit uniforms each
+        words = np.random.PCG64(s).random_raw((img.size + 1) // 2).view(np.uint32)
+        out[i] = kernels.sample_levels(img, words, thresholds, guide, LEVEL_BITS, GUIDE_BITS)
+    return out
 
 
 def gaussian_noise(x, severity, seeds):
-    c = F32([.08, .12, 0.18, 0.26, 0.38][severity - 1])
-    # image by image: the noise of one image stays in cache, a batch's would not
-    return np.stack([kernels.add_noise(img, _normals(img.shape, s), c, False)
-                     for img, s in zip(x, seeds)])
-
-
-GUIDE_BINS = 1024
-
-
-@lru_cache(maxsize=8)
-def _poisson_tables(c: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """CDFs of Poisson(v / 255 * c) for the 256 grey levels v, and their guide tables.
-
-    guide[v, j] is the count k where the CDF first exceeds j / GUIDE_BINS, so sampling a
-    uniform u starts at guide[v, floor(u * GUIDE_BINS)] and steps up while CDF[k] <= u: exact
-    inverse-CDF sampling, mostly without a step (x has only 256 levels, so 256 tables).
-    """
-    from scipy.stats import poisson
-
-    kmax = int(c + 12 * np.sqrt(c) + 12)  # the tail past kmax has probability < 1e-25
-    cdf = poisson.cdf(np.arange(kmax + 1)[None, :], (np.arange(256) / 255.0 * c)[:, None])
-    cdf[:, -1] = 1.0
-    bins = np.arange(GUIDE_BINS) / GUIDE_BINS
-    guide = np.stack([np.searchsorted(row, bins, side="right") for row in cdf])
-    return cdf.ravel(), guide.astype(np.uint8).ravel(), kmax + 1
+    return _level_noise("gaussian_noise", x, severity, seeds)
 
 
 def shot_noise(x, severity, seeds):
-    """Poisson(x * c) / c, sampled by inverse CDF with guide tables (see `_poisson_tables`)."""
-    c = [60, 25, 12, 5, 3][severity - 1]
-    cdf, guide, width = _poisson_tables(c)
-    return np.stack([
-        kernels.shot_sample(img, np.random.Generator(np.random.PCG64(s)).random(img.shape),
-                            cdf, guide, width, GUIDE_BINS, c)
-        for img, s in zip(x, seeds)])
+    return _level_noise("shot_noise", x, severity, seeds)
 
 
 def impulse_noise(x, severity, seeds):
@@ -114,9 +138,7 @@ def impulse_noise(x, severity, seeds):
 
 
 def speckle_noise(x, severity, seeds):
-    c = F32([.15, .2, 0.35, 0.45, 0.6][severity - 1])
-    return np.stack([kernels.add_noise(img, _normals(img.shape, s), c, True)
-                     for img, s in zip(x, seeds)])
+    return _level_noise("speckle_noise", x, severity, seeds)
 
 
 # --- blur ----------------------------------------------------------------------------------

@@ -52,22 +52,6 @@ def hsv_edit(x, v_add, s_mul, s_add):
 
 
 @numba.njit(cache=True)
-def add_noise(x, noise, scale, multiplicative):
-    """uint8 of clip(u + noise * scale [* u], 0, 1) * 255 with u = x / 255, one pass."""
-    out = np.empty_like(x)
-    flat_x = x.ravel()
-    flat_n = noise.ravel()
-    flat_o = out.ravel()
-    for j in range(flat_x.size):
-        u = np.float32(flat_x[j]) / np.float32(255.0)
-        d = flat_n[j] * scale
-        if multiplicative:
-            d *= u
-        flat_o[j] = np.uint8(min(max(u + d, np.float32(0.0)), np.float32(1.0)) * np.float32(255.0))
-    return out
-
-
-@numba.njit(cache=True)
 def _reflect(i, n):
     """scipy's 'reflect' extension (cba|abc|cba) of an integer index."""
     period = 2 * n
@@ -125,18 +109,22 @@ def shift_sum(padded, reach, dys, dxs, weights, height, width):
 
 
 @numba.njit(cache=True)
-def shot_sample(x, u, cdf, guide, width, bins, c):
-    """uint8 of clip(k / c, 0, 1) * 255 where k is the Poisson count whose CDF step holds u:
-    inverse-CDF sampling from the guide table's start (engine._poisson_tables), one pass."""
+def sample_levels(x, uniforms, thresholds, guide, level_bits, guide_bits):
+    """Each value v of uint8 `x` replaced by the output level k whose CDF step holds its
+    uniform u (the top `level_bits` of a uint32): k is the first level with u <
+    thresholds[v, k], searched from guide[v, top `guide_bits` of u] (engine._noise_tables)."""
     out = np.empty_like(x)
-    fx, fu, fo = x.ravel(), u.ravel(), out.ravel()
+    fx, fo = x.ravel(), out.ravel()
+    shift = np.uint32(32 - level_bits)
+    guide_shift = np.uint32(level_bits - guide_bits)
     for j in range(fx.size):
-        level = np.int64(fx[j])
-        k = np.int64(guide[level * bins + np.int64(fu[j] * bins)])
-        base = level * width
-        while cdf[base + k] <= fu[j]:
+        u = uniforms[j] >> shift
+        v = np.int64(fx[j])
+        k = np.int64(guide[(v << guide_bits) + np.int64(u >> guide_shift)])
+        base = v << 8
+        while thresholds[base + k] <= u:
             k += 1
-        fo[j] = np.uint8(min(np.float32(k) / np.float32(c), np.float32(1.0)) * np.float32(255.0))
+        fo[j] = np.uint8(k)
     return out
 
 

@@ -91,6 +91,39 @@ def test_shot_noise_sampler_is_poisson(severity):
     assert abs(counts.mean() - (np.arange(c + 1) * want).sum()) < 0.02 * lam
 
 
+def _reference_formula(name, level, severity, n):
+    """n outputs of the reference's formula for a flat image of `level`, NumPy's draws."""
+    rng = np.random.default_rng(level + 1000 * severity)
+    u = np.full(n, level / 255.0)
+    if name == "gaussian_noise":
+        v = u + rng.normal(size=n, scale=[.08, .12, 0.18, 0.26, 0.38][severity - 1])
+    elif name == "speckle_noise":
+        v = u + u * rng.normal(size=n, scale=[.15, .2, 0.35, 0.45, 0.6][severity - 1])
+    else:
+        c = [60, 25, 12, 5, 3][severity - 1]
+        v = rng.poisson(u * c) / float(c)
+    return np.uint8(np.clip(v, 0, 1) * 255)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "speckle_noise"])
+def test_noise_level_sampler_has_the_reference_distribution(name):
+    """The engine draws the output grey level from tabulated distributions (engine._noise_cdf);
+    their histogram must be the reference formula's, level by level, ends (clipping) included."""
+    for severity in (1, 5):
+        for level in (0, 3, 100, 254):
+            x = np.full((2, 96, 96, 3), level, np.uint8)
+            got = getattr(engine, name)(x, severity, [5, 6]).ravel()
+            want = _reference_formula(name, level, severity, got.size)
+            gap = np.abs(np.bincount(got, minlength=256) - np.bincount(want, minlength=256))
+            # total variation distance: two samples of 55k over ~80 levels differ by ~0.02 by
+            # chance; a one-level shift moves the mean by 1 (0.5 is 3 standard errors at
+            # severity 1), a neighbouring severity the std by 20% or more
+            assert gap.sum() / 2 / got.size < 0.04, (severity, level)
+            chance = 3 * np.sqrt(2 / got.size) * want.std() + 0.05  # 3 standard errors
+            assert abs(got.mean() - want.mean()) < chance, (severity, level)
+            assert abs(got.std() - want.std()) <= 0.03 * want.std() + 0.05, (severity, level)
+
+
 def test_torch_input_gives_the_numpy_result_as_a_tensor():
     x = _images(2)
     got = corrupt(torch.from_numpy(x), "fog", 3, [1, 2])
