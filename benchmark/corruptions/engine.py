@@ -67,7 +67,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 # and one 32-bit uniform per value is far cheaper than a normal or a Poisson variate.
 
 LEVEL_BITS = 31  # uniforms are the top 31 bits of 32, so a CDF of 1 still fits in uint32
-GUIDE_BITS = 8  # 256 guide bins per grey level
+GUIDE_BITS = 10  # 1024 guide bins per grey level: mostly no step of the search (256 KB)
 
 
 def _noise_cdf(name: str, severity: int) -> np.ndarray:
