@@ -30,7 +30,7 @@ from benchmark.config import BuildConfig, ConfigError, load_config
 from benchmark.dataset_files import (check_counts, write_card, write_classes, write_grids,
                                      write_repmix_csvs)
 from benchmark.manifest import read_manifest
-from benchmark.plan import BuildPlan, plan_build
+from benchmark.plan import BuildPlan, checkpoint_path, plan_build
 from benchmark.real_sets import RealSetError
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
 from pipelines.apply_corruptions import ApplyCorruptions
@@ -181,6 +181,19 @@ def _software() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
+def _generator_options(cfg: BuildConfig, staging: Path, source: str, semantic: str) -> dict | None:
+    """A network's options (sampling ones such as truncation_psi included) from its sidecar;
+    None for folders and other projects' checkpoint files, which have none."""
+    given = cfg.sources[source].checkpoints.get(semantic)
+    if given is None and semantic in cfg.sources[source].folders:
+        return None
+    path = given or checkpoint_path(staging / "generators", source, semantic)
+    sidecar = Path(path).with_suffix(".json")
+    if Path(path).suffix != ".safetensors" or not sidecar.is_file():
+        return None
+    return json.loads(sidecar.read_text())["options"]
+
+
 def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     manifest = read_manifest(staging / "manifest.parquet")
     problems = check_counts(manifest, cfg)
@@ -205,7 +218,8 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
                    for s in protocol.SPLIT_NAMES},
         "shards": shards,
         "features": {"extractor": cfg.selection.extractor, "weights": weights_id},
-        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h}
+        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h,
+                        "options": _generator_options(cfg, staging, s, m)}
                        for s, m, a, h in models],
         "corruptions": cfg.corruptions.model_dump(mode="json"),
         "software": _software(),

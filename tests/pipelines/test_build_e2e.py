@@ -100,6 +100,7 @@ def test_provenance_corruptions_and_flags(built):
     assert info["features"]["weights"] == "random"
     assert (info["corruptions"]["backend"], info["corruptions"]["apply_at"]) == ("engine", "stored")
     assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
+    assert all(g["options"] == {"ch": 8, "dim_z": 128} for g in info["generators"])
 
 
 def test_undecodable_photo_is_recorded_and_the_build_goes_on(built):
@@ -278,5 +279,8 @@ def test_native_architectures_and_a_diffusers_folder_are_sources(photo_config):
     for source, arch in (("progan", "progan"), ("diffusion", "ddpm")):
         mine = [r for r in rows if r["source"] == source]
         assert len(mine) == 20 and {r["generator"] for r in mine} == {arch}
+    info = json.loads((out / "dataset_info.json").read_text())
+    options = {g["source"]: g["options"] for g in info["generators"] if g["semantic"] == "faces"}
+    assert options["progan"] == {"ch": 8, "dim_z": 16} and options["diffusion"] is None
     unet = {r["checkpoint_sha256"] for r in rows if r["source"] == "diffusion" and r["semantic"] == "faces"}
     assert unet == {generators.sha256_file(folders["faces"] / ddpm.WEIGHTS_NAME)}
