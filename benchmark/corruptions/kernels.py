@@ -276,26 +276,43 @@ def glass_shuffle_seeded(x, max_delta, iterations, seed):
     height, width, channels = x.shape
     state = legacy_random.seeded(seed)
     block = np.empty(legacy_random.N, np.uint32)
-    pos = legacy_random.N
     limit = np.uint32(2 * max_delta - 1)
     mask = limit
     for shift in (1, 2, 4, 8, 16):
         mask |= mask >> np.uint32(shift)
-    draws = np.empty(2, np.int64)
+    # a power-of-two range never rejects: each visit then reads the next two words of the
+    # block (an even number of them, so they never straddle a refill). Otherwise the accepted
+    # draws are collected a block at a time (the rejection test vectorises there) and read
+    # two per visit, a draw left over carried to the front.
+    exact = mask == limit
+    accepted = np.empty(legacy_random.N + 1, np.int64)
+    count = 0
+    pos = legacy_random.N if exact else 0
     for _ in range(iterations):
         for h in range(height - max_delta, max_delta, -1):
             for w in range(width - max_delta, max_delta, -1):
-                for k in range(2):
-                    while True:  # inlined: see legacy_random.normals
-                        if pos >= legacy_random.N:
-                            legacy_random.refill(state, block)
-                            pos = 0
-                        v = block[pos] & mask
-                        pos += 1
-                        if v <= limit:
-                            break
-                    draws[k] = np.int64(v) - max_delta
-                dx, dy = draws[0], draws[1]
+                if exact:
+                    if pos >= legacy_random.N:
+                        legacy_random.refill(state, block)
+                        pos = 0
+                    dx = np.int64(block[pos] & mask) - max_delta
+                    dy = np.int64(block[pos + 1] & mask) - max_delta
+                    pos += 2
+                    for c in range(channels):
+                        x[h, w, c] = x[h + dy, w + dx, c]
+                    continue
+                while count - pos < 2:
+                    if pos < count:
+                        accepted[0] = accepted[pos]
+                    count -= pos
+                    pos = 0
+                    legacy_random.refill(state, block)
+                    for word in block:
+                        v = word & mask
+                        accepted[count] = np.int64(v) - max_delta
+                        count += v <= limit
+                dx, dy = accepted[pos], accepted[pos + 1]
+                pos += 2
                 for c in range(channels):
                     x[h, w, c] = x[h + dy, w + dx, c]
     return x
