@@ -418,17 +418,15 @@ def elastic_transform(x, severity, seeds):
     h, w = x.shape[1:3]
     sigma = (h * 0.01, w * 0.01)
     reach = h * 0.005
-    grid_r, grid_c = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
-                                 indexing="ij")
-    out = []
-    for img, s in zip(x, seeds):
-        rs = _legacy(s)
-        # float32 blur of the float64 draws: the field is cast to float32 anyway
-        fields = [ops.gaussian(rs.uniform(-reach, reach, size=(h, w)).astype(F32), sigma,
-                               truncate=3, border=ops.BORDER_REFLECT) * F32(alpha)
-                  for _ in range(2)]
-        out.append(kernels.remap_reflect(_unit(img), grid_r + fields[1], grid_c + fields[0]))
-    return np.stack(out)
+    out = np.empty_like(x)
+    for i, (img, s) in enumerate(zip(x, seeds)):
+        # the reference's two uniform(-reach, reach, (h, w)) draws, stored as float32 for a
+        # float32 blur: the field is cast to float32 anyway
+        draws = legacy_random.uniforms(s, np.empty((2, h, w), F32), -reach, reach)
+        dx, dy = (ops.gaussian(d, sigma, truncate=3, border=ops.BORDER_REFLECT) * F32(alpha)
+                  for d in draws)
+        out[i] = kernels.remap_reflect(img, dy, dx)
+    return out
 
 
 CORRUPTIONS: dict[str, Callable[[np.ndarray, int, Sequence[int]], np.ndarray]] = {

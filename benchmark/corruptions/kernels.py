@@ -62,15 +62,18 @@ def _reflect(i, n):
 
 
 @numba.njit(cache=True)
-def remap_reflect(img, rows, cols):
-    """uint8 of clip(scipy `map_coordinates(img, order=1, mode='reflect')`, 0, 1) * 255 for a
-    (H, W, C) float32 image at float64 (rows, cols): exact weights (OpenCV's remap quantises
-    them to 1/32 pixel), the reflected border only where a neighbour falls outside."""
+def remap_reflect(img, shift_rows, shift_cols):
+    """uint8 of clip(scipy `map_coordinates(u, order=1, mode='reflect')`, 0, 1) * 255 with
+    u = float32 img / 255, a uint8 (H, W, C) image, at (y + shift_rows, x + shift_cols) in
+    float64 (the shifts are float32 fields): exact weights (OpenCV's remap quantises them to
+    1/32 pixel), the reflected border only where a neighbour falls outside."""
     h, w, channels = img.shape
-    out = np.empty(rows.shape + (channels,), np.uint8)
-    for y in range(rows.shape[0]):
-        for z in range(rows.shape[1]):
-            r, c = rows[y, z], cols[y, z]
+    out = np.empty(shift_rows.shape + (channels,), np.uint8)
+    unit = np.float32(1 / 255)
+    for y in range(shift_rows.shape[0]):
+        for z in range(shift_rows.shape[1]):
+            r = np.float64(y) + np.float64(shift_rows[y, z])
+            c = np.float64(z) + np.float64(shift_cols[y, z])
             r0, c0 = np.floor(r), np.floor(c)
             fr, fc = r - r0, c - c0
             ra, ca = int(r0), int(c0)
@@ -80,8 +83,12 @@ def remap_reflect(img, rows, cols):
                 ra, rb = _reflect(ra, h), _reflect(ra + 1, h)
                 ca, cb = _reflect(ca, w), _reflect(ca + 1, w)
             for k in range(channels):
-                top = img[ra, ca, k] + (img[ra, cb, k] - img[ra, ca, k]) * fc
-                bottom = img[rb, ca, k] + (img[rb, cb, k] - img[rb, ca, k]) * fc
+                aa = np.float32(img[ra, ca, k]) * unit
+                ab = np.float32(img[ra, cb, k]) * unit
+                ba = np.float32(img[rb, ca, k]) * unit
+                bb = np.float32(img[rb, cb, k]) * unit
+                top = aa + (ab - aa) * fc
+                bottom = ba + (bb - ba) * fc
                 value = top + (bottom - top) * fr
                 out[y, z, k] = np.uint8(min(max(value, 0.0), 1.0) * 255.0)
     return out

@@ -113,3 +113,21 @@ def normals(seed, out, loc, scale):
             flat[i + 1] = loc + scale * (f * x1)
         i += 2
     return state, block, pos
+
+
+@numba.njit(cache=True)
+def uniforms(seed, out, low, high):
+    """Fill `out` as `RandomState(seed).uniform(low, high, out.shape)` does (low + (high - low)
+    * random_sample()), stored in out's dtype."""
+    state, block = seeded(seed), np.empty(N, np.uint32)
+    flat = out.ravel()
+    span = high - low
+    i = 0
+    while i < flat.size:
+        refill(state, block)
+        for j in range(min(N // 2, flat.size - i)):  # a double takes two words
+            a = np.float64(block[2 * j] >> np.uint32(5))
+            b = np.float64(block[2 * j + 1] >> np.uint32(6))
+            flat[i + j] = low + span * ((a * 67108864.0 + b) / 9007199254740992.0)
+        i += N // 2
+    return out

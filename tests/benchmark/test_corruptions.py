@@ -254,3 +254,12 @@ def test_compiled_legacy_normals_are_numpys(seed):
         assert (got == want.normal(0.55, 0.3, shape)).all()
         # and the stream goes on where NumPy's does (snow draws its angle next)
         assert legacy_random.next_double(*generator)[0] == want.random_sample()
+
+
+def test_compiled_legacy_uniforms_are_numpys():
+    from benchmark.corruptions import legacy_random
+
+    for seed in (0, 2**32 - 1):
+        want = np.random.RandomState(seed)  # elastic: two fields of uniforms, one after the other
+        got = legacy_random.uniforms(seed, np.empty((2, 37, 41)), -1.5, 1.5)
+        assert (got == np.stack([want.uniform(-1.5, 1.5, (37, 41)) for _ in range(2)])).all()
