@@ -299,7 +299,7 @@ def fog(x, severity, seeds):
     h, w = x.shape[1:3]
     mapsize = 1 << (max(h, w, 3) - 1).bit_length()
     return np.stack([
-        kernels.fog_blend(img, ops.plasma_fractal(_legacy(s), mapsize, decay)[:h, :w],
+        kernels.fog_blend(img, ops.plasma_fractal(s, mapsize, decay)[:h, :w],
                           F32(strength))
         for img, s in zip(x, seeds)])
 

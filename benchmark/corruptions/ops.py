@@ -13,7 +13,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from benchmark.corruptions import kernels
+from benchmark.corruptions import kernels, legacy_random
 
 # scipy/scikit-image border modes and their OpenCV names.
 BORDER_NEAREST = cv2.BORDER_REPLICATE  # scipy 'nearest': aaa|abc
@@ -124,17 +124,19 @@ def clipped_zoom(x: np.ndarray, zoom: float, full: bool = False) -> np.ndarray:
     return rows[:, xlo] + (rows[:, xhi] - rows[:, xlo]) * fx.reshape(shape_x)
 
 
-def plasma_fractal(rs: np.random.RandomState, mapsize: int, wibbledecay: float) -> np.ndarray:
-    """The reference's diamond-square height map, drawing from `rs` as the reference does.
+def plasma_fractal(seed: int, mapsize: int, wibbledecay: float) -> np.ndarray:
+    """The reference's diamond-square height map, drawing as `np.random.seed(seed)` then the
+    reference's calls would.
 
     The reference calls `np.random.uniform(-wibble, wibble, shape)` level by level for the
     squares, then the two sets of diamonds. The legacy uniform is low + (high - low) *
-    random_sample(), so one random_sample call yields the same numbers, which the compiled
-    kernel consumes in the same order.
+    random_sample(), so one stream of random_sample values (drawn in compiled code,
+    legacy_random.py) yields the same numbers, which the compiled kernel consumes in order.
     """
     count = 0
     step = mapsize
     while step >= 2:
         count += 3 * (mapsize // step) ** 2
         step //= 2
-    return kernels.plasma(rs.random_sample(count), mapsize, wibbledecay)
+    draws = legacy_random.uniforms(seed, np.empty(count), 0.0, 1.0)
+    return kernels.plasma(draws, mapsize, wibbledecay)
