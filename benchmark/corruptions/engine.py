@@ -239,19 +239,20 @@ def snow(x, severity, seeds):
          (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
          (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)][severity - 1]
     h, w = x.shape[1:3]
+    # the zoom reads only a central crop of the layer: only its normals need computing
+    (top, crop_h, _), (left, crop_w, _) = ops.zoom_crop(h, c[2]), ops.zoom_crop(w, c[2])
+    window = (top, top + crop_h, left, left + crop_w)
     out = []
     for img, s in zip(x, seeds):
         layer = np.empty((h, w), F32)  # the reference's float64 draws, stored as float32
-        generator = legacy_random.normals(s, layer, c[0], c[1])
+        generator = legacy_random.normals(s, layer, c[0], c[1], window)
         angle = -135 + 90 * legacy_random.next_double(*generator)[0]  # its uniform(-135, -45)
         # the whole zoomed layer is blurred and only then cut to the image, as the reference
         layer = ops.clipped_zoom(layer, c[2], full=True)
         layer[layer < c[3]] = 0
         layer = np.clip(layer, 0, 1)
         offsets = ops.motion_offsets(c[4], c[5], angle, h, w)
-        layer = ops.motion_blur(layer, offsets)
-        layer = np.round(layer * 255).astype(np.uint8)[:h, :w] * F32(1 / 255)
-        out.append(kernels.snow_blend(img, layer, F32(c[6])))
+        out.append(kernels.snow_blend(img, ops.motion_blur(layer, offsets), F32(c[6])))
     return np.stack(out)
 
 
@@ -311,7 +312,7 @@ def spatter(x, severity, seeds):
     out = []
     for img, s in zip(x, seeds):
         drops = np.empty((h, w), F32)  # the reference's float64 draws, stored as float32
-        legacy_random.normals(s, drops, c[0], c[1])
+        legacy_random.normals(s, drops, c[0], c[1], (0, h, 0, w))
         liquid = ops.gaussian(drops, c[2])
         liquid[liquid < c[3]] = 0
         if c[5] == 0:  # water: edges of the liquid mask, embossed, tinted pale turquoise

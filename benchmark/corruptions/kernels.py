@@ -152,11 +152,23 @@ def fog_blend(x, layer, strength):
     return out
 
 
+@numba.njit(cache=True, inline="always")
+def _snow_value(u, keep, grey, flakes):
+    return _unit_to_u8(keep * u + (np.float32(1.0) - keep) * max(u, grey) + flakes)
+
+
 @numba.njit(cache=True)
-def snow_blend(x, layer, keep):
+def snow_blend(x, blurred, keep):
     """uint8 of clip(keep * u + (1 - keep) * max(u, grey * 1.5 + 0.5) + layer + layer rotated
-    180 degrees, 0, 1) * 255 with u = x / 255 and OpenCV's RGB-to-grey weights."""
-    h, w, channels = x.shape
+    180 degrees, 0, 1) * 255 with u = x / 255 and OpenCV's RGB-to-grey weights, where layer is
+    the motion-blurred flakes as the reference stores them: uint8(round(blurred * 255)) / 255
+    (its PIL round trip), cut to the image."""
+    h, w, _ = x.shape
+    layer = np.empty((h, w), np.float32)
+    for y in range(h):
+        for z in range(w):
+            level = np.uint8(np.rint(blurred[y, z] * np.float32(255.0)))
+            layer[y, z] = np.float32(level) * np.float32(1 / 255)
     out = np.empty_like(x)
     for y in range(h):
         for z in range(w):
@@ -166,10 +178,9 @@ def snow_blend(x, layer, keep):
             grey = (np.float32(0.299) * r + np.float32(0.587) * g + np.float32(0.114) * b) \
                 * np.float32(1.5) + np.float32(0.5)
             flakes = layer[y, z] + layer[h - 1 - y, w - 1 - z]
-            for k in range(channels):
-                u = (r, g, b)[k]
-                v = keep * u + (np.float32(1.0) - keep) * max(u, grey) + flakes
-                out[y, z, k] = _unit_to_u8(v)
+            out[y, z, 0] = _snow_value(r, keep, grey, flakes)
+            out[y, z, 1] = _snow_value(g, keep, grey, flakes)
+            out[y, z, 2] = _snow_value(b, keep, grey, flakes)
     return out
 
 

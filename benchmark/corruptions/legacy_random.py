@@ -75,43 +75,62 @@ def next_double(state, block, pos):
     return (a * 67108864.0 + b) / 9007199254740992.0, pos + 1
 
 
+@numba.njit(cache=True, inline="always")
+def _inside(row, col, width, window):
+    if col >= width:
+        row, col = row + 1, col - width
+    return window[0] <= row < window[1] and window[2] <= col < window[3]
+
+
 @numba.njit(cache=True)
-def normals(seed, out, loc, scale):
-    """Fill `out` (float64) as `RandomState(seed).normal(loc, scale, out.shape)` does: the polar
+def normals(seed, out, loc, scale, window):
+    """Fill 2-D `out` as `RandomState(seed).normal(loc, scale, out.shape)` does: the polar
     method, each accepted pair giving f * x2 then f * x1 (an odd count leaves the last pair's
-    second value unused, as NumPy keeps it for a later call). Returns the state and its
-    position in the block, to draw on from where NumPy's generator would be."""
+    second value unused, as NumPy keeps it for a later call). Returns the state, block and
+    position, to draw on from where NumPy's generator would be.
+
+    Only values inside `window` = (row start, row stop, column start, column stop) are
+    computed, the rest set to `loc`: the whole stream is drawn and tested for rejection, but
+    the logarithm and square root, most of the cost, are skipped where a caller reads nothing
+    (snow uses only a central crop of its layer).
+    """
     state, block, pos = seeded(seed), np.empty(N, np.uint32), N
+    height, width = out.shape
     flat = out.ravel()
     n = flat.size
-    i = 0
+    i = row = col = 0
     while i < n:
-        if pos + 4 > N:  # the four words of two doubles, across a refill if need be
-            words = np.empty(4, np.uint32)
-            for k in range(4):
-                if pos >= N:
-                    refill(state, block)
-                    pos = 0
-                words[k] = block[pos]
-                pos += 1
-        else:
-            words = block[pos:pos + 4]
-            pos += 4
-        # the inlined draws: a helper returning (value, position) costs reference counting
+        if pos >= N:  # a pair takes four words, and N is a multiple of four
+            refill(state, block)
+            pos = 0
+        # the draws inlined: a helper returning (value, position) costs reference counting
         # of the arrays per call, more than the draw itself
-        u1 = ((words[0] >> np.uint32(5)) * 67108864.0 + (words[1] >> np.uint32(6))) \
+        u1 = ((block[pos] >> np.uint32(5)) * 67108864.0 + (block[pos + 1] >> np.uint32(6))) \
             / 9007199254740992.0
-        u2 = ((words[2] >> np.uint32(5)) * 67108864.0 + (words[3] >> np.uint32(6))) \
-            / 9007199254740992.0
+        u2 = ((block[pos + 2] >> np.uint32(5)) * 67108864.0
+              + (block[pos + 3] >> np.uint32(6))) / 9007199254740992.0
+        pos += 4
         x1, x2 = 2.0 * u1 - 1.0, 2.0 * u2 - 1.0
         r2 = x1 * x1 + x2 * x2
         if r2 >= 1.0 or r2 == 0.0:
             continue
-        f = np.sqrt(-2.0 * np.log(r2) / r2)
-        flat[i] = loc + scale * (f * x2)
-        if i + 1 < n:
-            flat[i + 1] = loc + scale * (f * x1)
+        first = _inside(row, col, width, window)
+        second = i + 1 < n and _inside(row, col + 1, width, window)
+        if first or second:
+            f = np.sqrt(-2.0 * np.log(r2) / r2)
+            flat[i] = loc + scale * (f * x2) if first else loc
+            if second:
+                flat[i + 1] = loc + scale * (f * x1)
+            elif i + 1 < n:
+                flat[i + 1] = loc
+        else:
+            flat[i] = loc
+            if i + 1 < n:
+                flat[i + 1] = loc
         i += 2
+        col += 2
+        if col >= width:
+            row, col = row + 1, col - width
     return state, block, pos
 
 

@@ -45,39 +45,37 @@ def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 
 
 def motion_offsets(radius: int, sigma: float, angle: float, height: int, width: int
-                   ) -> list[tuple[int, int, float]]:
-    """(dy, dx, weight) of each tap of the reference's motion blur along `angle` degrees.
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dy, dx, weight) arrays of the taps of the reference's motion blur along `angle` degrees.
 
     The reference sums `weight * shift(x, dx, dy)` over taps and stops at the first tap whose
-    shift reaches past the image; the same taps and stop rule are kept here.
+    shift reaches past the image; the same taps and stop rule are kept here (the same float64
+    operations as its scalar loop, on all taps at once).
     """
     size = 2 * radius + 1
     taps = np.exp(-(np.arange(size) ** 2) / (2 * sigma ** 2)) / (np.sqrt(2 * np.pi) * sigma)
     taps = taps / taps.sum()
     py, px = size * np.sin(np.deg2rad(angle)), size * np.cos(np.deg2rad(angle))
     hypot = math.hypot(py, px)
-    out = []
-    for i in range(size):
-        dy = -math.ceil(((i * py) / hypot) - 0.5)
-        dx = -math.ceil(((i * px) / hypot) - 0.5)
-        if abs(dy) >= height or abs(dx) >= width:
-            break
-        out.append((dy, dx, float(taps[i])))
-    return out
+    steps = np.arange(size, dtype=np.float64)
+    dys = -np.ceil(((steps * py) / hypot) - 0.5).astype(np.int64)
+    dxs = -np.ceil(((steps * px) / hypot) - 0.5).astype(np.int64)
+    past = np.flatnonzero((np.abs(dys) >= height) | (np.abs(dxs) >= width))
+    n = past[0] if past.size else size
+    return dys[:n], dxs[:n], taps[:n].astype(np.float32)
 
 
-def motion_blur(x: np.ndarray, offsets: list[tuple[int, int, float]]) -> np.ndarray:
+def motion_blur(x: np.ndarray, offsets: tuple[np.ndarray, np.ndarray, np.ndarray]
+                ) -> np.ndarray:
     """Sum of edge-clamped shifted copies of a float32 (H, W[, C]) image:
     out[y, x] = sum w * img[clamp(y - dy), clamp(x - dx)], the reference's `_motion_blur`
     without a full-image roll per tap: one replicate-padded copy, then a compiled shift-add."""
+    dys, dxs, weights = offsets
     img = x if x.ndim == 3 else x[..., None]
-    reach = max(max(abs(dy), abs(dx)) for dy, dx, _ in offsets)
+    reach = int(max(np.abs(dys).max(), np.abs(dxs).max()))
     padded = cv2.copyMakeBorder(img, reach, reach, reach, reach, cv2.BORDER_REPLICATE)
     if padded.ndim == 2:  # OpenCV drops a single channel axis
         padded = padded[..., None]
-    dys = np.array([o[0] for o in offsets], np.int64)
-    dxs = np.array([o[1] for o in offsets], np.int64)
-    weights = np.array([o[2] for o in offsets], np.float32)
     out = kernels.shift_sum(np.ascontiguousarray(padded, np.float32), reach, dys, dxs, weights,
                             img.shape[0], img.shape[1])
     return out if x.ndim == 3 else out[..., 0]

@@ -250,10 +250,19 @@ def test_compiled_legacy_normals_are_numpys(seed):
     for shape in ((33, 31), (40, 64)):  # an odd count leaves half a pair; blocks refill mid-pair
         want = np.random.RandomState(seed)
         got = np.empty(shape)
-        generator = legacy_random.normals(seed, got, 0.55, 0.3)
+        generator = legacy_random.normals(seed, got, 0.55, 0.3, (0, shape[0], 0, shape[1]))
         assert (got == want.normal(0.55, 0.3, shape)).all()
         # and the stream goes on where NumPy's does (snow draws its angle next)
         assert legacy_random.next_double(*generator)[0] == want.random_sample()
+        # a window (odd edges: pairs straddle it) computes the same values inside, loc outside
+        window = (3, 20, 5, 26)
+        part = np.empty(shape)
+        generator = legacy_random.normals(seed, part, 0.55, 0.3, window)
+        inside = np.zeros(shape, bool)
+        inside[3:20, 5:26] = True
+        assert (part[inside] == got[inside]).all() and (part[~inside] == 0.55).all()
+        assert legacy_random.next_double(*generator)[0] == legacy_random.next_double(
+            *legacy_random.normals(seed, got, 0.55, 0.3, (0, 0, 0, 0)))[0]
 
 
 def test_compiled_legacy_uniforms_are_numpys():
