@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from generators.base import GeneratorError
 from generators.folder import FolderGenerator
-from generators.training import train
+from generators.training import StepStats, train
 
 # Images decoded per call: bounds the temporary arrays while filling the training set.
 _LOAD_CHUNK = 256
@@ -83,11 +84,19 @@ def main(argv: list[str] | None = None) -> int:
         options = parse_options(args)
         images = read_photos(args.images, args.resolution)
         logging.getLogger(__name__).info("read %d photos from %s", len(images), args.images)
-        path = train(args.arch, images, args.out, steps=args.steps, batch_size=args.batch_size,
-                     seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, n_dis=args.n_dis,
-                     options=options, grid_every=args.grid_every,
-                     checkpoint_every=args.checkpoint_every,
-                     device=args.device)
+        # A progress bar on stderr (stdout carries only the checkpoint path, for scripts).
+        with tqdm(total=args.steps, desc=f"train {args.arch}", unit="step", file=sys.stderr,
+                  mininterval=1.0) as bar:
+            def progress(stats: StepStats) -> None:
+                bar.n = stats.step  # a resumed run starts part-way
+                bar.set_postfix(d_loss=f"{stats.d_loss:.3f}", g_loss=f"{stats.g_loss:.3f}", refresh=False)
+                bar.refresh()
+
+            path = train(args.arch, images, args.out, steps=args.steps, batch_size=args.batch_size,
+                         seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, n_dis=args.n_dis,
+                         options=options, grid_every=args.grid_every,
+                         checkpoint_every=args.checkpoint_every, progress=progress,
+                         device=args.device)
     except GeneratorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

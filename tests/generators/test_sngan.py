@@ -159,6 +159,7 @@ def test_cli_trains_from_a_photo_folder(tmp_path):
                           cwd=REPO, env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out) + ".safetensors"
+    assert "train sngan" in proc.stderr and "2/2" in proc.stderr  # the progress bar
     gen = generators.load("sngan", checkpoint=out, resolution=32)
     assert gen.sample([0]).shape == (1, 32, 32, 3)
     # A bad folder is reported, not a traceback.
