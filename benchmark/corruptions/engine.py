@@ -182,54 +182,17 @@ def motion_blur(x, severity, seeds):
 
 def zoom_blur(x, severity, seeds):
     """Mean of the image and its centre zooms. Each zoom is the reference's clipped_zoom (scipy
-    `zoom(order=1)`: corner-aligned, in = top + out * (crop - 1) / (zoomed - 1)), written as
-    the affine map it is and run by OpenCV's warpAffine."""
+    `zoom(order=1)`: corner-aligned, in = top + out * (crop - 1) / (zoomed - 1)), cut to the
+    image; as it is separable, one compiled pass per image does all zooms (kernels.zoom_mean)."""
     zooms = [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
              np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)][severity - 1]
     h, w = x.shape[1:3]
-    maps = []
-    for z in zooms:
-        (top, ch, oh), (left, cw, ow) = ops.zoom_crop(h, float(z)), ops.zoom_crop(w, float(z))
-        sy = (ch - 1) / (oh - 1) if oh > 1 else 0.0
-        sx = (cw - 1) / (ow - 1) if ow > 1 else 0.0
-        maps.append(np.array([[sx, 0, left], [0, sy, top]], np.float64))
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    out = []
-    for group in _channel_groups(x):
-        total = group.copy()
-        for m in maps:
-            total += cv2.warpAffine(group, m, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        total /= F32(len(zooms) + 1)
-        out.append(_u8(total))
-    return _ungroup(out, x.shape)
-
-
-GROUP = 16  # images per OpenCV call in `_channel_groups`
-
-
-def _channel_groups(x: np.ndarray) -> list[np.ndarray]:
-    """The batch as float32 (H, W, 3 * n) images of 2 to GROUP images each, for warpAffine.
-
-    OpenCV warps more than 4 channels with one generic loop, each channel alike and on its own,
-    so stacking images along the channels gives the same numbers per image whatever the
-    grouping, in fewer, better-vectorised calls. A lone image is paired with a blank one:
-    3-channel images take a different code path whose rounding differs, which would make an
-    image's result depend on the batch split.
-    """
-    n, h, w, c = x.shape
-    groups = []
-    for i in range(0, n, GROUP):
-        part = x[i:i + GROUP]
-        if len(part) == 1:
-            part = np.concatenate([part, np.zeros_like(part)])
-        stacked = np.ascontiguousarray(part.transpose(1, 2, 0, 3)).reshape(h, w, -1)
-        groups.append(stacked.astype(F32))
-    return groups
-
-
-def _ungroup(groups: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    n, h, w, c = shape
-    return np.concatenate([g.reshape(h, w, -1, c).transpose(2, 0, 1, 3) for g in groups])[:n]
+    rows = [np.stack(t) for t in zip(*(ops.zoom_taps(h, float(z)) for z in zooms))]
+    cols = [np.stack(t) for t in zip(*(ops.zoom_taps(w, float(z)) for z in zooms))]
+    out = np.empty_like(x)
+    for i, img in enumerate(x):
+        out[i] = kernels.zoom_mean(img, *rows, *cols)
+    return out
 
 
 # --- weather -------------------------------------------------------------------------------

@@ -89,7 +89,7 @@ def zoom_crop(size: int, zoom: float) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=256)
-def _zoom_taps(size: int, zoom: float, full: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def zoom_taps(size: int, zoom: float, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs and weights of scipy `zoom(order=1)` on the reference's centred crop, 1 axis.
 
     The reference crops ceil(size/zoom) pixels around the centre and zooms them to
@@ -114,8 +114,8 @@ def clipped_zoom(x: np.ndarray, zoom: float, full: bool = False) -> np.ndarray:
     N-d resampler. `full` keeps the whole zoomed crop (which can exceed H x W by a pixel or two)
     as the reference's snow does; otherwise the result is cut to H x W as zoom blur does.
     """
-    ylo, yhi, fy = _zoom_taps(x.shape[0], zoom, full)
-    xlo, xhi, fx = _zoom_taps(x.shape[1], zoom, full)
+    ylo, yhi, fy = zoom_taps(x.shape[0], zoom, full)
+    xlo, xhi, fx = zoom_taps(x.shape[1], zoom, full)
     shape_y = (-1,) + (1,) * (x.ndim - 1)
     shape_x = (1, -1) + (1,) * (x.ndim - 2)
     rows = x[ylo] + (x[yhi] - x[ylo]) * fy.reshape(shape_y)
