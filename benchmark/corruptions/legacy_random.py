@@ -75,13 +75,6 @@ def next_double(state, block, pos):
     return (a * 67108864.0 + b) / 9007199254740992.0, pos + 1
 
 
-@numba.njit(cache=True, inline="always")
-def _inside(row, col, width, window):
-    if col >= width:
-        row, col = row + 1, col - width
-    return window[0] <= row < window[1] and window[2] <= col < window[3]
-
-
 @numba.njit(cache=True)
 def normals(seed, out, loc, scale, window):
     """Fill 2-D `out` as `RandomState(seed).normal(loc, scale, out.shape)` does: the polar
@@ -92,19 +85,20 @@ def normals(seed, out, loc, scale, window):
     Only values inside `window` = (row start, row stop, column start, column stop) are
     computed, the rest set to `loc`: the whole stream is drawn and tested for rejection, but
     the logarithm and square root, most of the cost, are skipped where a caller reads nothing
-    (snow uses only a central crop of its layer).
+    (snow uses only a central crop of its layer). Two passes: the rejection walk, then the
+    branch-free transform of the accepted pairs, which pipelines far better than one loop.
     """
     state, block, pos = seeded(seed), np.empty(N, np.uint32), N
     height, width = out.shape
-    flat = out.ravel()
-    n = flat.size
-    i = row = col = 0
-    while i < n:
+    n = height * width
+    pairs = (n + 1) // 2
+    xs = np.empty(2 * pairs)  # x2, x1 of each accepted pair, in output order
+    r2s = np.empty(pairs)
+    k = 0
+    while k < pairs:
         if pos >= N:  # a pair takes four words, and N is a multiple of four
             refill(state, block)
             pos = 0
-        # the draws inlined: a helper returning (value, position) costs reference counting
-        # of the arrays per call, more than the draw itself
         u1 = ((block[pos] >> np.uint32(5)) * 67108864.0 + (block[pos + 1] >> np.uint32(6))) \
             / 9007199254740992.0
         u2 = ((block[pos + 2] >> np.uint32(5)) * 67108864.0
@@ -112,25 +106,23 @@ def normals(seed, out, loc, scale, window):
         pos += 4
         x1, x2 = 2.0 * u1 - 1.0, 2.0 * u2 - 1.0
         r2 = x1 * x1 + x2 * x2
-        if r2 >= 1.0 or r2 == 0.0:
-            continue
-        first = _inside(row, col, width, window)
-        second = i + 1 < n and _inside(row, col + 1, width, window)
-        if first or second:
-            f = np.sqrt(-2.0 * np.log(r2) / r2)
-            flat[i] = loc + scale * (f * x2) if first else loc
-            if second:
-                flat[i + 1] = loc + scale * (f * x1)
-            elif i + 1 < n:
-                flat[i + 1] = loc
-        else:
-            flat[i] = loc
-            if i + 1 < n:
-                flat[i + 1] = loc
-        i += 2
-        col += 2
-        if col >= width:
-            row, col = row + 1, col - width
+        xs[2 * k] = x2
+        xs[2 * k + 1] = x1
+        r2s[k] = r2
+        k += (r2 < 1.0) & (r2 != 0.0)  # a rejected pair is overwritten by the next
+    top, bottom = max(window[0], 0), min(window[1], height)
+    left, right = max(window[2], 0), min(window[3], width)
+    out[:] = loc
+    done = 0  # pairs before this one are transformed (a pair can straddle two rows)
+    for y in range(top, bottom):
+        first = max((y * width + left) // 2, done)
+        done = max((y * width + right + 1) // 2, first)
+        for k in range(first, done):
+            f = np.sqrt(-2.0 * np.log(r2s[k]) / r2s[k])
+            xs[2 * k] = loc + scale * (f * xs[2 * k])
+            xs[2 * k + 1] = loc + scale * (f * xs[2 * k + 1])
+        for z in range(left, right):
+            out[y, z] = xs[y * width + z]
     return state, block, pos
 
 
