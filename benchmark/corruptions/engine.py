@@ -62,24 +62,23 @@ def _unit(x: np.ndarray) -> np.ndarray:
 # gaussian, shot and speckle noise turn each grey level v into a random output level whose
 # distribution depends on v alone: uint8(clip(v/255 + c*N) * 255) = clip(v + floor(255*c*N)),
 # uint8(clip(v/255 * (1 + c*N)) * 255) = clip(v + floor(v*c*N)), uint8(clip(Poisson(v/255*c)
-# / c) * 255). So the engine tabulates those 256 distributions once per severity and draws
-# the output level itself from one uniform, by inverse CDF: exact in distribution (to 2**-31),
-# and one 32-bit uniform per value is far cheaper than a normal or a Poisson variate.
+# / c) * 255). So the engine tabulates those distributions once per severity (one shared by
+# all levels for gaussian noise, 256 for the others) and draws the output level itself from
+# one uniform, by inverse CDF: exact in distribution (to 2**-31), and one 32-bit uniform per
+# value is far cheaper than a normal or a Poisson variate.
 
 LEVEL_BITS = 31  # uniforms are the top 31 bits of 32, so a CDF of 1 still fits in uint32
 GUIDE_BITS = 10  # 1024 guide bins per grey level: mostly no step of the search (256 KB)
 
 
 def _noise_cdf(name: str, severity: int) -> np.ndarray:
-    """P(output level <= k | input level v) as a float64 (256, 256) array [v, k]."""
+    """P(output level <= k | input level v) as a float64 (256, 256) array [v, k], for shot or
+    speckle noise."""
     from scipy.stats import norm, poisson
 
     v = np.arange(256, dtype=np.float64)[:, None]
     k = np.arange(256, dtype=np.float64)[None, :]
-    if name == "gaussian_noise":
-        c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
-        cdf = norm.cdf((k - v + 1) / (255 * c)) + 0 * v
-    elif name == "speckle_noise":
+    if name == "speckle_noise":
         c = [.15, .2, 0.35, 0.45, 0.6][severity - 1]
         with np.errstate(divide="ignore"):
             cdf = norm.cdf((k - v + 1) / (v * c))  # v = 0: 1 / 0 = inf, level 0 always
@@ -117,8 +116,32 @@ def _level_noise(name: str, x: np.ndarray, severity: int, seeds: Sequence[int]) 
     return out
 
 
+SHIFT_GUIDE_BITS = 12  # guide bins of gaussian noise's one table (8 KB, stays in L1)
+
+
+@lru_cache(maxsize=8)
+def _gaussian_tables(severity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian noise adds the same D = floor(255 * c * N) to every level, so one table does:
+    thresholds of P(D <= d) for d = -255..255 (D beyond +-255 clips alike, so it is lumped
+    into the ends) and a uint16 guide into them."""
+    from scipy.stats import norm
+
+    c = [.08, .12, 0.18, 0.26, 0.38][severity - 1]
+    cdf = norm.cdf((np.arange(-255, 256) + 1) / (255 * c))
+    cdf[-1] = 1.0
+    thresholds = np.rint(cdf * 2.0 ** LEVEL_BITS).astype(np.uint32)
+    starts = np.arange(1 << SHIFT_GUIDE_BITS, dtype=np.uint32) << (LEVEL_BITS - SHIFT_GUIDE_BITS)
+    return thresholds, np.searchsorted(thresholds, starts, side="right").astype(np.uint16)
+
+
 def gaussian_noise(x, severity, seeds):
-    return _level_noise("gaussian_noise", x, severity, seeds)
+    thresholds, guide = _gaussian_tables(severity)
+    out = np.empty_like(x)
+    for i, (img, s) in enumerate(zip(x, seeds)):
+        words = np.random.PCG64(s).random_raw((img.size + 1) // 2).view(np.uint32)
+        out[i] = kernels.shift_levels(img, words, thresholds, guide, LEVEL_BITS,
+                                      SHIFT_GUIDE_BITS)
+    return out
 
 
 def shot_noise(x, severity, seeds):

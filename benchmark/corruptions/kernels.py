@@ -146,6 +146,24 @@ def sample_levels(x, uniforms, thresholds, guide, level_bits, guide_bits):
 
 
 @numba.njit(cache=True)
+def shift_levels(x, uniforms, thresholds, guide, level_bits, guide_bits):
+    """Each value v of uint8 `x` replaced by clip(v + d - 255, 0, 255), where d is the first
+    index with u < thresholds[d] for its uniform u (the top `level_bits` of a uint32),
+    searched from guide[top `guide_bits` of u] (engine._gaussian_tables)."""
+    out = np.empty_like(x)
+    fx, fo = x.ravel(), out.ravel()
+    shift = np.uint32(32 - level_bits)
+    guide_shift = np.uint32(level_bits - guide_bits)
+    for j in range(fx.size):
+        u = uniforms[j] >> shift
+        d = np.int64(guide[np.int64(u >> guide_shift)])
+        while thresholds[d] <= u:
+            d += 1
+        fo[j] = np.uint8(min(max(np.int64(fx[j]) + d - 255, 0), 255))
+    return out
+
+
+@numba.njit(cache=True)
 def fog_blend(x, layer, strength):
     """uint8 of clip((x / 255 + strength * layer) * top / (top + strength), 0, 1) * 255, where
     top is the image's largest value / 255 (the reference's `max_val`)."""
