@@ -38,25 +38,32 @@ def hsv_edit(x, v_add, s_mul, s_add):
     """
     out = np.empty_like(x)
     n, h, w, _ = x.shape
+    unit = np.arange(256) / 255.0  # looked up: this loop is bound by its float64 divisions
     for i in range(n):
         for y in range(h):
             for z in range(w):
-                r = x[i, y, z, 0] / 255.0
-                g = x[i, y, z, 1] / 255.0
-                b = x[i, y, z, 2] / 255.0
+                r = unit[x[i, y, z, 0]]
+                g = unit[x[i, y, z, 1]]
+                b = unit[x[i, y, z, 2]]
                 v = max(r, g, b)
                 delta = v - min(r, g, b)
                 s = delta / v if v > 0 else 0.0
                 s2 = min(max(s * s_mul + s_add, 0.0), 1.0)
                 v2 = min(v + v_add, 1.0)
-                for c in range(3):
-                    if delta > 0:
-                        weight = (v - (r, g, b)[c]) / delta
-                    else:
-                        weight = 0.0 if c == 0 else 1.0
-                    value = min(max(v2 * (1.0 - s2 * weight), 0.0), 1.0) * 255.0
-                    out[i, y, z, c] = _to_u8(value)
+                if delta > 0:
+                    out[i, y, z, 0] = _hsv_channel(v2, s2, (v - r) / delta)
+                    out[i, y, z, 1] = _hsv_channel(v2, s2, (v - g) / delta)
+                    out[i, y, z, 2] = _hsv_channel(v2, s2, (v - b) / delta)
+                else:
+                    out[i, y, z, 0] = _hsv_channel(v2, s2, 0.0)
+                    out[i, y, z, 1] = _hsv_channel(v2, s2, 1.0)
+                    out[i, y, z, 2] = _hsv_channel(v2, s2, 1.0)
     return out
+
+
+@numba.njit(cache=True, inline="always")
+def _hsv_channel(v2, s2, weight):
+    return _to_u8(min(max(v2 * (1.0 - s2 * weight), 0.0), 1.0) * 255.0)
 
 
 @numba.njit(cache=True)
