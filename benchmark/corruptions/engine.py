@@ -373,8 +373,10 @@ def pixelate(x, severity, seeds):
     sh, sw = int(h * c), int(w * c)
     small = [np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX)) for img in x]
     if _opencv_nearest_agrees(sh, h) and _opencv_nearest_agrees(sw, w):
-        return np.stack([cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
-                         for img in small])
+        out = np.empty_like(x)
+        for img, dst in zip(small, out):  # straight into the batch: no stacking copy
+            cv2.resize(img, (w, h), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
+        return out
     # the NEAREST indices only ever step up, so repeating each source row / column as often
     # as it is used is the same gather
     rows = np.bincount(_nearest_index(sh, h), minlength=sh)
