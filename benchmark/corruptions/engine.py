@@ -179,12 +179,12 @@ def glass_blur(x, severity, seeds):
     sigma, delta, iterations = [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)][
         severity - 1]
     h, w = x.shape[1:3]
-    out = []
-    for img, s in zip(x, seeds):
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, (img, s) in enumerate(zip(x, seeds)):
         blurred = (ops.gaussian(_unit(img), sigma) * 255).astype(np.uint8)
         shuffled = kernels.glass_shuffle_seeded(blurred, delta, iterations, s)
-        out.append(_u8(ops.gaussian(shuffled.astype(F32), sigma)))
-    return np.stack(out)
+        out[i] = _u8(ops.gaussian(shuffled.astype(F32), sigma))
+    return out
 
 
 def defocus_blur(x, severity, seeds):
@@ -199,12 +199,12 @@ def defocus_blur(x, severity, seeds):
 def motion_blur(x, severity, seeds):
     radius, sigma = [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)][severity - 1]
     h, w = x.shape[1:3]
-    out = []
-    for img, s in zip(x, seeds):
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, (img, s) in enumerate(zip(x, seeds)):
         angle = _legacy(s).uniform(-45, 45)
         offsets = ops.motion_offsets(radius, sigma, angle, h, w)
-        out.append(_u8(ops.motion_blur(img.astype(F32), offsets)))
-    return np.stack(out)
+        out[i] = _u8(ops.motion_blur(img.astype(F32), offsets))
+    return out
 
 
 def zoom_blur(x, severity, seeds):
@@ -232,8 +232,8 @@ def snow(x, severity, seeds):
     # the zoom reads only a central crop of the layer: only its normals need computing
     (top, crop_h, _), (left, crop_w, _) = ops.zoom_crop(h, c[2]), ops.zoom_crop(w, c[2])
     window = (top, top + crop_h, left, left + crop_w)
-    out = []
-    for img, s in zip(x, seeds):
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, (img, s) in enumerate(zip(x, seeds)):
         layer = np.empty((h, w), F32)  # the reference's float64 draws, stored as float32
         generator = legacy_random.normals(s, layer, c[0], c[1], window)
         angle = -135 + 90 * legacy_random.next_double(*generator)[0]  # its uniform(-135, -45)
@@ -242,8 +242,8 @@ def snow(x, severity, seeds):
         layer[layer < c[3]] = 0
         layer = np.clip(layer, 0, 1)
         offsets = ops.motion_offsets(c[4], c[5], angle, h, w)
-        out.append(kernels.snow_blend(img, ops.motion_blur(layer, offsets), F32(c[6])))
-    return np.stack(out)
+        out[i] = kernels.snow_blend(img, ops.motion_blur(layer, offsets), F32(c[6]))
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -275,14 +275,14 @@ def _frost_layer(index: int, height: int, width: int) -> np.ndarray:
 def frost(x, severity, seeds):
     a, b = [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)][severity - 1]
     h, w = x.shape[1:3]
-    out = []
-    for img, s in zip(x, seeds):
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, (img, s) in enumerate(zip(x, seeds)):
         rs = _legacy(s)
         layer = _frost_layer(rs.randint(6), h, w)
         top = rs.randint(0, layer.shape[0] - h)
         left = rs.randint(0, layer.shape[1] - w)
-        out.append(kernels.blend_layer(img, layer[top:top + h, left:left + w], F32(a), F32(b)))
-    return np.stack(out)
+        out[i] = kernels.blend_layer(img, layer[top:top + h, left:left + w], F32(a), F32(b))
+    return out
 
 
 def fog(x, severity, seeds):
@@ -299,8 +299,8 @@ def spatter(x, severity, seeds):
     c = [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
          (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)][severity - 1]
     h, w = x.shape[1:3]
-    out = []
-    for img, s in zip(x, seeds):
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, (img, s) in enumerate(zip(x, seeds)):
         drops = np.empty((h, w), F32)  # the reference's float64 draws, stored as float32
         legacy_random.normals(s, drops, c[0], c[1], (0, h, 0, w))
         liquid = ops.gaussian(drops, c[2])
@@ -316,13 +316,13 @@ def spatter(x, severity, seeds):
             m = m / m.max() * F32(c[4])
             # the reference builds a BGR colour but adds it to the RGB image as is
             colour = np.array([175, 238, 238], F32) / 255
-            out.append(kernels.spatter_blend(img, m, colour, False))
+            out[i] = kernels.spatter_blend(img, m, colour, False)
         else:  # mud: a blurred, thresholded mask of brown
             m = ops.gaussian((liquid > c[3]).astype(F32), c[4])
             m[m < 0.8] = 0
             colour = np.array([63, 42, 20], F32) / 255
-            out.append(kernels.spatter_blend(img, m, colour, True))
-    return np.stack(out)
+            out[i] = kernels.spatter_blend(img, m, colour, True)
+    return out
 
 
 # --- digital -------------------------------------------------------------------------------
@@ -355,14 +355,14 @@ def saturate(x, severity, seeds):
 def jpeg_compression(x, severity, seeds):
     """libjpeg through OpenCV with Pillow's defaults (4:2:0 chroma, islow DCT, same tables)."""
     quality = [25, 18, 15, 10, 7][severity - 1]
-    out = []
-    for img in x:
+    out = np.empty_like(x)  # filled image by image: no stacking copy of the batch
+    for i, img in enumerate(x):
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise RuntimeError("OpenCV could not JPEG-encode the image")
-        out.append(cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB))
-    return np.stack(out)
+        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
+    return out
 
 
 def pixelate(x, severity, seeds):

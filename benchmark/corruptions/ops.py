@@ -89,7 +89,8 @@ def zoom_crop(size: int, zoom: float) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=256)
-def zoom_taps(size: int, zoom: float, full: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def zoom_taps(size: int, zoom: float, full: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Index pairs and weights of scipy `zoom(order=1)` on the reference's centred crop, 1 axis.
 
     The reference crops ceil(size/zoom) pixels around the centre and zooms them to
