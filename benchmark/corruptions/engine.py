@@ -172,7 +172,10 @@ def speckle_noise(x, severity, seeds):
 
 def gaussian_blur(x, severity, seeds):
     c = [1, 2, 3, 4, 6][severity - 1]
-    return np.stack([_u8(ops.gaussian(img.astype(F32), c)) for img in x])
+    out = np.empty_like(x)
+    for i, img in enumerate(x):
+        out[i] = _u8(ops.gaussian(img.astype(F32), c))
+    return out
 
 
 def glass_blur(x, severity, seeds):
@@ -193,7 +196,10 @@ def defocus_blur(x, severity, seeds):
     # float64, as the reference: its kernel sums to 1 - 4e-9 at low severities, so flat areas
     # land a hair below a whole grey level and truncate one level down; float32 rounding
     # would hide that hair and differ by a level over whole flat regions
-    return np.stack([_u8(cv2.filter2D(img.astype(np.float64), -1, kernel)) for img in x])
+    out = np.empty_like(x)
+    for i, img in enumerate(x):  # uint8 in, float64 out: OpenCV converts as it goes
+        out[i] = _u8(cv2.filter2D(img, cv2.CV_64F, kernel))
+    return out
 
 
 def motion_blur(x, severity, seeds):
