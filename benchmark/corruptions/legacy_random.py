@@ -1,10 +1,11 @@
 """NumPy's legacy `RandomState(seed)` stream (MT19937) inside compiled loops.
 
-The reference draws its normals (snow, spatter) from NumPy's legacy generator and its glass-blur
-offsets from Numba's, which is the same MT19937 with the same integer seeding. Drawing them
-here, inside the loop that uses them, gives the same numbers without the generator's per-value
-call overhead or a large array of draws in between; tests/benchmark/test_corruptions.py checks
-every function against NumPy.
+The reference draws its normals (snow, spatter) and uniforms (elastic's field, fog's plasma)
+from NumPy's legacy generator and its glass-blur offsets from Numba's, which is the same MT19937
+with the same integer seeding. Drawing them here, inside the loop that uses them, gives the
+same numbers without the generator's per-value call overhead or a large array of draws in
+between (and lets snow skip the normals it never reads); tests/benchmark/test_corruptions.py
+checks every function against NumPy.
 
 A generator is the state (624 uint32 words, `seeded`), a block of 624 tempered outputs and a
 read position in it, which each consumer keeps in a local variable.
