@@ -9,15 +9,15 @@ Randomness, per image, from that image's seed only (so the batch split never mat
   crop, snow's flakes and angle, spatter's liquid, elastic's displacement field) come from
   `np.random.RandomState(seed)`, the legacy generator the reference's global `np.random.seed`
   drives, and are drawn in the reference's order: given the same seed, the engine and the
-  reference draw the same numbers, so those corruptions can be compared exactly. Snow's and
-  spatter's normals come from the same stream computed in compiled code (legacy_random.py),
-  twice as fast as NumPy's, bit for bit the same.
+  reference draw the same numbers, so those corruptions can be compared exactly. Snow's,
+  spatter's, elastic's and fog's draws come from the same stream computed in compiled code
+  (legacy_random.py), bit for bit NumPy's, in the loops that use them.
 - impulse_noise draws from `np.random.default_rng(seed)` exactly as scikit-image's s&p noise.
 - glass_blur's pixel loop uses the reference's draws from Numba's generator (NumPy's legacy
   MT19937, same seeding, same masked rejection), made in the compiled loop (legacy_random.py).
 - gaussian, shot and speckle noise draw one uniform per value from `PCG64(seed)` and turn it
-  into the output grey level by the exact output distribution (see `_noise_cdf`): the same
-  distribution as the reference, not the same numbers.
+  into the output grey level by the exact output distribution (see `_noise_cdf` and
+  `_gaussian_tables`): the same distribution as the reference, not the same numbers.
 """
 
 from __future__ import annotations
