@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from benchmark.corruptions import kernels, legacy_random, ops
 
@@ -372,30 +371,20 @@ def jpeg_compression(x, severity, seeds):
 
 
 def pixelate(x, severity, seeds):
-    """Pillow's BOX down then NEAREST up, as the reference; the NEAREST step by OpenCV's
-    INTER_NEAREST_EXACT where it picks the same pixels (checked per size), else a gather."""
+    """Pillow's BOX down then NEAREST up, as the reference, both reproduced byte for byte:
+    the BOX step with Pillow's fixed-point taps (ops.pillow_box_taps, kernels.box_resample),
+    the NEAREST step as a gather of Pillow's source indices."""
     c = [0.6, 0.5, 0.4, 0.3, 0.25][severity - 1]
     h, w = x.shape[1:3]
     sh, sw = int(h * c), int(w * c)
-    small = [np.asarray(Image.fromarray(img).resize((sw, sh), Image.BOX)) for img in x]
-    if _opencv_nearest_agrees(sh, h) and _opencv_nearest_agrees(sw, w):
-        out = np.empty_like(x)
-        for img, dst in zip(small, out):  # straight into the batch: no stacking copy
-            cv2.resize(img, (w, h), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
-        return out
-    # the NEAREST indices only ever step up, so repeating each source row / column as often
-    # as it is used is the same gather
-    rows = np.bincount(_nearest_index(sh, h), minlength=sh)
-    cols = np.bincount(_nearest_index(sw, w), minlength=sw)
-    return np.repeat(np.repeat(np.stack(small), rows, axis=1), cols, axis=2)
-
-
-@lru_cache(maxsize=64)
-def _opencv_nearest_agrees(size_in: int, size_out: int) -> bool:
-    """Whether OpenCV's INTER_NEAREST_EXACT (faster) picks Pillow's indices for this size pair."""
-    ramp = np.arange(size_in, dtype=np.float32)[None, :]
-    picked = cv2.resize(ramp, (size_out, 1), interpolation=cv2.INTER_NEAREST_EXACT)[0]
-    return bool((picked.astype(np.int64) == _nearest_index(size_in, size_out)).all())
+    row_taps, col_taps = ops.pillow_box_taps(h, sh), ops.pillow_box_taps(w, sw)
+    rows, cols = _nearest_index(sh, h), _nearest_index(sw, w)
+    small = np.empty((sh, sw, 3), np.uint8)
+    out = np.empty_like(x)
+    for img, dst in zip(x, out):
+        kernels.box_resample(img, row_taps, col_taps, small)
+        kernels.nearest_upsample(small, rows, cols, dst)
+    return out
 
 
 @lru_cache(maxsize=64)

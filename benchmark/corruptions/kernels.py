@@ -403,3 +403,66 @@ def zoom_mean(img, rows_lo, rows_hi, rows_t, cols_lo, cols_hi, cols_t):
             v = (total[j] + src[y, j]) / count
             out[y, j] = _to_u8(min(max(v, np.float32(0.0)), np.float32(255.0)))
     return out.reshape(h, w, 3)
+
+
+@numba.njit(cache=True)
+def box_resample(img, row_taps, col_taps, out):
+    """Pillow's 8-bit two-pass resampling of a uint8 (H, W, C) image into `out` (h, w, C):
+    columns first, over the rows the second pass reads, rounded and clipped to uint8, then rows.
+    Each pass sums value * fixed-point weight from half a unit, and keeps the top bits (the taps:
+    ops.pillow_box_taps)."""
+    row_first, row_count, row_weights = row_taps
+    col_first, col_count, col_weights = col_taps
+    h, w, _ = out.shape
+    top = row_first[0]
+    bottom = row_first[h - 1] + row_count[h - 1]
+    half = np.int32(1 << 21)
+    # three accumulators per pixel (RGB), int32 as Pillow's (the sums stay below 2**31)
+    temp = np.empty((bottom - top, w, 3), np.uint8)
+    for y in range(top, bottom):
+        for x in range(w):
+            a0 = a1 = a2 = half
+            for t in range(col_count[x]):
+                k = col_weights[x, t]
+                col = col_first[x] + t
+                a0 += np.int32(img[y, col, 0]) * k
+                a1 += np.int32(img[y, col, 1]) * k
+                a2 += np.int32(img[y, col, 2]) * k
+            temp[y - top, x, 0] = min(max(a0 >> 22, 0), 255)
+            temp[y - top, x, 1] = min(max(a1 >> 22, 0), 255)
+            temp[y - top, x, 2] = min(max(a2 >> 22, 0), 255)
+    flat = temp.reshape(bottom - top, w * 3)
+    acc = np.empty(w * 3, np.int32)
+    for y in range(h):
+        acc[:] = half
+        for t in range(row_count[y]):
+            k = row_weights[y, t]
+            src = flat[row_first[y] - top + t]
+            for j in range(w * 3):  # whole rows: this pass vectorises
+                acc[j] += np.int32(src[j]) * k
+        dst = out[y].reshape(w * 3)
+        for j in range(w * 3):
+            dst[j] = min(max(acc[j] >> 22, 0), 255)
+    return out
+
+
+@numba.njit(cache=True)
+def nearest_upsample(small, rows, cols, out):
+    """out[y, x] = small[rows[y], cols[x]] for uint8 (h, w, 3) images; a row that repeats the
+    row above is copied whole."""
+    h, w, _ = out.shape
+    sh, sw, _ = small.shape
+    index = np.empty(w * 3, np.int64)  # flat source offset of each output value in a row
+    for x in range(w):
+        for c in range(3):
+            index[3 * x + c] = 3 * cols[x] + c
+    src = small.reshape(sh, sw * 3)
+    dst = out.reshape(h, w * 3)
+    for y in range(h):
+        if y > 0 and rows[y] == rows[y - 1]:
+            dst[y] = dst[y - 1]
+            continue
+        row = src[rows[y]]
+        for j in range(w * 3):
+            dst[y, j] = row[index[j]]
+    return out

@@ -139,3 +139,35 @@ def plasma_fractal(seed: int, mapsize: int, wibbledecay: float) -> np.ndarray:
         step //= 2
     draws = legacy_random.uniforms(seed, np.empty(count), 0.0, 1.0)
     return kernels.plasma(draws, mapsize, wibbledecay)
+
+
+PILLOW_PRECISION_BITS = 22  # Pillow's 8-bit resampling: 32 - 8 - 2 fraction bits
+
+
+@lru_cache(maxsize=64)
+def pillow_box_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first input, input count, fixed-point weights) per output of Pillow's BOX resampling
+    along one axis, computed as its `precompute_coeffs` and `normalize_coeffs_8bpc` do: double
+    box weights over [center - support, center + support), normalised, then rounded half away
+    from zero to 22-bit fixed point. Pillow's own BOX resize costs more than the whole engine
+    step; with these taps kernels.box_resample gives its bytes."""
+    scale = size_in / size_out
+    filterscale = max(scale, 1.0)
+    support = 0.5 * filterscale
+    ksize = int(math.ceil(support)) * 2 + 1
+    starts = np.zeros(size_out, np.int64)
+    counts = np.zeros(size_out, np.int64)
+    weights = np.zeros((size_out, ksize), np.int32)
+    for out in range(size_out):
+        center = (out + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        count = min(int(center + support + 0.5), size_in) - first
+        taps = [1.0 if -0.5 < (x + first - center + 0.5) / filterscale <= 0.5 else 0.0
+                for x in range(count)]
+        total = sum(taps)
+        for x, tap in enumerate(taps):
+            tap = tap / total if total != 0.0 else tap
+            fixed = tap * (1 << PILLOW_PRECISION_BITS)
+            weights[out, x] = int(fixed - 0.5) if tap < 0 else int(fixed + 0.5)
+        starts[out], counts[out] = first, count
+    return starts, counts, weights
