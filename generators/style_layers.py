@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -231,11 +232,23 @@ def broadcast_styles(w: torch.Tensor, num_ws: int, *, mixing_prob: float, mappin
 
 
 class StyleGenerator(nn.Module):
-    """z -> w -> (truncation, style mixing) -> synthesis: the forward pass StyleGAN and StyleGAN2 share.
+    """z -> w -> (truncation, style mixing) -> synthesis: what StyleGAN and StyleGAN2 share.
 
-    Subclasses set mapping, num_ws, truncation_psi, mixing_prob, rng, dim_z, resolution and
-    define synthesis(ws) for ws of shape (N, num_ws, dim_w).
+    The constructor sets up the mapping network and returns the per-resolution widths;
+    subclasses then build their synthesis layers, set num_ws and rng, and define
+    synthesis(ws) for ws of shape (N, num_ws, dim_w).
     """
+
+    def __init__(self, name: str, resolution: int, resolutions: Sequence[int], options: Any,
+                 channel_multiplier: int):
+        super().__init__()
+        self.log2 = check_power_of_two(name, resolution, resolutions)  # synthesis runs 4 .. 2**log2
+        self.resolution = resolution  # output side
+        self.dim_z = options.dim_z  # latent size (w has the same size)
+        self.truncation_psi = options.truncation_psi  # applied in eval mode only
+        self.mixing_prob = options.mixing_prob  # style mixing probability in training
+        self.widths = layer_widths(resolution, options.ch, channel_multiplier)  # feature maps per resolution
+        self.mapping = MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"

@@ -114,14 +114,8 @@ class StyleGANGenerator(sl.StyleGenerator):
     """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
 
     def __init__(self, resolution: int, options: StyleGANOptions):
-        super().__init__()
-        log2 = sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
-        self.resolution = resolution  # output side
-        self.dim_z = options.dim_z  # latent size
-        self.truncation_psi = options.truncation_psi  # applied in eval mode only
-        self.mixing_prob = options.mixing_prob  # style mixing probability in training
-        widths = sl.layer_widths(resolution, options.ch, CHANNEL_MULTIPLIER)
-        self.mapping = sl.MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
+        super().__init__(NAME, resolution, RESOLUTIONS, options, CHANNEL_MULTIPLIER)
+        log2, widths = self.log2, self.widths
         self.const = nn.Parameter(torch.ones(1, widths[4], 4, 4))  # NVIDIA initialises it to ones
         layers = [SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 0, "const"),
                   SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 1, "conv")]

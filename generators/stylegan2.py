@@ -156,14 +156,8 @@ class StyleGAN2Generator(sl.StyleGenerator):
     """z (N, dim_z) -> image (N, 3, resolution, resolution); clamped to [-1, 1] in eval mode."""
 
     def __init__(self, resolution: int, options: StyleGAN2Options):
-        super().__init__()
-        log2 = sl.check_power_of_two(NAME, resolution, RESOLUTIONS)
-        self.resolution = resolution  # output side
-        self.dim_z = options.dim_z  # latent size
-        self.truncation_psi = options.truncation_psi  # applied in eval mode only
-        self.mixing_prob = options.mixing_prob  # style mixing probability in training
-        widths = sl.layer_widths(resolution, options.ch, options.channel_multiplier)
-        self.mapping = sl.MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
+        super().__init__(NAME, resolution, RESOLUTIONS, options, options.channel_multiplier)
+        log2, widths = self.log2, self.widths
         self.const = nn.Parameter(torch.randn(1, widths[4], 4, 4))
         # Layer 0 works at 4x4; each later resolution has an upsampling layer and a plain one.
         w_dim, clamp = options.dim_z, options.conv_clamp

@@ -10,7 +10,7 @@ import torch
 
 import generators
 from generators import cramergan
-from generators.base import GeneratorError, NetworkGenerator, isolated_rng
+from generators.base import GeneratorError, NetworkGenerator
 from generators.training import fit, resolve_config
 from tests.generators.tiny import random_photos, tiny_networks
 
@@ -133,21 +133,6 @@ def test_critic_loss_is_the_surrogate_gap_plus_the_gradient_penalty():
 
 # ---------------------------------------------------------------------------------------------
 # Training, sampling, checkpoints
-
-
-def test_training_changes_weights_and_leaves_global_rng_alone(photos):
-    with isolated_rng(1):
-        before = cramergan.build_generator(32, cramergan.parse_options(OPTIONS)).state_dict()
-    rng_state = torch.get_rng_state()
-    seen = []
-    result = fit(cramergan, photos, resolve_config(cramergan, steps=3, batch_size=8, seed=1, n_dis=2),
-                 cramergan.parse_options(OPTIONS), on_step=lambda stats, gen: seen.append(stats))
-    assert torch.equal(torch.get_rng_state(), rng_state)
-    assert [s.step for s in seen] == [1, 2, 3]
-    assert all(np.isfinite([s.d_loss, s.g_loss]).all() for s in seen)
-    after = result.generator.state_dict()
-    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
-    assert {"linear.weight", "to_rgb.weight", "bn.running_mean"} <= changed
 
 
 def test_checkpoint_round_trip_and_per_seed_sampling(checkpoint, photos):
