@@ -25,6 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,12 +52,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="corruption names to time")
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    torch.set_num_threads(1)
     print(f"threads: 1 (cv2.setNumThreads(1), OMP/BLAS/Numba env = 1); severity {args.severity}; "
           f"engine batch {args.batch}; reference glass_blur on {args.glass_images} images")
     status = 0
