@@ -194,8 +194,10 @@ class NetworkGenerator:
     """A Generator backed by an in-memory noise-to-image network (see generators.checkpoint.load_network)."""
 
     def __init__(self, arch: str, net: nn.Module, resolution: int, checkpoint_sha256: str,
-                 device: str = "cpu"):
+                 device: str = "cpu", options: Mapping[str, Any] | None = None):
         self.arch = arch  # registry name the weights belong to
+        # The family options `net` was built with (as a sidecar stores them); None when unknown.
+        self.options = None if options is None else dict(options)
         self.resolution = resolution  # side of the images `net` produces
         self.checkpoint_sha256 = checkpoint_sha256  # sha256 of the .safetensors the weights came from
         self.device = torch.device(device)  # where the network runs; latents are drawn on the CPU anyway

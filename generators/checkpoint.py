@@ -63,8 +63,12 @@ def checkpoint_paths(path: Path | str) -> CheckpointPaths:
 
 
 def save_checkpoint(path: Path | str, net: nn.Module, *, arch: str, resolution: int,
-                    options: Mapping[str, Any], train: Mapping[str, Any] | None) -> CheckpointPaths:
-    """Write net's state_dict and its sidecar; returns the paths written."""
+                    options: Mapping[str, Any], train: Mapping[str, Any] | None,
+                    converted_from: Mapping[str, Any] | None = None) -> CheckpointPaths:
+    """Write net's state_dict and its sidecar; returns the paths written.
+
+    `converted_from` records where converted weights came from (another project's file).
+    """
     paths = checkpoint_paths(path)
     paths.weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -78,6 +82,8 @@ def save_checkpoint(path: Path | str, net: nn.Module, *, arch: str, resolution: 
         "train": None if train is None else dict(train),
         "sha256": sha256_file(paths.weights),
     }
+    if converted_from is not None:
+        meta["converted_from"] = dict(converted_from)
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     write_text(paths.sidecar, text)
     return paths
@@ -159,4 +165,5 @@ def load_network(path: Path | str, family: NetworkFamily, *, resolution: int,
         net = family.build_generator(meta.resolution, options)
     check_state_dict(f"checkpoint {paths.weights}", net.state_dict(), state)
     net.load_state_dict(state, strict=True)
-    return NetworkGenerator(family.NAME, net, meta.resolution, meta.sha256, device)
+    return NetworkGenerator(family.NAME, net, meta.resolution, meta.sha256, device,
+                            options=family.options_dict(options))

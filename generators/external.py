@@ -230,7 +230,8 @@ def load_rosinality(path: Path, family: NetworkFamily, *, resolution: int, devic
         net.eval()
         with torch.no_grad():
             net.mapping.w_avg.copy_(net.mapping(seed_latents(W_AVG_SEEDS, net.dim_z)).mean(0))
-    return NetworkGenerator(family.NAME, net, native, sha256_file(path), device)
+    return NetworkGenerator(family.NAME, net, native, sha256_file(path), device,
+                            options=family.options_dict(family.parse_options(options)))
 
 
 def _nvidia_layer_prefix(index: int) -> str:
@@ -377,7 +378,8 @@ def load_nvidia_pickle(path: Path, family: NetworkFamily, *, resolution: int, de
     net.load_state_dict({key: state[name].reshape(net.state_dict()[key].shape)
                          for key, (name, _) in names.items()}, strict=True)
     _check_same_images(ref, net.eval(), path)
-    return NetworkGenerator(family.NAME, net, native, sha256_file(path), device)
+    return NetworkGenerator(family.NAME, net, native, sha256_file(path), device,
+                            options=family.options_dict(family.parse_options(options)))
 
 
 def _check_same_images(ref: torch.nn.Module, net: torch.nn.Module, path: Path) -> None:

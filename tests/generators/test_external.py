@@ -1,6 +1,7 @@
 """Foreign checkpoint formats: rosinality stylegan2-pytorch .pt files load; pickles are refused."""
 
 import argparse
+import json
 import os
 import pickle
 import sys
@@ -218,3 +219,34 @@ def test_trusted_nvidia_pickle_converts_and_is_checked(fake_nvidia, ours):
     with pytest.raises(GeneratorError, match=r"unexpected keys: \['synthesis.b8.skip.weight'\]"):
         generators.load("stylegan2", checkpoint=fake_nvidia("resnet.pkl", ours, state=state),
                         resolution=64, trust_pickle=True)
+
+
+def test_convert_writes_our_format_with_the_same_images(tmp_path, ours):
+    from generators.convert import main as convert_main
+
+    path = save_rosinality(tmp_path / "550000.pt", ours)
+    out = tmp_path / "converted" / "sg2"
+    assert convert_main(["--arch", "stylegan2", "--checkpoint", str(path), "--resolution", "64",
+                         "--out", str(out)]) == 0
+    gen = generators.load("stylegan2", checkpoint=out, resolution=64)  # safetensors now: no torch.load
+    assert np.array_equal(gen.sample(SEEDS), NetworkGenerator("stylegan2", ours, 64, "").sample(SEEDS))
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["converted_from"] == {"file": "550000.pt", "sha256": generators.sha256_file(path)}
+    assert meta["options"]["channel_multiplier"] == 1 and meta["train"] is None
+
+
+def test_convert_refuses_pickles_without_trust_and_our_own_files(tmp_path, ours, fake_nvidia, capsys):
+    from generators.convert import main as convert_main
+
+    pkl = fake_nvidia("snapshot.pkl", ours)
+    out = tmp_path / "sg2"
+    assert convert_main(["--arch", "stylegan2", "--checkpoint", str(pkl), "--resolution", "64",
+                         "--out", str(out)]) == 1
+    assert "trust_pickle" in capsys.readouterr().err and not out.with_suffix(".safetensors").exists()
+    assert convert_main(["--arch", "stylegan2", "--checkpoint", str(pkl), "--resolution", "64",
+                         "--out", str(out), "--trust-pickle"]) == 0
+    assert np.array_equal(generators.load("stylegan2", checkpoint=out, resolution=64).sample(SEEDS),
+                          NetworkGenerator("stylegan2", ours, 64, "").sample(SEEDS))
+    assert convert_main(["--arch", "stylegan2", "--checkpoint", str(out.with_suffix(".safetensors")),
+                         "--resolution", "64", "--out", str(tmp_path / "again")]) == 1
+    assert "ours need no conversion" in capsys.readouterr().err
