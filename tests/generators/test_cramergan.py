@@ -12,9 +12,9 @@ import generators
 from generators import cramergan
 from generators.base import GeneratorError, NetworkGenerator
 from generators.training import fit, resolve_config
-from tests.generators.tiny import random_photos, tiny_networks
+from tests.generators.tiny import TINY_OPTIONS, random_photos, tiny_networks
 
-OPTIONS = {"ch": 8, "dim_z": 32, "feature_dim": 8}
+OPTIONS = TINY_OPTIONS["cramergan"]
 TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
 
 

@@ -15,9 +15,10 @@ from benchmark.atomic import sha256_file
 from generators import ddpm
 from generators.base import SAMPLE_BATCH, GeneratorError, NetworkGenerator, isolated_rng
 from generators.training import fit, resolve_config
+from tests.generators.tiny import TINY_OPTIONS
 
 # The smallest useful network: ~0.1M parameters, ~0.1 s per 8-image training step on one thread.
-TINY = {"ch": 8, "layers_per_block": 1, "sample_steps": 2}
+TINY = TINY_OPTIONS["ddpm"]
 
 
 def tiny_sampler(resolution: int = 32, seed: int = 0, **overrides) -> ddpm.DDIMSampler:

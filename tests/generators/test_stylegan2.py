@@ -11,9 +11,9 @@ from generators import style_layers as sl
 from generators import stylegan2
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, render, seed_latents
 from generators.training import fit, resolve_config
-from tests.generators.tiny import random_photos, tiny_networks
+from tests.generators.tiny import TINY_OPTIONS, random_photos, tiny_networks
 
-TINY = {"ch": 8, "dim_z": 16, "n_mlp": 2}
+TINY = TINY_OPTIONS["stylegan2"]
 
 
 def tiny(resolution=32, seed=0, **extra):

@@ -12,8 +12,9 @@ import generators
 from generators import stylegan3
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng
 from generators.training import fit, resolve_config
+from tests.generators.tiny import TINY_OPTIONS
 
-TINY = {"ch": 4, "dim_z": 8, "dim_w": 8, "num_layers": 3}
+TINY = TINY_OPTIONS["stylegan3"]
 
 
 def tiny_net(resolution: int = 32, **options) -> stylegan3.StyleGAN3Generator:
