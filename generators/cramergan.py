@@ -21,7 +21,12 @@ paper's algorithm has it.
 
 Optimiser: Adam lr 1e-4 for both networks, beta1 0.5, beta2 0.9, 5 critic updates per
 generator update: the repository's Cramér GAN inherits its optimiser from its MMD GAN class
-(``core/model.py``), and its run script sets gradient penalty 10 and 256 features. Left out,
+(``core/model.py``), and its run script sets gradient penalty 10 and 256 features.
+
+Networks: generators.dcgan_nets, chosen per resolution as the authors' run scripts do: DCGAN at
+32 and 64 px, the ResNet generator ``g_resnet5`` with the DCGAN5 critic at 128 px (the setting
+of Yu et al.'s GANFingerprints, which trained Attribution88's 128 px Cramér GAN:
+``--architecture g_resnet5 --output_size 128 --dof_dim 256 --gradient_penalty 10``). Left out,
 as for MMD GAN: the KID-based learning-rate schedule, per-variable gradient clipping and
 uniform latents.
 
@@ -38,8 +43,8 @@ import torch
 from torch import nn
 
 from generators import dcgan_nets
-from generators.base import GeneratorError, parse_dataclass_options
-from generators.dcgan_nets import DCGANGenerator, FeatureCritic
+from generators.base import GeneratorError
+from generators.dcgan_nets import DCGANGenerator, FeatureCritic, ResNetGenerator
 
 NAME = "cramergan"
 RESOLUTIONS = dcgan_nets.RESOLUTIONS
@@ -55,19 +60,24 @@ class CramerGANOptions:
     ch: int = 64  # base channel width (gf_dim = df_dim = 64 in the repository's DCGAN)
     dim_z: int = 128  # latent size
     feature_dim: int = 256  # length of the critic's feature vector h(x)
+    # Generator at 128 px (dcgan_nets.GENERATORS_128): the authors' g_resnet5, as Yu et al. trained
+    # it; 32 and 64 px always build the authors' dcgan, as their run scripts do.
+    generator_128: str = "g_resnet5"
 
 
 def parse_options(options: Mapping[str, Any] | None) -> CramerGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    return parse_dataclass_options(NAME, CramerGANOptions, options)
+    return dcgan_nets.parse_options(NAME, CramerGANOptions, options,
+                                    {"generator_128": dcgan_nets.GENERATORS_128})
 
 
 def options_dict(options: CramerGANOptions) -> dict[str, Any]:
     return dataclasses.asdict(options)
 
 
-def build_generator(resolution: int, options: CramerGANOptions) -> DCGANGenerator:
-    return DCGANGenerator(resolution, ch=options.ch, dim_z=options.dim_z, arch=NAME)
+def build_generator(resolution: int, options: CramerGANOptions) -> DCGANGenerator | ResNetGenerator:
+    return dcgan_nets.build_generator(NAME, resolution, ch=options.ch, dim_z=options.dim_z,
+                                      generator_128=options.generator_128)
 
 
 def build_discriminator(resolution: int, options: CramerGANOptions) -> FeatureCritic:

@@ -21,8 +21,9 @@ no bandwidths to tune to the (moving) scale of the critic's features.
 Optimiser (the authors' defaults, ``core/model.py`` and ``main.py``): Adam lr 1e-4 for both
 networks, beta1 0.5, beta2 0.9, 5 critic updates per generator update.
 
-Networks: generators.dcgan_nets (DCGAN generator, BatchNorm-free DCGAN critic with a
-``feature_dim`` output). Left out, as in the shared loop for every family: the authors' KID-based
+Networks: generators.dcgan_nets (the authors' DCGAN generator at 32 and 64 px, their ResNet
+generator ``g_resnet5`` at 128 px as Yu et al. trained Attribution88's MMD GAN, a BatchNorm-free
+DCGAN critic with a ``feature_dim`` output). Left out, as in the shared loop for every family: the authors' KID-based
 learning-rate schedule and penalty decay, the L2 penalty on critic activations one of their
 run scripts adds, per-variable gradient-norm clipping at 1, the 10
 critic steps at the start and every 500th step, and uniform [-1, 1] latents (latents here are
@@ -41,8 +42,8 @@ import torch
 from torch import nn
 
 from generators import dcgan_nets
-from generators.base import GeneratorError, parse_dataclass_options
-from generators.dcgan_nets import DCGANGenerator, FeatureCritic
+from generators.base import GeneratorError
+from generators.dcgan_nets import DCGANGenerator, FeatureCritic, ResNetGenerator
 
 NAME = "mmdgan"
 RESOLUTIONS = dcgan_nets.RESOLUTIONS
@@ -60,19 +61,24 @@ class MMDGANOptions:
     ch: int = 64  # base channel width (gf_dim = df_dim = 64 in the paper's DCGAN)
     dim_z: int = 128  # latent size
     feature_dim: int = 16  # length of the critic's feature vector h(x) the kernel compares
+    # Generator at 128 px (dcgan_nets.GENERATORS_128): the authors' g_resnet5, as Yu et al. trained
+    # it; 32 and 64 px always build the authors' dcgan, as their run scripts do.
+    generator_128: str = "g_resnet5"
 
 
 def parse_options(options: Mapping[str, Any] | None) -> MMDGANOptions:
     """Validated options, defaults filled in; unknown keys are an error, not ignored."""
-    return parse_dataclass_options(NAME, MMDGANOptions, options)
+    return dcgan_nets.parse_options(NAME, MMDGANOptions, options,
+                                    {"generator_128": dcgan_nets.GENERATORS_128})
 
 
 def options_dict(options: MMDGANOptions) -> dict[str, Any]:
     return dataclasses.asdict(options)
 
 
-def build_generator(resolution: int, options: MMDGANOptions) -> DCGANGenerator:
-    return DCGANGenerator(resolution, ch=options.ch, dim_z=options.dim_z, arch=NAME)
+def build_generator(resolution: int, options: MMDGANOptions) -> DCGANGenerator | ResNetGenerator:
+    return dcgan_nets.build_generator(NAME, resolution, ch=options.ch, dim_z=options.dim_z,
+                                      generator_128=options.generator_128)
 
 
 def build_discriminator(resolution: int, options: MMDGANOptions) -> FeatureCritic:

@@ -52,13 +52,15 @@ def test_network_shapes(resolution):
     x = gen(torch.randn(3, 32))
     assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
     assert critic(x).shape == (3, 5)
-    assert len(gen.blocks) + 1 == int(math.log2(resolution // 4))
+    blocks = gen.res_blocks if resolution == 128 else gen.blocks
+    assert len(blocks) + 1 == int(math.log2(resolution // 4))
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules())
 
 
 def test_options_defaults_and_errors():
-    assert cramergan.parse_options(None) == cramergan.CramerGANOptions(ch=64, dim_z=128, feature_dim=256)
-    assert cramergan.options_dict(cramergan.parse_options(OPTIONS)) == OPTIONS
+    assert cramergan.parse_options(None) == cramergan.CramerGANOptions(ch=64, dim_z=128, feature_dim=256,
+                                                                       generator_128="g_resnet5")
+    assert cramergan.options_dict(cramergan.parse_options(OPTIONS)) == {**OPTIONS, "generator_128": "g_resnet5"}
     with pytest.raises(GeneratorError, match="unknown cramergan options"):
         cramergan.parse_options({"gp": 10})
     with pytest.raises(GeneratorError, match="cramergan option feature_dim=0"):

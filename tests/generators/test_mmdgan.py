@@ -44,8 +44,10 @@ def test_network_shapes(resolution):
     x = gen(torch.randn(3, 32))
     assert x.shape == (3, 3, resolution, resolution) and x.abs().max() <= 1
     assert critic(x).shape == (3, 8)
-    # 4x4 start, one stride-2 transposed convolution per doubling (the last one makes RGB).
-    assert len(gen.blocks) + 1 == int(math.log2(resolution // 4))
+    # 4x4 start, one up-sampling block per doubling (at 128 px residual ones), a last transposed
+    # convolution to RGB.
+    blocks = gen.res_blocks if resolution == 128 else gen.blocks
+    assert len(blocks) + 1 == int(math.log2(resolution // 4))
     # Critics that get a gradient penalty carry no batch norm.
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in critic.modules())
     with pytest.raises(AssertionError):
@@ -53,8 +55,9 @@ def test_network_shapes(resolution):
 
 
 def test_options_defaults_and_errors():
-    assert mmdgan.parse_options(None) == mmdgan.MMDGANOptions(ch=64, dim_z=128, feature_dim=16)
-    assert mmdgan.options_dict(mmdgan.parse_options(OPTIONS)) == OPTIONS
+    assert mmdgan.parse_options(None) == mmdgan.MMDGANOptions(ch=64, dim_z=128, feature_dim=16,
+                                                              generator_128="g_resnet5")
+    assert mmdgan.options_dict(mmdgan.parse_options(OPTIONS)) == {**OPTIONS, "generator_128": "g_resnet5"}
     with pytest.raises(GeneratorError, match="unknown mmdgan options"):
         mmdgan.parse_options({"width": 3})
     for bad in ({"ch": 0}, {"feature_dim": 2.5}, {"dim_z": True}):
@@ -163,7 +166,7 @@ def test_checkpoint_round_trip_and_per_seed_sampling(checkpoint, photos):
     assert np.array_equal(NetworkGenerator("mmdgan", result.generator, 32, "").sample([4, 5, 6]), images)
     # Eval mode: BatchNorm uses the running statistics training left in the checkpoint.
     assert gen.net.bn.running_mean.abs().sum() > 0
-    assert json.loads(checkpoint.with_suffix(".json").read_text())["options"] == OPTIONS
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["options"] == {**OPTIONS, "generator_128": "g_resnet5"}
 
 
 def test_mismatched_checkpoints_are_reported(checkpoint, tmp_path):
