@@ -26,9 +26,13 @@ generator update: the repository's Cramér GAN inherits its optimiser from its M
 Networks: generators.dcgan_nets, chosen per resolution as the authors' run scripts do: DCGAN at
 32 and 64 px, the ResNet generator ``g_resnet5`` with the DCGAN5 critic at 128 px (the setting
 of Yu et al.'s GANFingerprints, which trained Attribution88's 128 px Cramér GAN:
-``--architecture g_resnet5 --output_size 128 --dof_dim 256 --gradient_penalty 10``). Left out,
-as for MMD GAN: the KID-based learning-rate schedule, per-variable gradient clipping and
-uniform latents.
+``--architecture g_resnet5 --output_size 128 --dof_dim 256 --gradient_penalty 10``).
+
+MMD GAN's kernel and its L2 penalty on critic activations do not apply: the repository's
+Cramér GAN replaces MMD GAN's ``set_loss`` (so ``add_l2_penalty`` never runs), and neither its
+run scripts nor Yu et al.'s command pass ``--kernel`` or ``--L2_discriminator_penalty``.
+Left out, as for MMD GAN: the KID-based learning-rate schedule, per-variable gradient clipping
+and uniform latents.
 
 This module is an entry of generators.ARCHITECTURES and so provides the NetworkFamily surface.
 """

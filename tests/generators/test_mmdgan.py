@@ -1,5 +1,7 @@
-"""MMD GAN: DCGAN networks, unbiased MMD^2 with the rq* kernel, witness gradient penalty, training and checkpoints."""
+"""MMD GAN: networks, unbiased MMD^2 with the authors' kernels, witness gradient penalty, L2 critic penalty,
+training and checkpoints."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -7,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generators
 from generators import mmdgan
@@ -15,6 +18,8 @@ from generators.training import fit, resolve_config
 from tests.generators.tiny import TINY_OPTIONS, random_photos, tiny_networks
 
 OPTIONS = TINY_OPTIONS["mmdgan"]
+# What parse_options fills in: the authors' 128 px generator, the run scripts' kernel and L2 weight.
+DEFAULTS = {"generator_128": "g_resnet5", "kernel": "mix_rq_1dot", "l2_penalty": 1.0}
 TRAIN = dict(steps=2, batch_size=8, seed=3, n_dis=2)
 
 
@@ -55,12 +60,16 @@ def test_network_shapes(resolution):
 
 
 def test_options_defaults_and_errors():
-    assert mmdgan.parse_options(None) == mmdgan.MMDGANOptions(ch=64, dim_z=128, feature_dim=16,
-                                                              generator_128="g_resnet5")
-    assert mmdgan.options_dict(mmdgan.parse_options(OPTIONS)) == {**OPTIONS, "generator_128": "g_resnet5"}
+    assert mmdgan.parse_options(None) == mmdgan.MMDGANOptions(ch=64, dim_z=128, feature_dim=16, **DEFAULTS)
+    assert mmdgan.options_dict(mmdgan.parse_options(OPTIONS)) == {**OPTIONS, **DEFAULTS}
     with pytest.raises(GeneratorError, match="unknown mmdgan options"):
         mmdgan.parse_options({"width": 3})
-    for bad in ({"ch": 0}, {"feature_dim": 2.5}, {"dim_z": True}):
+    with pytest.raises(GeneratorError, match=r"mmdgan option kernel='rbf' must be one of \['mix_rq', "):
+        mmdgan.parse_options({"kernel": "rbf"})
+    assert mmdgan.parse_options({"kernel": "mix_rq", "l2_penalty": 0}).l2_penalty == 0.0
+    with pytest.raises(GeneratorError, match="mmdgan option kernel='rbf'"):
+        mmdgan.build_discriminator(32, dataclasses.replace(mmdgan.parse_options(OPTIONS), kernel="rbf"))
+    for bad in ({"ch": 0}, {"feature_dim": 2.5}, {"dim_z": True}, {"l2_penalty": -1}):
         with pytest.raises(GeneratorError, match=f"mmdgan option {next(iter(bad))}="):
             mmdgan.parse_options(bad)
     with pytest.raises(GeneratorError, match="resolutions"):
@@ -72,14 +81,26 @@ def test_options_defaults_and_errors():
 # Kernel, MMD^2 and the penalty
 
 
-def direct_kernel(a, b):
+# The repository's _mix_rq_*_kernel functions (core/mmd.py): alphas .1, 1, 10 plus this times <a, b>.
+DOT_WEIGHTS = {"mix_rq": 0.0, "mix_rq_001dot": 0.01, "mix_rq_01dot": 0.1, "mix_rq_1dot": 1.0, "mix_rq_10dot": 10.0}
+
+
+def direct_kernel(a, b, dot_weight=1.0):
     out = torch.zeros(len(a), len(b), dtype=torch.float64)
     for i in range(len(a)):
         for j in range(len(b)):
             d2 = sum((float(a[i, k]) - float(b[j, k])) ** 2 for k in range(a.shape[1]))
             dot = sum(float(a[i, k]) * float(b[j, k]) for k in range(a.shape[1]))
-            out[i, j] = sum((1 + d2 / (2 * alpha)) ** -alpha for alpha in (0.2, 0.5, 1, 2, 5)) + dot
+            out[i, j] = sum((1 + d2 / (2 * alpha)) ** -alpha for alpha in (0.1, 1, 10)) + dot_weight * dot
     return out
+
+
+@pytest.mark.parametrize("name", sorted(DOT_WEIGHTS))
+def test_kernels_are_the_repositorys_rational_quadratic_mixtures(name):
+    assert sorted(mmdgan.KERNELS) == sorted(DOT_WEIGHTS)
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(2, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(mmdgan.kernel(a, b, name), direct_kernel(a, b, DOT_WEIGHTS[name]))
 
 
 def test_mmd2_matches_a_double_loop():
@@ -107,9 +128,12 @@ def test_mmd2_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
     assert shifted.min() > 0.5
 
 
-def test_witness_penalty_is_the_per_sample_gradient_norm():
-    _, critic = tiny()
+@pytest.mark.parametrize("name", ["mix_rq_1dot", "mix_rq"])
+def test_witness_penalty_and_losses_use_the_critics_kernel(name):
+    _, critic = tiny(kernel=name, l2_penalty=0)
     critic = critic.double()
+    with torch.no_grad():  # features of order 1, where the kernels differ (at init they are ~1e-4)
+        critic.linear.weight.mul_(1000)
     g = torch.Generator().manual_seed(2)
     real = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
     fake = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
@@ -118,7 +142,8 @@ def test_witness_penalty_is_the_per_sample_gradient_norm():
     expected = []
     for i in range(4):
         x = (real[i] + mix[i] * (fake[i] - real[i])).detach().requires_grad_(True)
-        w = mmdgan.kernel(critic(x[None]), h_real).mean() - mmdgan.kernel(critic(x[None]), h_fake).mean()
+        h = critic(x[None])
+        w = mmdgan.kernel(h, h_real, name).mean() - mmdgan.kernel(h, h_fake, name).mean()
         (grad,) = torch.autograd.grad(w, x)
         expected.append((grad.norm() - 1) ** 2)
     penalty = mmdgan.witness_penalty(critic, real, fake, h_real, h_fake, mix)
@@ -127,15 +152,52 @@ def test_witness_penalty_is_the_per_sample_gradient_norm():
     penalty.backward()
     assert critic.convs[0].weight.grad.abs().sum() > 0
 
-    # The critic loss is exactly -MMD^2 + 1 * penalty, with the weights from the critic's RNG.
+    # Without the L2 term the critic loss is exactly -MMD^2 + 1 * penalty, with the weights from
+    # the critic's RNG; the generator's loss is MMD^2, under the critic's kernel.
     state = critic.penalty_rng.get_state()
     loss = mmdgan.discriminator_loss(critic, real, fake)
     critic.penalty_rng.set_state(state)
     mix = torch.rand(4, generator=critic.penalty_rng)
     assert mmdgan.GP_WEIGHT == 1.0
-    expected_loss = (-mmdgan.mmd2_unbiased(h_real, h_fake)
-                     + mmdgan.witness_penalty(critic, real, fake, h_real, h_fake, mix.double()))
-    assert torch.allclose(loss, expected_loss)
+    mmd2 = mmdgan.mmd2_unbiased(h_real, h_fake, name)
+    assert torch.allclose(loss, -mmd2 + mmdgan.witness_penalty(critic, real, fake, h_real, h_fake, mix.double()))
+    assert torch.allclose(mmdgan.generator_loss(critic, fake, real), mmd2)
+    other = {"mix_rq_1dot": "mix_rq", "mix_rq": "mix_rq_1dot"}[name]
+    assert not torch.allclose(mmd2, mmdgan.mmd2_unbiased(h_real, h_fake, other))
+
+
+def direct_l2_term(critic, images):
+    """Mean over images of sum over the critic's layers of mean(output^2), one image and one layer at a time."""
+    per_image = []
+    for x in images:
+        h, total = x[None], 0.0
+        for conv in critic.convs:
+            h = F.leaky_relu(conv(h), 0.2)
+            total = total + h.pow(2).mean()
+        per_image.append(total + critic.linear(h.flatten(1)).pow(2).mean())
+    return torch.stack(per_image).mean()
+
+
+def test_l2_penalty_adds_the_authors_activation_term_to_the_critic_loss():
+    _, critic = tiny()
+    critic = critic.double()
+    assert critic.l2_penalty == 1.0  # the run scripts' --L2_discriminator_penalty=1.
+    g = torch.Generator().manual_seed(6)
+    real = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    fake = torch.rand(4, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    state = critic.penalty_rng.get_state()
+
+    def loss(weight):
+        critic.l2_penalty = weight
+        critic.penalty_rng.set_state(state)
+        return mmdgan.discriminator_loss(critic, real, fake)
+
+    expected = direct_l2_term(critic, real) + direct_l2_term(critic, fake)
+    assert torch.allclose(loss(1.0) - loss(0.0), expected)
+    assert torch.allclose(loss(2.5) - loss(0.0), 2.5 * expected)
+    # The generator's loss is the MMD alone.
+    assert torch.allclose(mmdgan.generator_loss(critic, fake, real),
+                          mmdgan.mmd2_unbiased(critic(real), critic(fake)))
 
 
 def test_generator_loss_is_mmd2_and_reaches_the_generator():
@@ -166,7 +228,7 @@ def test_checkpoint_round_trip_and_per_seed_sampling(checkpoint, photos):
     assert np.array_equal(NetworkGenerator("mmdgan", result.generator, 32, "").sample([4, 5, 6]), images)
     # Eval mode: BatchNorm uses the running statistics training left in the checkpoint.
     assert gen.net.bn.running_mean.abs().sum() > 0
-    assert json.loads(checkpoint.with_suffix(".json").read_text())["options"] == {**OPTIONS, "generator_128": "g_resnet5"}
+    assert json.loads(checkpoint.with_suffix(".json").read_text())["options"] == {**OPTIONS, **DEFAULTS}
 
 
 def test_mismatched_checkpoints_are_reported(checkpoint, tmp_path):
@@ -180,7 +242,11 @@ def test_mismatched_checkpoints_are_reported(checkpoint, tmp_path):
     sidecar.write_text(json.dumps(meta))
     with pytest.raises(GeneratorError, match="does not fit the model"):
         generators.load("mmdgan", checkpoint=sidecar, resolution=32)
+    meta["options"] = {"ch": 8, "sigma": 2}
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match=r"mmdgan_tiny.json: unknown mmdgan options \['sigma'\]"):
+        generators.load("mmdgan", checkpoint=sidecar, resolution=32)
     meta["options"] = {"ch": 8, "kernel": "rbf"}
     sidecar.write_text(json.dumps(meta))
-    with pytest.raises(GeneratorError, match=r"mmdgan_tiny.json: unknown mmdgan options \['kernel'\]"):
+    with pytest.raises(GeneratorError, match=r"mmdgan_tiny.json: mmdgan option kernel='rbf' must be one of"):
         generators.load("mmdgan", checkpoint=sidecar, resolution=32)
