@@ -146,6 +146,21 @@ def test_g_resnet5_trains_end_to_end_and_samples_per_seed(family):
 
 
 @FAMILIES
+def test_g_resnet5_trains_in_the_shared_loop(family):
+    options = family.parse_options({**TINY_OPTIONS[family.NAME], "ch": 2})
+    with isolated_rng(1):
+        before = family.build_generator(128, options).state_dict()
+    rng_state = torch.get_rng_state()
+    result = fit(family, random_photos(8, 128), resolve_config(family, steps=1, batch_size=4, seed=1, n_dis=1),
+                 options)
+    assert torch.equal(torch.get_rng_state(), rng_state)
+    after = result.generator.state_dict()
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert {"linear.weight", "res_blocks.0.conv1.weight", "res_blocks.3.shortcut.bias", "to_rgb.weight",
+            "res_blocks.0.bn1.running_mean", "bn_out.running_var"} <= changed
+
+
+@FAMILIES
 def test_generator_128_option_is_checked_recorded_and_guards_old_checkpoints(family, tmp_path):
     for bad in ("resnet", True, 5):
         with pytest.raises(GeneratorError, match=f"{family.NAME} option generator_128={bad!r} must be one of"):
