@@ -8,7 +8,7 @@ from __future__ import annotations
 
 PROTOCOL_NAME = "attribution88"
 # Bumped whenever a rule below (or a rule a stage derives from them) changes the bytes built.
-PROTOCOL_VERSION = "1.0.0"
+PROTOCOL_VERSION = "1.1.0"
 
 REAL = "real"
 GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3")

@@ -73,7 +73,8 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(
             list(plan.train_tasks), compute))
     sampled = ((models | "AllModels" >> beam.Flatten())
-               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, compute))
+               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution,
+                                                        compute, cfg.seed))
 
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
                 | "ComputeFeatures" >> ComputeFeatures(cfg.selection.extractor, cfg.features, compute,
