@@ -213,6 +213,7 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
                      if r["source"] != protocol.REAL})
     info = {
         "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
+        "paper_scale": cfg.paper_scale,
         "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
         "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
         "splits": {s: sum(1 for x in manifest.column("split").to_pylist() if x == s)

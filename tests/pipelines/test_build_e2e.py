@@ -102,6 +102,7 @@ def test_provenance_corruptions_and_flags(built):
             assert r["key"] == f"sngan-{r['semantic']}-s{r['sample_index']:08d}"
             assert r["latent_seed"] == latent_seed(3, "sngan", r["semantic"], "sngan", r["sample_index"])
     info = json.loads((built / "dataset_info.json").read_text())
+    assert (info["protocol"], info["paper_scale"]) == ("custom", False)
     assert info["features"]["weights"] == "random"
     assert (info["corruptions"]["backend"], info["corruptions"]["apply_at"]) == ("engine", "stored")
     assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
@@ -158,6 +159,15 @@ def test_config_error_exits_2_and_writes_nothing(photo_config, capsys):
     assert main(["--config", str(photo_config), "--out", str(out), "--set", "splits.train=5"]) == 2
     assert "splits: train+val+test = 9" in capsys.readouterr().err
     assert not out.exists() and not list(photo_config.parent.glob(".never*"))
+
+
+def test_claiming_the_protocol_with_other_semantics_exits_2_and_writes_nothing(photo_config, capsys):
+    out = photo_config.parent / "claims"
+    assert main(["--config", str(photo_config), "--out", str(out), "--set", "protocol=attribution88"]) == 2
+    err = capsys.readouterr().err
+    assert "protocol: semantics not in attribution88: faces, rooms" in err
+    assert "protocol: set `protocol: custom` to build a variant" in err
+    assert not out.exists() and not list(photo_config.parent.glob(".claims*"))
 
 
 def test_a_failing_build_leaves_nothing_that_looks_complete(photo_config, capsys):
