@@ -211,7 +211,9 @@ class RuntimeSpec(_Section):
 
 
 class BuildConfig(_Section):
-    protocol: Literal["attribution88"] = "attribution88"
+    # `attribution88` claims the paper's protocol and is checked against it (_protocol_problems);
+    # `custom`, the default, is any variant.
+    protocol: Literal[a88.PROTOCOLS] = a88.CUSTOM  # type: ignore[valid-type]
     seed: int = Field(0, ge=0, lt=2**63)
     output_dir: Path
     resolution: int = Field(a88.RESOLUTION, ge=32, le=1024)
@@ -262,9 +264,56 @@ class BuildConfig(_Section):
         if self.selection.method == "yu_lpips" and self.features.lpips.backbone_weights is None:
             problems.append(("features.lpips.backbone_weights",
                              "required by selection.method yu_lpips (a file or `random`)"))
+        problems += [("protocol", m) for m in self._protocol_problems()]
         if problems:
             raise ValueError("; ".join(f"{k}: {m}" for k, m in problems))
         return self
+
+    def _protocol_problems(self) -> list[str]:
+        """How this config differs from the protocol it names; nothing for `custom`."""
+        name = a88.PROTOCOL_NAME
+        if self.protocol != name:
+            return []
+        problems = []
+        for what, wanted, got in (("semantics", a88.SEMANTICS, tuple(self.semantics)),
+                                  ("sources", a88.GAN_SOURCES, tuple(self.sources))):
+            missing = [x for x in wanted if x not in got]
+            extra = [x for x in got if x not in wanted]
+            if missing:
+                problems.append(f"{what} of {name} missing here: {', '.join(missing)}")
+            if extra:
+                problems.append(f"{what} not in {name}: {', '.join(extra)}")
+            if not missing and not extra and got != wanted:
+                order = "class order real, " if what == "sources" else "order "
+                problems.append(f"{name} has its {what} in the {order}{', '.join(wanted)} "
+                                f"(here {', '.join(got)})")
+        for sem, spec in self.semantics.items():
+            if sem in a88.SEMANTICS and spec.seen != (sem in a88.SEEN_SEMANTICS):
+                problems.append(f"semantics.{sem}.seen must be {str(not spec.seen).lower()}: {sem} is "
+                                f"{'seen' if sem in a88.SEEN_SEMANTICS else 'unseen'} in training in {name}")
+        for src_name, src in self.sources.items():
+            if src_name in a88.GAN_SOURCES and src.generator not in (src_name, "folder"):
+                problems.append(f"sources.{src_name}.generator is {src.generator}: the {src_name} class "
+                                f"of {name} comes from {src_name} (or a folder of its images)")
+        for key, value in a88.PINNED.items():
+            if self.setting(key) != value:
+                problems.append(f"{name} fixes {key} at {value} (here {self.setting(key)})")
+        if problems:
+            problems.append("set `protocol: custom` to build a variant")
+        return problems
+
+    def setting(self, dotted: str) -> Any:
+        """The value of a dotted setting name, e.g. `selection.clusters`."""
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+    @property
+    def paper_scale(self) -> bool:
+        """The protocol at the paper's counts, not a scaled-down run (recorded in dataset_info.json)."""
+        return (self.protocol == a88.PROTOCOL_NAME
+                and all(self.setting(k) == v for k, v in a88.PAPER_SCALE.items()))
 
     @property
     def kept_per_cell(self) -> int:

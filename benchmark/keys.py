@@ -1,9 +1,10 @@
 """Sample keys and the seeds derived from them.
 
-A key says where a sample came from (`sngan-celeba-s00004213`, `real-bedroom-0a1b2c`) and is
-unique in a build. Every random choice about a sample (split, shard order, corruption) is a
-hash of the build seed, a purpose and the key: never arrival order, worker or wall time, so
-any runner with any number of workers makes the same choices.
+A key says where a sample came from (`sngan-celeba-s00004213`: the 4213th sample of that cell,
+`real-bedroom-0a1b2c`) and is unique in a build. Every random choice about a sample (latent,
+split, shard order, corruption) is a hash of the build seed, a purpose and the key or cell:
+never arrival order, worker or wall time, so any runner with any number of workers makes the
+same choices.
 """
 
 from __future__ import annotations
@@ -25,8 +26,22 @@ def order_key(seed: int, purpose: str, key: str) -> str:
     return hashlib.sha256(f"{seed}\x1f{purpose}\x1f{key}".encode()).hexdigest()
 
 
-def synthetic_key(source: str, semantic: str, seed: int) -> str:
-    return f"{source}-{semantic}-s{seed:08d}"
+def latent_seed(build_seed: int, source: str, semantic: str, arch: str, index: int) -> int:
+    """The seed a generator is asked for to draw the `index`-th sample of a (source, semantic) cell.
+
+    The one place that maps a sample index to a seed. Derived from the build seed and the cell:
+    the plain index would give sample s the same latent (and per-image noise) in every cell, and
+    the same latents whatever the config `seed`. A folder source's seed is the index of a file
+    in name order, so there it stays the index. Always in [0, 2**63), as generators require.
+    """
+    if arch == "folder":
+        return index
+    return derive_seed(build_seed, "latent", f"{source}-{semantic}-{index}")
+
+
+def synthetic_key(source: str, semantic: str, index: int) -> str:
+    """Key of the `index`-th sample of a cell; its latent seed is in the manifest."""
+    return f"{source}-{semantic}-s{index:08d}"
 
 
 def real_key(semantic: str, relative_path: str) -> str:

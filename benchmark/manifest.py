@@ -24,7 +24,10 @@ MANIFEST_SCHEMA = pa.schema([
     ("seen", pa.bool_()),  # semantic seen in training
     ("generator", pa.string()),  # architecture, `photo` for real
     ("checkpoint_sha256", pa.string()),  # weights (or folder listing) hash, "" for real
-    ("latent_seed", pa.int64()),  # -1 for real photos
+    # index of a sampled image in its cell (the key's sNNNNNNNN; a folder source's file index),
+    # and the seed it was drawn with (keys.latent_seed); both -1 for real photos
+    ("sample_index", pa.int64()),
+    ("latent_seed", pa.int64()),
     ("origin", pa.string()),  # photo path inside its semantic folder, "" for sampled images
     ("cluster", pa.int32()),  # K-means cluster, -1 where no clustering applies
     ("distance", pa.float64()),  # feature distance to the nearest real reference, null for real

@@ -7,8 +7,12 @@ RepMix code, and the generator classes follow in the paper's order.
 from __future__ import annotations
 
 PROTOCOL_NAME = "attribution88"
+# A config names its protocol: `attribution88` claims the paper's structure (checked, see
+# PINNED below); `custom` is any other variant (other semantics, sources, sizes).
+CUSTOM = "custom"
+PROTOCOLS = (PROTOCOL_NAME, CUSTOM)
 # Bumped whenever a rule below (or a rule a stage derives from them) changes the bytes built.
-PROTOCOL_VERSION = "1.0.0"
+PROTOCOL_VERSION = "1.1.0"
 
 REAL = "real"
 GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3")
@@ -29,6 +33,27 @@ CLUSTERS = 100
 PER_CLUSTER = 120
 SPLITS = {"train": 10_000, "val": 1_000, "test": 1_000}
 SPLIT_NAMES = ("train", "val", "test")
+
+# What the name `attribution88` pins besides SEMANTICS (order and seen flags) and GAN_SOURCES
+# (class order; each source its own architecture, or a folder of that architecture's images):
+# the settings that decide what kind of benchmark it is, so results on two builds compare.
+# Counts are not pinned (samples per model, clusters x per_cluster, splits, photo pools):
+# a scaled-down run keeps the protocol's structure, and dataset_info.json records whether the
+# counts are the paper's (`paper_scale`). Nor are the choices where the paper is silent
+# (k-means init, reference photos, feature input size, where and how corruptions are computed).
+PINNED = {
+    "resolution": RESOLUTION,
+    "selection.method": "repmix_kmeans",  # the RepMix quality filter
+    "corruptions.unseen_set": "repmix",  # the released code's held-out corruptions
+    "corruptions.test_probability": 1.0,  # one corruption per test image
+}
+# The paper's counts: a build with all of them is `paper_scale`.
+PAPER_SCALE = {
+    "sampling.per_model": SAMPLES_PER_MODEL,
+    "selection.clusters": CLUSTERS,
+    "selection.per_cluster": PER_CLUSTER,
+    **{f"splits.{name}": count for name, count in SPLITS.items()},
+}
 
 # ImageNet-C (Hendrycks & Dietterich 2019): 15 benchmark corruptions and 4 held-out extras.
 CORRUPTIONS = (

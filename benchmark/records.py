@@ -37,7 +37,7 @@ class ModelRef:
     checkpoint: str  # weights file, "" for a folder source
     folder: str  # image folder of a folder source, ""
     checkpoint_sha256: str
-    samples: int  # images to draw: seeds 0 .. samples-1
+    samples: int  # images to draw: sample indices 0 .. samples-1 (seeds: keys.latent_seed)
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,12 @@ class TrainTask:
 
 @dataclass(frozen=True)
 class SampleChunk:
-    """Seeds [start, stop) of a model: one batch, fixed by the config, not the runner."""
+    """Sample indices [start, stop) of a model: one batch, fixed by the config, not the runner."""
     chunk_id: str
     model: ModelRef
     start: int
     stop: int
+    seeds: tuple[int, ...]  # latent seed of each index, keys.latent_seed
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,11 @@ class ImageBatch:
     role: str
     keys: tuple[str, ...]
     pngs: tuple[bytes, ...]
-    ranks: tuple[int, ...]  # priority within the pool (real), seed (sampled)
+    ranks: tuple[int, ...]  # priority within the pool (real), sample index in its cell (sampled)
     origins: tuple[str, ...]  # photo path relative to its folder, or "" for latent samples
     generator: str  # architecture, or `photo`
     checkpoint_sha256: str
+    latent_seeds: tuple[int, ...] = ()  # the seed each sampled image was drawn with; () for photos
     # Rejection rows of inputs that did not make it into the batch. They ride along instead of
     # going to a tagged output: Beam's DaskRunner (2.77) mixes tagged outputs into the main one.
     rejections: tuple[dict, ...] = ()

@@ -73,7 +73,8 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(
             list(plan.train_tasks), compute))
     sampled = ((models | "AllModels" >> beam.Flatten())
-               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution, compute))
+               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution,
+                                                        compute, cfg.seed))
 
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
                 | "ComputeFeatures" >> ComputeFeatures(cfg.selection.extractor, cfg.features, compute,
@@ -212,6 +213,7 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
                      if r["source"] != protocol.REAL})
     info = {
         "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
+        "paper_scale": cfg.paper_scale,
         "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
         "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
         "splits": {s: sum(1 for x in manifest.column("split").to_pylist() if x == s)

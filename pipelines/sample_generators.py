@@ -1,4 +1,4 @@
-"""SampleGenerators: ModelRefs -> fixed-size seed chunks -> PNG batches of sampled images.
+"""SampleGenerators: ModelRefs -> fixed-size index chunks -> PNG batches of sampled images.
 
 A worker loads each model once and keeps it for the chunks that follow; the chunk, not the
 runner, decides the batch, so every image is computed with the same maths on any runner.
@@ -13,7 +13,7 @@ import apache_beam as beam
 
 import generators
 from benchmark.images import encode_png
-from benchmark.keys import synthetic_key
+from benchmark.keys import latent_seed, synthetic_key
 from benchmark.records import CANDIDATE, ImageBatch, ModelRef, SampleChunk
 from pipelines.compute import ComputeSettings
 from pipelines.stage_metrics import counter, timed
@@ -21,10 +21,16 @@ from pipelines.stage_metrics import counter, timed
 log = logging.getLogger(__name__)
 
 
-def plan_chunks(model: ModelRef, chunk_size: int) -> list[SampleChunk]:
-    return [SampleChunk(chunk_id=f"{model.source}-{model.semantic}-c{start // chunk_size:06d}",
-                        model=model, start=start, stop=min(start + chunk_size, model.samples))
-            for start in range(0, model.samples, chunk_size)]
+def plan_chunks(model: ModelRef, chunk_size: int, seed: int) -> list[SampleChunk]:
+    """A model's sample indices in chunks of `chunk_size`, each index with its latent seed."""
+    chunks = []
+    for start in range(0, model.samples, chunk_size):
+        stop = min(start + chunk_size, model.samples)
+        seeds = tuple(latent_seed(seed, model.source, model.semantic, model.arch, i)
+                      for i in range(start, stop))
+        chunks.append(SampleChunk(chunk_id=f"{model.source}-{model.semantic}-c{start // chunk_size:06d}",
+                                  model=model, start=start, stop=stop, seeds=seeds))
+    return chunks
 
 
 class _SampleChunkFn(beam.DoFn):
@@ -53,28 +59,30 @@ class _SampleChunkFn(beam.DoFn):
             if gen.checkpoint_sha256 != m.checkpoint_sha256:
                 raise RuntimeError(f"{m.checkpoint or m.folder} changed during the build "
                                    f"(sha256 {gen.checkpoint_sha256} != {m.checkpoint_sha256})")
-            seeds = list(range(chunk.start, chunk.stop))
-            images = gen.sample(seeds)
+            images = gen.sample(list(chunk.seeds))
             pngs = tuple(encode_png(img) for img in images)
-        counter("sampled").inc(len(seeds))
-        log.info("sampled %s: seeds %d..%d", chunk.chunk_id, chunk.start, chunk.stop - 1)
+        indices = tuple(range(chunk.start, chunk.stop))
+        counter("sampled").inc(len(indices))
+        log.info("sampled %s: samples %d..%d", chunk.chunk_id, chunk.start, chunk.stop - 1)
         yield ImageBatch(chunk_id=chunk.chunk_id, source=m.source, semantic=m.semantic,
-                         role=CANDIDATE, keys=tuple(synthetic_key(m.source, m.semantic, s) for s in seeds),
-                         pngs=pngs, ranks=tuple(seeds), origins=tuple("" for _ in seeds),
-                         generator=m.arch, checkpoint_sha256=m.checkpoint_sha256)
+                         role=CANDIDATE, keys=tuple(synthetic_key(m.source, m.semantic, i) for i in indices),
+                         pngs=pngs, ranks=indices, origins=tuple("" for _ in indices),
+                         generator=m.arch, checkpoint_sha256=m.checkpoint_sha256,
+                         latent_seeds=chunk.seeds)
 
 
 class SampleGenerators(beam.PTransform):
     """ModelRefs -> ImageBatches of sampled images (role `candidate`)."""
 
-    def __init__(self, chunk_size: int, resolution: int, compute: ComputeSettings):
+    def __init__(self, chunk_size: int, resolution: int, compute: ComputeSettings, seed: int):
         super().__init__()
         self._chunk_size = chunk_size
+        self._seed = seed
         self._resolution = resolution
         self._compute = compute
 
     def expand(self, models):
         return (models
-                | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, self._chunk_size)
+                | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, self._chunk_size, self._seed)
                 | "ReshuffleChunks" >> beam.Reshuffle()
                 | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._compute)))

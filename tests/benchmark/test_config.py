@@ -119,3 +119,120 @@ def test_full_protocol_settings(tmp_path):
     assert data["selection"]["clusters"] * data["selection"]["per_cluster"] == 12000
     assert data["splits"] == {"train": 10000, "val": 1000, "test": 1000}
     assert data["sampling"]["per_model"] == 100000 and data["resolution"] == 128
+
+
+# ----------------------------------------------------------------------------- protocol name
+
+
+def _paper_config(tmp_path: Path, edit=None) -> Path:
+    """pipeline.yaml with its FILL paths pointing at empty folders and random feature weights."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "pipeline.yaml").read_text())
+    for semantic, spec in data["semantics"].items():
+        (tmp_path / "photos" / semantic).mkdir(parents=True, exist_ok=True)
+        spec["path"] = str(tmp_path / "photos" / semantic)
+    data["features"]["inception"]["weights"] = "random"
+    if edit is not None:
+        edit(data)
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_full_protocol_file_validates_as_attribution88(tmp_path):
+    from benchmark.protocol import GAN_SOURCES
+
+    cfg = load_config(_paper_config(tmp_path))
+    assert cfg.protocol == "attribution88" and cfg.paper_scale
+    assert cfg.classes == ("real", *GAN_SOURCES)
+
+
+def test_attribution88_can_be_scaled_down_but_says_so(tmp_path):
+    cfg = load_config(_paper_config(tmp_path), [
+        "sampling.per_model=40", "selection.clusters=2", "selection.per_cluster=5",
+        "splits={train: 6, val: 2, test: 2}", "real.gan_train_max=10",
+        "selection.reference_count=12", "sources.progan.train.steps=2"])
+    assert cfg.protocol == "attribution88" and not cfg.paper_scale
+
+
+def _drop(section, name):
+    return lambda d: d[section].pop(name)
+
+
+def _set(section, name, key, value):
+    return lambda d: d[section][name].__setitem__(key, value)
+
+
+def _reorder(section, a, b):
+    def edit(d):
+        items = list(d[section].items())
+        i, j = [k for k, _ in items].index(a), [k for k, _ in items].index(b)
+        items[i], items[j] = items[j], items[i]
+        d[section] = dict(items)
+    return edit
+
+
+def _with_folders(source):
+    def edit(d):
+        d["sources"][source] = {"generator": "folder",
+                                "folders": {s: v["path"] for s, v in d["semantics"].items()}}
+    return edit
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (_drop("semantics", "cat"), "semantics of attribution88 missing here: cat"),
+    (lambda d: d["semantics"].__setitem__("faces", dict(d["semantics"]["cat"])),
+     "semantics not in attribution88: faces"),
+    (_set("semantics", "bus", "seen", True),
+     "semantics.bus.seen must be false: bus is unseen in training in attribution88"),
+    (_set("semantics", "cow", "seen", False), "semantics.cow.seen must be true"),
+    (_reorder("semantics", "celeba", "bedroom"),
+     "attribution88 has its semantics in the order celeba, bedroom, airplane"),
+    (_drop("sources", "stylegan3"), "sources of attribution88 missing here: stylegan3"),
+    (lambda d: d["sources"].__setitem__("ddpm", {"generator": "ddpm", "train": {"steps": 2}}),
+     "sources not in attribution88: ddpm"),
+    (_reorder("sources", "sngan", "stylegan"),
+     "attribution88 has its sources in the class order real, progan, cramergan, mmdgan, sngan"),
+    (_set("sources", "progan", "generator", "sngan"),
+     "sources.progan.generator is sngan: the progan class of attribution88 comes from progan"),
+    (lambda d: d.__setitem__("resolution", 64), "attribution88 fixes resolution at 128 (here 64)"),
+    (lambda d: (d["selection"].__setitem__("method", "yu_lpips"),
+                d["features"]["lpips"].__setitem__("backbone_weights", "random")),
+     "attribution88 fixes selection.method at repmix_kmeans"),
+    (lambda d: d["corruptions"].__setitem__("unseen_set", "imagenet_c"),
+     "attribution88 fixes corruptions.unseen_set at repmix"),
+    (lambda d: d["corruptions"].__setitem__("test_probability", 0.5),
+     "attribution88 fixes corruptions.test_probability at 1.0 (here 0.5)"),
+])
+def test_attribution88_refuses_a_config_that_differs(tmp_path, edit, expected):
+    path = _paper_config(tmp_path, edit)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert any(m.startswith(f"{path}: protocol: {expected}") for m in info.value.messages)
+    assert f"{path}: protocol: set `protocol: custom` to build a variant" in info.value.messages
+    assert load_config(path, ["protocol=custom"]).protocol == "custom"  # fine as a variant
+
+
+def test_a_source_may_be_a_folder_of_its_architectures_images(tmp_path):
+    cfg = load_config(_paper_config(tmp_path, _with_folders("progan")))
+    assert cfg.protocol == "attribution88" and cfg.sources["progan"].generator == "folder"
+
+
+def test_configs_are_custom_unless_they_claim_the_protocol(tmp_path):
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path)
+    assert cfg.protocol == "custom" and not cfg.paper_scale
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["protocol=attribution88"])
+    assert f"{path}: protocol: semantics not in attribution88: faces, rooms" in info.value.messages
+    with pytest.raises(ConfigError, match="cfg.yaml: protocol: "):
+        load_config(path, ["protocol=attribution89"])
+
+
+def test_mini_preset_is_a_custom_variant(shared_real):
+    mini = ROOT / "configs" / "mini.yaml"
+    assert load_config(mini).protocol == "custom"
+    with pytest.raises(ConfigError) as info:
+        load_config(mini, ["protocol=attribution88"])
+    assert f"{mini}: protocol: attribution88 fixes resolution at 128 (here 64)" in info.value.messages

@@ -6,12 +6,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
 import generators
+from benchmark.dataset_files import read_pngs
 from benchmark.images import decode_image
+from benchmark.keys import latent_seed
 from pipelines.build_attribution88 import main
 from tests.conftest import write_photos
 
@@ -92,15 +95,34 @@ def test_provenance_corruptions_and_flags(built):
         else:  # probability 1.0 by default
             assert r["corruption"] != "none" and 1 <= r["severity"] <= 5
         if r["source"] == "real":
-            assert r["latent_seed"] == -1 and r["origin"].endswith(".jpg") and r["checkpoint_sha256"] == ""
+            assert r["latent_seed"] == r["sample_index"] == -1
+            assert r["origin"].endswith(".jpg") and r["checkpoint_sha256"] == ""
         else:
-            assert r["latent_seed"] >= 0 and len(r["checkpoint_sha256"]) == 64 and r["cluster"] in (0, 1)
-            assert r["key"] == f"sngan-{r['semantic']}-s{r['latent_seed']:08d}"
+            assert len(r["checkpoint_sha256"]) == 64 and r["cluster"] in (0, 1)
+            assert r["key"] == f"sngan-{r['semantic']}-s{r['sample_index']:08d}"
+            assert r["latent_seed"] == latent_seed(3, "sngan", r["semantic"], "sngan", r["sample_index"])
     info = json.loads((built / "dataset_info.json").read_text())
+    assert (info["protocol"], info["paper_scale"]) == ("custom", False)
     assert info["features"]["weights"] == "random"
     assert (info["corruptions"]["backend"], info["corruptions"]["apply_at"]) == ("engine", "stored")
     assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
     assert all(g["options"] == {"ch": 8, "dim_z": 128} for g in info["generators"])
+
+
+def test_manifest_latent_seed_regenerates_the_stored_image(built):
+    """The seed in the manifest is the one the image was drawn with: sampling the built
+    checkpoint with it gives the stored pixels of an uncorrupted (train) sample."""
+    rows = [r for r in pq.read_table(built / "manifest.parquet").to_pylist()
+            if r["source"] == "sngan" and r["semantic"] == "faces" and r["split"] == "train"]
+    gen = generators.load("sngan", checkpoint=built / "generators" / "sngan-faces.safetensors",
+                          resolution=32)
+    assert len(rows) == 6 and gen.checkpoint_sha256 == rows[0]["checkpoint_sha256"]
+    stored = read_pngs(built, [(r["shard"], r["key"]) for r in rows])
+    # One batch of these seeds, not the build's chunks: float maths may round a level apart.
+    again = gen.sample([r["latent_seed"] for r in rows])
+    for r, img in zip(rows, again):
+        diff = np.abs(decode_image(stored[r["key"]]).astype(int) - img.astype(int))
+        assert diff.max() <= 1, r["key"]
 
 
 def test_undecodable_photo_is_recorded_and_the_build_goes_on(built):
@@ -137,6 +159,15 @@ def test_config_error_exits_2_and_writes_nothing(photo_config, capsys):
     assert main(["--config", str(photo_config), "--out", str(out), "--set", "splits.train=5"]) == 2
     assert "splits: train+val+test = 9" in capsys.readouterr().err
     assert not out.exists() and not list(photo_config.parent.glob(".never*"))
+
+
+def test_claiming_the_protocol_with_other_semantics_exits_2_and_writes_nothing(photo_config, capsys):
+    out = photo_config.parent / "claims"
+    assert main(["--config", str(photo_config), "--out", str(out), "--set", "protocol=attribution88"]) == 2
+    err = capsys.readouterr().err
+    assert "protocol: semantics not in attribution88: faces, rooms" in err
+    assert "protocol: set `protocol: custom` to build a variant" in err
+    assert not out.exists() and not list(photo_config.parent.glob(".claims*"))
 
 
 def test_a_failing_build_leaves_nothing_that_looks_complete(photo_config, capsys):
