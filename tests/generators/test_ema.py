@@ -68,14 +68,14 @@ def test_each_family_has_its_published_setting():
 @pytest.mark.parametrize("kwargs, key", [
     ({}, "exactly one of kimg and beta"),
     ({"kimg": 10, "beta": 0.9}, "exactly one of kimg and beta"),
-    ({"kimg": 0}, "kimg"),
-    ({"kimg": math.inf}, "kimg"),
-    ({"beta": 1.0}, "beta"),
-    ({"beta": True}, "beta"),
-    ({"beta": 0.9, "reference_batch": 32}, "reference_batch"),
-    ({"kimg": 10, "reference_batch": 0}, "reference_batch"),
-    ({"kimg": 10, "rampup": 0}, "rampup"),
-    ({"kimg": 10, "warmup": 1}, "warmup"),
+    ({"kimg": 0}, "EMA kimg must"),
+    ({"kimg": math.inf}, "EMA kimg must"),
+    ({"beta": 1.0}, "EMA beta must"),
+    ({"beta": True}, "EMA beta must"),
+    ({"beta": 0.9, "reference_batch": 32}, "reference_batch scales kimg"),
+    ({"kimg": 10, "reference_batch": 0}, "EMA reference_batch must"),
+    ({"kimg": 10, "rampup": 0}, "EMA rampup must"),
+    ({"kimg": 10, "warmup": 1}, "EMA warmup must"),
 ])
 def test_bad_settings_are_clear_errors(kwargs, key):
     with pytest.raises(GeneratorError, match=key):
