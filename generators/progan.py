@@ -35,10 +35,12 @@ the authors' networks take and give full-resolution tensors; real images are ble
 lower-level version during a fade-in as the authors' training loop does, so real and fake match.
 
 The checkpoint holds the authors' `Gs`, an exponential moving average of the generator's
-weights (generators.ema): 0.999 per generator update as published, the level and alpha buffers
-copied, not averaged. Deviations from the published run, forced by the shared training loop
-(generators.training.fit): the minibatch size is the run's, not one shrinking with resolution,
-Adam's moments are not reset when a new level starts, and the EMA ramps up (see EMA). In training mode the generator's output is linear, as published;
+weights (generators.ema): 0.999 per generator update as published, ramped up at the start of a
+run (see EMA), the level and alpha buffers copied, not averaged.
+
+Deviations from the published run, forced by the shared training loop (generators.training.fit):
+the minibatch size is the run's, not one shrinking with resolution, and Adam's moments are not
+reset when a new level starts. In training mode the generator's output is linear, as published;
 in eval mode (sampling) it is clamped to [-1, 1], which is what converting to pixels does anyway.
 
 This module is an entry of generators.ARCHITECTURES and so provides the NetworkFamily surface:

@@ -14,8 +14,8 @@ update. Style mixing regularisation with probability 0.9 in training; truncation
 Samples come from the generator EMA (`Gs`, generators.ema), half-life 10k images as published,
 with a ramp-up (see EMA). Not reproduced: progressive growing (the networks train at full
 resolution from the start, as StyleGAN2 later did) and the resolution-dependent learning-rate
-schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192
-(channels 512 up to 32 px, then halving) at ch=512.
+schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192 (channels 512 up to 32 px,
+then halving) at ch=512.
 
 Eval mode: stored constant noise maps and an output clamped to [-1, 1]; no randomness and no
 cross-sample operations (minibatch stddev is in D only), so an image depends on its latent only.
