@@ -67,6 +67,9 @@ class NetworkFamily(Protocol):
     * ``fit(images, config, options, *, device, on_step) -> training.FitResult``: a family that
       does not train adversarially (diffusion) trains itself; build_discriminator and the
       losses are then not needed.
+    * ``EMA``: a generators.ema.EmaSetting, for a family whose published samples come from an
+      exponential moving average of the generator's weights; the shared loop then keeps that
+      copy, and it is what the checkpoint stores.
     """
 
     NAME: str

@@ -13,9 +13,11 @@ Training (``fit``) is the paper's simple loss: x0 from the photos, t uniform in 
 eps ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, MSE between the U-Net's output and
 eps (or x0 / v for the other prediction types); Adam 2e-4, gradient norm clipped at 1, linear
 learning-rate warm-up (5000 steps in the paper; option ``lr_warmup``), linear betas 1e-4..0.02
-over T=1000 steps. The weights saved are an exponential moving average (decay 0.9999 in the
-paper; option ``ema_decay``, 0 turns it off) with the usual warm-up ``min(decay, (1+n)/(10+n))``
-so that short runs still end with weights that moved. Random horizontal flips (used for
+over T=1000 steps. The weights saved are an exponential moving average (generators.ema, shared
+with the GANs; decay 0.9999 in the paper; option ``ema_decay``, 0 turns it off) with the warm-up
+of TF's ExponentialMovingAverage, ``min(decay, (1+n)/(10+n))`` after n updates, so that short
+runs still end with weights that moved (the authors' code, diffusion_tf/tpu_utils, uses 0.9999
+from the start, 1e-10 only while the global step is below 1). Random horizontal flips (used for
 CIFAR-10 in the paper) are left out, as in the shared adversarial loop: every family sees the
 same photos.
 
@@ -34,7 +36,6 @@ imported, paths are checked to be local folders first, and loading passes local_
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import json
@@ -57,6 +58,7 @@ from torch import nn  # noqa: E402
 
 from benchmark.atomic import sha256_file  # noqa: E402
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, to_float  # noqa: E402
+from generators.ema import EmaSetting, GeneratorEma  # noqa: E402
 from generators.resume import TrainingState  # noqa: E402
 from generators.training import FitResult, StepStats, TrainConfig  # noqa: E402
 
@@ -263,14 +265,11 @@ def denoising_loss(unet: nn.Module, scheduler: DDPMScheduler, x0: torch.Tensor, 
     return F.mse_loss(unet(x_t, t).sample, _training_target(scheduler, x0, noise, t))
 
 
-@torch.no_grad()
-def _update_ema(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    # Hand-written rather than diffusers' EMAModel: that keeps shadow tensors apart from any
-    # module, while we want a ready-to-sample module for progress grids and the checkpoint.
-    for e, p in zip(ema.parameters(), net.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), net.buffers()):
-        e.copy_(b)
+def ema_setting(options: DDPMOptions) -> EmaSetting | None:
+    """The EMA the options ask for; None when ema_decay is 0 (the raw weights are saved)."""
+    # Not diffusers' EMAModel: that keeps shadow tensors apart from any module, while progress
+    # grids and the checkpoint want a ready-to-sample module, as the GANs' EMA gives.
+    return EmaSetting(beta=options.ema_decay, warmup=True) if options.ema_decay > 0 else None
 
 
 def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device: str = "cpu",
@@ -289,7 +288,8 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
     device = torch.device(device)
     with isolated_rng(config.seed):
         sampler = build_generator(resolution, options).to(device)
-    ema = copy.deepcopy(sampler).eval().requires_grad_(False) if options.ema_decay > 0 else None
+    setting = ema_setting(options)
+    ema = GeneratorEma(sampler, setting) if setting is not None else None
     unet = sampler.unet.train()
     train_scheduler = DDPMScheduler(**scheduler_config(options))
     rng = torch.Generator("cpu").manual_seed(config.seed)
@@ -298,7 +298,7 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda done: min(1.0, (done + 1) / warmup) if warmup else 1.0)
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     batch = config.batch_size
-    modules = {"sampler": sampler, **({"ema": ema} if ema is not None else {})}
+    modules = {"sampler": sampler, **({"ema": ema.module} if ema is not None else {})}
     optimizers = {"adam": opt, "warmup": lr_at}
     done, rngs = state.restore(modules, optimizers, {"batches": None, "global": None}) if state else (0, {})
     if done:
@@ -323,7 +323,7 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
             opt.step()
             lr_at.step()
             if ema is not None:
-                _update_ema(ema, sampler, min(options.ema_decay, (1 + step) / (10 + step)))
+                ema.update(sampler, step, batch)
 
             stats = StepStats(step, config.steps, 0.0, loss.item(),
                               (step - done) / max(time.perf_counter() - start, 1e-9))
@@ -335,9 +335,11 @@ def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device
             if state is not None and state.due(step, config.steps):
                 state.save(step, modules, optimizers, {"batches": rng.get_state(), "global": torch.get_rng_state()})
             if on_step is not None:
-                on_step(stats, ema if ema is not None else sampler)
-    result = ema if ema is not None else sampler
-    return FitResult(generator=result.eval(), discriminator=None, last=stats)
+                on_step(stats, ema.module if ema is not None else sampler)
+    if ema is None:
+        return FitResult(generator=sampler.eval(), discriminator=None, last=stats)
+    return FitResult(generator=ema.module, discriminator=None, last=stats, raw_generator=sampler.eval(),
+                     ema=setting)
 
 
 def _read_json(path: Path, folder: Path) -> dict[str, Any]:

@@ -34,13 +34,17 @@ discriminator accepts (N, 3, R, R) and average-pools it to the level's resolutio
 the authors' networks take and give full-resolution tensors; real images are blended with their
 lower-level version during a fade-in as the authors' training loop does, so real and fake match.
 
+The checkpoint holds the authors' `Gs`, an exponential moving average of the generator's
+weights (generators.ema): 0.999 per generator update as published, ramped up at the start of a
+run (see EMA), the level and alpha buffers copied, not averaged.
+
 Deviations from the published run, forced by the shared training loop (generators.training.fit):
 the minibatch size is the run's, not one shrinking with resolution, and Adam's moments are not
 reset when a new level starts. In training mode the generator's output is linear, as published;
 in eval mode (sampling) it is clamped to [-1, 1], which is what converting to pixels does anyway.
 
 This module is an entry of generators.ARCHITECTURES and so provides the NetworkFamily surface:
-NAME, RESOLUTIONS, TRAIN_DEFAULTS, parse_options, options_dict, build_generator,
+NAME, RESOLUTIONS, TRAIN_DEFAULTS, EMA, parse_options, options_dict, build_generator,
 build_discriminator, discriminator_loss, generator_loss, set_progress.
 """
 
@@ -56,11 +60,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from generators.base import GeneratorError, parse_dataclass_options
+from generators.ema import EmaSetting
 
 NAME = "progan"
 RESOLUTIONS = (32, 64, 128)
 # The paper's setting: Adam lr 0.001, beta1 0, beta2 0.99; one D update per G update.
 TRAIN_DEFAULTS = {"lr_g": 1e-3, "lr_d": 1e-3, "betas": (0.0, 0.99), "n_dis": 1}
+# The authors' train.py: G_smoothing = 0.999 per minibatch. The ramp-up (NVIDIA's later
+# ema_rampup 0.05) keeps a brief run's average from still holding the random initialisation;
+# from update ~13.9k on the decay is exactly 0.999.
+EMA = EmaSetting(beta=0.999, rampup=0.05)
 
 GP_WEIGHT = 10.0  # lambda of the WGAN-GP gradient penalty
 DRIFT_WEIGHT = 1e-3  # eps_drift: keeps real scores near zero without affecting the optimum

@@ -11,10 +11,11 @@ Loss: non-saturating logistic with R1 on reals, gamma 10 (the paper's FFHQ setti
 update. Style mixing regularisation with probability 0.9 in training; truncation (option
 `truncation_psi`, default 1.0) towards `mapping.w_avg`, an EMA (beta 0.995) of w.
 
-Not reproduced: progressive growing (the networks train at full resolution from the start, as
-StyleGAN2 later did), the generator EMA used for the paper's samples, and the resolution-
-dependent learning-rate schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192
-(channels 512 up to 32 px, then halving) at ch=512.
+Samples come from the generator EMA (`Gs`, generators.ema), half-life 10k images as published,
+with a ramp-up (see EMA). Not reproduced: progressive growing (the networks train at full
+resolution from the start, as StyleGAN2 later did) and the resolution-dependent learning-rate
+schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192 (channels 512 up to 32 px,
+then halving) at ch=512.
 
 Eval mode: stored constant noise maps and an output clamped to [-1, 1]; no randomness and no
 cross-sample operations (minibatch stddev is in D only), so an image depends on its latent only.
@@ -32,12 +33,17 @@ from torch import nn
 
 from generators import style_layers as sl
 from generators.base import parse_dataclass_options
+from generators.ema import EmaSetting
 
 NAME = "stylegan"
 RESOLUTIONS = (32, 64, 128, 256)
 # NVIDIA's StyleGAN training_loop: Adam betas (0, 0.99), eps 1e-8, base lr 0.001 for G and D
 # (its FFHQ schedule raises the rate only from 128 px up), one D update per G update.
 TRAIN_DEFAULTS = {"lr_g": 0.001, "lr_d": 0.001, "betas": (0.0, 0.99), "n_dis": 1}
+# NVIDIA's StyleGAN training_loop: G_smoothing_kimg = 10, no ramp-up. The ramp-up (the later
+# ema_rampup 0.05 of stylegan2-ada / stylegan3) lets a brief run's average move; it ends after
+# 200k images.
+EMA = EmaSetting(kimg=10.0, rampup=0.05)
 BLUR_TAPS = (1, 2, 1)
 # Widths halve from 32 px on: NVIDIA's fmap_base 8192 == 16384 * 1 in layer_widths' terms.
 CHANNEL_MULTIPLIER = 1

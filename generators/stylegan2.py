@@ -8,9 +8,9 @@ bias + leaky ReLU; upsampling by transposed convolution followed by a [1, 3, 3, 
 the residual one of the paper with minibatch stddev. Loss: non-saturating logistic with R1 on
 reals (gamma 10, the paper's FFHQ value) applied lazily every 16 D updates (scaled by 16), as
 published; the Adam lr/beta correction for lazy regularisation is not applied because the
-shared training loop owns the optimisers (the effect is a ~6 % larger D step). Left out: path
-length regularisation and the generator EMA (G_ema) of the paper's training setup; sampling
-uses the trained generator itself.
+shared training loop owns the optimisers (the effect is a ~6 % larger D step). Samples come
+from the generator EMA (G_ema, generators.ema), half-life 10k images as published, with a
+ramp-up (see EMA). Left out: path length regularisation.
 
 Widths: min(ch, ch * 32 * channel_multiplier / res), i.e. NVIDIA's channel_base = 16384 * m,
 channel_max = 512 at ch=512; channel_multiplier=2 is config-f and rosinality's default. The
@@ -36,12 +36,17 @@ from torch import nn
 
 from generators import style_layers as sl
 from generators.base import parse_dataclass_options
+from generators.ema import EmaSetting
 
 NAME = "stylegan2"
 RESOLUTIONS = (32, 64, 128, 256)
 # The paper's setting (Appendix B / NVIDIA's config-f): Adam lr 0.002, betas (0, 0.99), one D
 # update per G update.
 TRAIN_DEFAULTS = {"lr_g": 0.002, "lr_d": 0.002, "betas": (0.0, 0.99), "n_dis": 1}
+# stylegan2-ada-pytorch's 'stylegan2' config (config-f): ema_kimg 10, no ramp-up. The ramp-up
+# (ema_rampup 0.05, its 'auto' config and stylegan3's default) lets a brief run's average move;
+# it ends after 200k images.
+EMA = EmaSetting(kimg=10.0, rampup=0.05)
 BLUR_TAPS = (1, 3, 3, 1)
 
 

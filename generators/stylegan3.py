@@ -25,7 +25,8 @@ discriminator (equalised LR, [1,3,3,1] blur before every 2x downsample, residual
 by sqrt(0.5), minibatch stddev in groups of 4, conv + 2 fully connected layers at 4x4), the
 non-saturating logistic loss and R1 on reals (gamma/2 * E||grad D(x)||^2), lazily every 16 D
 updates and scaled by 16, as published. Optimiser as published: Adam lr 0.0025 (G) / 0.002
-(D), betas (0, 0.99), one D update per G update.
+(D), betas (0, 0.99), one D update per G update. Samples (and the checkpoint) come from the
+generator EMA, G_ema, with the published half-life and ramp-up (see EMA).
 
 Choices that differ from NVIDIA's code, and why:
 
@@ -37,7 +38,7 @@ Choices that differ from NVIDIA's code, and why:
   same clamp base.to_uint8 applies); training output is unclamped, as published.
 * No activation clamp at +-256: NVIDIA's conv_clamp guards float16 overflow, and everything
   here runs in float32 (the clamp cost ~15% of a CPU step here).
-* No G EMA copy, no image blur during the first 200k images, no mixed precision, and no
+* No image blur during the first 200k images, no mixed precision, and no
   Adam beta/lr correction for lazy R1: the shared training loop (generators.training.fit)
   owns the optimisers and has no hooks for them, and runs here are short.
 * The filters run as per-axis resampling matrices (see FilteredLeakyReLU) rather than
@@ -62,11 +63,15 @@ from torch import nn
 
 from generators import style_layers as sl
 from generators.base import GeneratorError, parse_dataclass_options
+from generators.ema import EmaSetting
 
 NAME = "stylegan3"
 RESOLUTIONS = (32, 64, 128)
 # Paper/official config: Adam lr 0.0025 for G, 0.002 for D, betas (0, 0.99); one D step per G step.
 TRAIN_DEFAULTS = {"lr_g": 0.0025, "lr_d": 0.002, "betas": (0.0, 0.99), "n_dis": 1}
+# Samples come from G_ema (generators.ema) as published: NVIDIA's train.py sets
+# ema_kimg = batch * 10 / 32, and training_loop's ema_rampup is 0.05.
+EMA = EmaSetting(kimg=10.0, reference_batch=32, rampup=0.05)
 
 # Synthesis schedule constants of config T (NVIDIA SynthesisNetwork defaults).
 FIRST_CUTOFF = 2.0  # cutoff of the Fourier input, cycles per unit of the feature canvas

@@ -6,6 +6,11 @@ Adversarial families share one loop (Adam, n_dis D updates per G update, the fam
 a family with its own `fit` (diffusion) trains itself. Optimiser settings the caller leaves as
 None take the family's published TRAIN_DEFAULTS, and the resolved values are recorded.
 
+A family with an `EMA` setting (ProGAN, the StyleGANs) keeps an exponential moving average of
+the generator's weights (generators.ema) after every G update, as the official code does; that
+copy is what progress grids show, what the checkpoint stores and what a build samples, and the
+sidecar records the setting. The trained generator itself is not saved.
+
 Determinism: network initialisation runs on a private RNG seeded with `seed`, and one
 torch.Generator seeded with `seed` draws every batch index and latent, so the same inputs give
 the same weights on the same software and hardware. The global RNG is never touched.
@@ -30,6 +35,7 @@ from benchmark.images import encode_png, image_grid
 from generators.base import GeneratorError, NetworkFamily, isolated_rng, render, to_float
 from benchmark.atomic import write_bytes
 from generators.checkpoint import checkpoint_paths, save_checkpoint
+from generators.ema import EmaSetting, GeneratorEma
 from generators.resume import TrainingState
 
 log = logging.getLogger(__name__)
@@ -77,9 +83,11 @@ class StepStats:
 
 @dataclasses.dataclass
 class FitResult:
-    generator: nn.Module
-    discriminator: nn.Module
+    generator: nn.Module  # what to save and sample: the EMA copy when the run keeps one
+    discriminator: nn.Module | None
     last: StepStats
+    raw_generator: nn.Module | None = None  # the optimised generator, when `generator` is its EMA
+    ema: EmaSetting | None = None  # the EMA setting the run used
 
 
 def images_sha256(images: np.ndarray) -> str:
@@ -117,7 +125,8 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     """Train a fresh generator (and discriminator) of `family` and return them.
 
     With `state`, the run first resumes from its last snapshot, if any, and snapshots itself
-    every state.every steps; otherwise nothing is written.
+    every state.every steps; otherwise nothing is written. `on_step` gets the network that
+    would be saved now: the EMA copy when the family keeps one.
     """
     resolution = _check_images(images, family)
     own_fit = getattr(family, "fit", None)
@@ -128,6 +137,9 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     with isolated_rng(config.seed):
         gen = family.build_generator(resolution, options).to(device).train()
         disc = family.build_discriminator(resolution, options).to(device).train()
+    ema_setting = getattr(family, "EMA", None)
+    ema = GeneratorEma(gen, ema_setting) if ema_setting is not None else None
+    sampled = ema.module if ema is not None else gen
     rng = torch.Generator("cpu").manual_seed(config.seed)
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr_g, betas=config.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=config.betas)
@@ -144,6 +156,8 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         return torch.randn(batch, gen.dim_z, generator=rng).to(device)
 
     modules, optimizers = {"generator": gen, "discriminator": disc}, {"g": opt_g, "d": opt_d}
+    if ema is not None:
+        modules["generator_ema"] = ema.module
     done = 0
     if state is not None:
         done, rngs = state.restore(modules, optimizers, {"batches": None})
@@ -171,6 +185,8 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         g_loss.backward()
         opt_g.step()
         disc.requires_grad_(True)
+        if ema is not None:
+            ema.update(gen, step, batch)
 
         stats = StepStats(step, config.steps, d_loss.item(), g_loss.item(),
                           (step - done) / max(time.perf_counter() - start, 1e-9))
@@ -183,8 +199,11 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         if state is not None and state.due(step, config.steps):
             state.save(step, modules, optimizers, {"batches": rng.get_state()})
         if on_step is not None:
-            on_step(stats, gen)
-    return FitResult(generator=gen.eval(), discriminator=disc.eval(), last=stats)
+            on_step(stats, sampled)
+    if ema is None:
+        return FitResult(generator=gen.eval(), discriminator=disc.eval(), last=stats)
+    return FitResult(generator=ema.module, discriminator=disc.eval(), last=stats,
+                     raw_generator=gen.eval(), ema=ema_setting)
 
 
 def write_grid(path: Path, gen: nn.Module, device: str = "cpu") -> Path:
@@ -214,7 +233,8 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
           checkpoint_every: int = 0, device: str = "cpu") -> Path:
     """Train `arch` on `images` (uint8 (N, R, R, 3), already at the target resolution).
 
-    Writes OUT.safetensors + OUT.json (see generators.checkpoint) and OUT.grid.png; with
+    Writes OUT.safetensors (the generator's EMA copy for families with one) + OUT.json (see
+    generators.checkpoint) and OUT.grid.png of the same network; with
     grid_every > 0 also OUT.grid.STEP.png every grid_every steps. With checkpoint_every > 0
     the whole training state is saved every that many steps (OUT.resume.*, see
     generators.resume) and a rerun of the same training resumes from it, ending with the
@@ -240,8 +260,11 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 0:
         raise GeneratorError(f"checkpoint_every must be a non-negative integer, not {checkpoint_every!r}")
     data_sha256 = images_sha256(images)
+    ema_setting = getattr(family, "EMA", None)
+    # The EMA setting is part of the run: a snapshot taken under another one (or none) is not resumed.
     fingerprint = {"arch": family.NAME, "resolution": resolution, "options": family.options_dict(parsed),
                    "config": dataclasses.asdict(config), "data_sha256": data_sha256,
+                   "ema": None if ema_setting is None else dataclasses.asdict(ema_setting),
                    "torch": torch.__version__}
     state = TrainingState(paths.weights, fingerprint, checkpoint_every) if checkpoint_every else None
     result = fit(family, images, config, parsed, device=device, on_step=on_step, state=state)
@@ -253,6 +276,7 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
         "betas": list(config.betas),
         "n_dis": config.n_dis,
         "seed": config.seed,
+        "ema": None if result.ema is None else dataclasses.asdict(result.ema),
         "data_sha256": data_sha256,
         "image_count": len(images),
         "torch": torch.__version__,

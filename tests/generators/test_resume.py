@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 import generators
 from tests.generators.tiny import TINY_OPTIONS, random_photos
@@ -35,6 +36,11 @@ def test_resumed_run_equals_uninterrupted_run(arch, tmp_path):
         _train(arch, tmp_path / "crashed", checkpoint_every=2, progress=_crash_at(3))
     snapshot = json.loads((tmp_path / "crashed.resume.json").read_text())
     assert snapshot["step"] == 2
+    # A family with a generator EMA snapshots the EMA copy too, tensor for tensor.
+    tensors = load_file(tmp_path / "crashed.resume.safetensors")
+    g_keys = {k.removeprefix("module.generator.") for k in tensors if k.startswith("module.generator.")}
+    ema_keys = {k.removeprefix("module.generator_ema.") for k in tensors if k.startswith("module.generator_ema.")}
+    assert ema_keys == (g_keys if getattr(generators.family(arch), "EMA", None) else set())
     resumed = _train(arch, tmp_path / "crashed", checkpoint_every=2)
     assert resumed.read_bytes() == whole.read_bytes()
     assert not (tmp_path / "crashed.resume.json").exists()
