@@ -2,70 +2,23 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmark.config import load_config
 from benchmark.dataset_files import write_classes
-from benchmark.images import encode_png
-from benchmark.manifest import MANIFEST_SCHEMA, read_manifest, write_manifest
+from benchmark.manifest import read_manifest
 from benchmark.repmix import ExportError, export_split, semantic_labels, write_repmix_csvs
-from benchmark.shards import ShardSample, shard_name, write_shard
-
-# Unseen semantics listed first on purpose: the index must still put the seen ones first.
-SEMANTICS = {"rooms": False, "faces": True, "cats": False, "birds": True}
-CLASSES = ("real", "sngan")
-SPLITS = ("train", "val", "test")
-
-
-def _png(i: int) -> bytes:
-    return encode_png(np.random.default_rng(i).integers(0, 256, (8, 8, 3), dtype=np.uint8))
-
-
-def _row(key, split, source, semantic, shard, position, png):
-    row = {name: None for name in MANIFEST_SCHEMA.names}
-    row.update(key=key, split=split, source=source, label=CLASSES.index(source),
-               semantic=semantic, semantic_label=semantic_labels(SEMANTICS)[semantic],
-               seen=SEMANTICS[semantic], shard=shard, position=position,
-               sha256=hashlib.sha256(png).hexdigest(), png_bytes=len(png))
-    return row
-
-
-def _benchmark(out: Path, per_cell: int = 2, per_shard: int = 5) -> Path:
-    """A built-benchmark folder in miniature: shards, manifest, RepMix CSVs."""
-    rows, i = [], 0
-    for split in SPLITS:
-        samples = []
-        for source in CLASSES:
-            for semantic in SEMANTICS:
-                for n in range(per_cell):
-                    samples.append(ShardSample(f"{source}-{semantic}-s{i:08d}", _png(i), {}))
-                    i += 1
-        for start in range(0, len(samples), per_shard):
-            shard = shard_name(split, start // per_shard)
-            chunk = samples[start:start + per_shard]
-            write_shard(out / shard, chunk)
-            for pos, s in enumerate(chunk):
-                source, semantic, _ = s.key.split("-")
-                rows.append(_row(s.key, split, source, semantic, shard, pos, s.png))
-    manifest = write_manifest(rows, out / "manifest.parquet")
-    write_repmix_csvs(out / "repmix", manifest, SEMANTICS)
-    return out
-
-
-def _csv_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+from benchmark.shards import ShardSample, write_shard
+from tests.benchmark.tiny_repmix import CLASSES, SEMANTICS, SPLITS, csv_rows, png_of, tiny_benchmark
 
 
 @pytest.fixture
 def bench(tmp_path) -> Path:
-    return _benchmark(tmp_path / "out")
+    return tiny_benchmark(tmp_path / "out")
 
 
 def test_semantic_index_puts_seen_first_in_config_order():
@@ -76,7 +29,7 @@ def test_semantic_index_puts_seen_first_in_config_order():
 def test_dlabel_is_the_semantic_index_and_seen_ones_come_first(bench):
     manifest = read_manifest(bench / "manifest.parquet").to_pylist()
     semantic_of = {r["key"]: r["semantic"] for r in manifest}
-    rows = _csv_rows(bench / "repmix" / "test.csv")
+    rows = csv_rows(bench / "repmix" / "test.csv")
     assert list(rows[0]) == ["path", "label", "dlabel"]
     for r in rows:
         key = r["path"].removeprefix("test/").removesuffix(".png")
@@ -90,12 +43,12 @@ def test_dlabel_is_the_semantic_index_and_seen_ones_come_first(bench):
 def test_train_and_val_csvs_hold_seen_semantics_only_test_all(bench):
     manifest = read_manifest(bench / "manifest.parquet").to_pylist()
     for split in SPLITS:
-        listed = {r["path"] for r in _csv_rows(bench / "repmix" / f"{split}.csv")}
+        listed = {r["path"] for r in csv_rows(bench / "repmix" / f"{split}.csv")}
         keep = [m for m in manifest if m["split"] == split and (split == "test" or m["seen"])]
         assert listed == {f"{split}/{m['key']}.png" for m in keep}
-    dlabels = {int(r["dlabel"]) for r in _csv_rows(bench / "repmix" / "train.csv")}
+    dlabels = {int(r["dlabel"]) for r in csv_rows(bench / "repmix" / "train.csv")}
     assert dlabels == {0, 1}
-    test_semantics = {int(r["dlabel"]) for r in _csv_rows(bench / "repmix" / "test.csv")}
+    test_semantics = {int(r["dlabel"]) for r in csv_rows(bench / "repmix" / "test.csv")}
     assert test_semantics == {0, 1, 2, 3}
 
 
@@ -131,14 +84,14 @@ def test_export_writes_exactly_the_csv_paths_with_the_shard_bytes(bench):
     dest = bench / "repmix"
     for split in SPLITS:
         stats = export_split(bench, split)
-        listed = [r["path"] for r in _csv_rows(bench / "repmix" / f"{split}.csv")]
+        listed = [r["path"] for r in csv_rows(bench / "repmix" / f"{split}.csv")]
         assert stats.written == len(listed) and stats.present == 0
         written = sorted(str(p.relative_to(dest)) for p in (dest / split).iterdir())
         assert written == sorted(listed)
         for path in listed:  # what the released loader opens: os.path.join(data_dir, path)
             key = Path(path).stem
             assert hashlib.sha256((dest / path).read_bytes()).hexdigest() == manifest[key]["sha256"]
-            assert (dest / path).read_bytes() == _png(int(key.rsplit("-s", 1)[1]))
+            assert (dest / path).read_bytes() == png_of(int(key.rsplit("-s", 1)[1]))
     assert not [p for p in dest.iterdir() if p.name.startswith(".")]
 
 
@@ -152,7 +105,7 @@ def test_export_again_writes_nothing_and_keeps_the_files(bench, tmp_path):
 
 def test_export_refuses_to_overwrite_a_different_file(bench, tmp_path):
     dest = tmp_path / "dest"
-    key = _csv_rows(bench / "repmix" / "val.csv")[1]["path"]
+    key = csv_rows(bench / "repmix" / "val.csv")[1]["path"]
     (dest / "val").mkdir(parents=True)
     (dest / key).write_bytes(b"someone else's image")
     with pytest.raises(ExportError, match=f"{dest / key} exists with other content"):
@@ -166,14 +119,25 @@ def test_export_refuses_a_damaged_member_and_leaves_nothing(bench, tmp_path):
     manifest = read_manifest(bench / "manifest.parquet").to_pylist()
     victim = [r for r in manifest if r["split"] == "test" and r["shard"] == "test-000001.tar"]
     # The shard rewritten with one payload changed: valid tar, wrong bytes for that member.
-    samples = [ShardSample(r["key"], _png(10_000) if r is victim[2] else
-                           _png(int(r["key"].rsplit("-s", 1)[1])), {}) for r in victim]
+    samples = [ShardSample(r["key"], png_of(10_000) if r is victim[2] else
+                           png_of(int(r["key"].rsplit("-s", 1)[1])), {}) for r in victim]
     write_shard(bench / "test-000001.tar", samples)
     dest = tmp_path / "dest"
     with pytest.raises(ExportError, match=rf"test-000001.tar: member {victim[2]['key']}.png has "
                                           r"sha256 [0-9a-f]{64}, the manifest says"):
         export_split(bench, "test", dest)
     assert list(dest.iterdir()) == []  # no split folder, no hidden partial folder
+
+
+def test_export_names_a_member_missing_from_its_shard(bench, tmp_path):
+    manifest = read_manifest(bench / "manifest.parquet").to_pylist()
+    members = [r for r in manifest if r["shard"] == "test-000000.tar"]
+    kept = [ShardSample(r["key"], png_of(int(r["key"].rsplit("-s", 1)[1])), {}) for r in members[:-1]]
+    write_shard(bench / "test-000000.tar", kept)
+    with pytest.raises(ExportError, match=rf"test-000000.tar: 1 samples the manifest places there "
+                                          rf"are missing, e.g. {members[-1]['key']}.png"):
+        export_split(bench, "test", tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []
 
 
 def test_export_names_a_missing_shard_and_a_truncated_one(bench, tmp_path):
@@ -188,7 +152,8 @@ def test_export_names_a_missing_shard_and_a_truncated_one(bench, tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("val/real-faces-s00000001.png,0,0", r"test.csv:2: path 'val/real-faces-s00000001.png' is not test/KEY.png"),
+    ("val/real-faces-s00000001.png,0,0",
+     r"test.csv:2: path 'val/real-faces-s00000001.png' is not test/KEY.png"),
     ("test/../x.png,0,0", r"is not test/KEY.png"),
     ("test/nosuchkey.png,0,0", r"test/nosuchkey.png is not a test sample of"),
 ])
