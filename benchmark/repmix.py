@@ -21,7 +21,7 @@ import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import pyarrow as pa
 
@@ -135,6 +135,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _png_members(path: Path, keys: Mapping[str, _Wanted]) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) of the wanted PNG members, streamed; a damaged tar is an ExportError."""
+    try:
+        with tarfile.open(path, mode="r|") as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                if ext == "png" and key in keys:
+                    yield key, tar.extractfile(member).read()
+    except (tarfile.TarError, OSError) as exc:
+        raise ExportError(f"{path}: not a readable tar ({exc})") from None
+
+
 def _extract(out_dir: Path, wanted: list[_Wanted], staging: Path) -> None:
     """Stream each shard once, writing the wanted PNGs into `staging` after checking their sha256."""
     by_shard: dict[str, dict[str, _Wanted]] = {}
@@ -145,21 +157,13 @@ def _extract(out_dir: Path, wanted: list[_Wanted], staging: Path) -> None:
         if not path.is_file():
             raise ExportError(f"{path} not found (named by the manifest for {len(keys)} samples)")
         found = set()
-        try:
-            with tarfile.open(path, mode="r|") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if ext != "png" or key not in keys:
-                        continue
-                    data = tar.extractfile(member).read()
-                    if _sha256(data) != keys[key].sha256:
-                        raise ExportError(
-                            f"{path}: member {member.name} has sha256 {_sha256(data)}, the manifest "
-                            f"says {keys[key].sha256}; the shard is damaged, rebuild or re-copy it")
-                    (staging / f"{key}.png").write_bytes(data)
-                    found.add(key)
-        except (tarfile.TarError, OSError) as exc:
-            raise ExportError(f"{path}: not a readable tar ({exc})") from None
+        for key, data in _png_members(path, keys):
+            got = _sha256(data)
+            if got != keys[key].sha256:
+                raise ExportError(f"{path}: member {key}.png has sha256 {got}, the manifest says "
+                                  f"{keys[key].sha256}; the shard is damaged, rebuild or re-copy it")
+            (staging / f"{key}.png").write_bytes(data)
+            found.add(key)
         missing = sorted(set(keys) - found)
         if missing:
             raise ExportError(f"{path}: {len(missing)} samples the manifest places there are "
