@@ -6,8 +6,8 @@ as the semantic (`y_sem`); `utils/analysis.py` counts dlabel 0..nseen-1 as the s
 `train.py` trains on every row of train.csv and validates on every row of val.csv, so those two
 list the seen semantics only, or the released training would see the held-out ones.
 
-`repmix/{split}.csv` name their images `SPLIT/KEY.png`; `export_split` writes exactly those files from
-the shards, so `test.py -d DEST -l OUT/repmix/test.csv` runs unchanged.
+`repmix/{split}.csv` name their images `SPLIT/KEY.png`; `export_split` writes exactly those
+files from the shards, so `test.py -d DEST -l OUT/repmix/test.csv` runs unchanged.
 """
 
 from __future__ import annotations
