@@ -1,4 +1,4 @@
-"""The files beside the shards: classes, RepMix CSVs, sample grids, dataset card, dataset info.
+"""The files beside the shards: classes, sample grids, dataset card, count checks.
 
 All are derived from the manifest and the config alone (no clock, no host), so they are as
 reproducible as the shards; timings go to build_stats.json, which is not.
@@ -6,8 +6,6 @@ reproducible as the shards; timings go to build_stats.json, which is not.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tarfile
 from collections import Counter
@@ -21,31 +19,20 @@ from benchmark import protocol
 from benchmark.atomic import atomic_path, write_text
 from benchmark.config import BuildConfig
 from benchmark.images import decode_image, image_grid
+from benchmark.repmix import semantic_labels
 
 GRID_COLUMNS = 8
 
 
 def write_classes(path: Path, cfg: BuildConfig) -> None:
+    """Class names in label order, and the semantics in label order (seen first), each with
+    the index the manifest's `semantic_label` and the RepMix CSVs' `dlabel` carry."""
+    seen = {s: spec.seen for s, spec in cfg.semantics.items()}
+    labels = semantic_labels(seen)
     data = {"classes": list(cfg.classes),
-            "semantics": [{"name": s, "label": i, "seen": spec.seen}
-                          for i, (s, spec) in enumerate(cfg.semantics.items())]}
+            "semantics": [{"name": s, "label": i, "seen": seen[s]}
+                          for s, i in sorted(labels.items(), key=lambda kv: kv[1])]}
     write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_repmix_csvs(folder: Path, manifest: pa.Table) -> None:
-    """`path,label,dlabel` per split for a copy extracted as SPLIT/KEY.png (RepMix's loader).
-
-    label: class index (real = 0); dlabel: detection label, 0 real and 1 synthetic.
-    """
-    rows = manifest.select(["key", "split", "label"]).to_pylist()
-    for split in protocol.SPLIT_NAMES:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["path", "label", "dlabel"])
-        for r in rows:
-            if r["split"] == split:
-                writer.writerow([f"{split}/{r['key']}.png", r["label"], int(r["label"] != 0)])
-        write_text(folder / f"{split}.csv", buf.getvalue())
 
 
 def read_pngs(out_dir: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:

@@ -20,7 +20,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("label", pa.int32()),  # class index, real = 0
     ("semantic", pa.string()),
-    ("semantic_label", pa.int32()),  # index in the config's semantics order
+    ("semantic_label", pa.int32()),  # seen semantics first (benchmark.repmix.semantic_labels)
     ("seen", pa.bool_()),  # semantic seen in training
     ("generator", pa.string()),  # architecture, `photo` for real
     ("checkpoint_sha256", pa.string()),  # weights (or folder listing) hash, "" for real

@@ -27,11 +27,11 @@ import generators
 from benchmark import protocol
 from benchmark.atomic import write_text
 from benchmark.config import BuildConfig, ConfigError, load_config
-from benchmark.dataset_files import (check_counts, write_card, write_classes, write_grids,
-                                     write_repmix_csvs)
+from benchmark.dataset_files import check_counts, write_card, write_classes, write_grids
 from benchmark.manifest import read_manifest
 from benchmark.plan import BuildPlan, checkpoint_path, plan_build
 from benchmark.real_sets import RealSetError
+from benchmark.repmix import CSV_FOLDER, write_repmix_csvs
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
 from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
@@ -202,7 +202,8 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
         raise BuildError("the build lost or doubled samples:\n  " + "\n  ".join(problems[:20]))
     rejected = pq.read_metadata(staging / "rejections.parquet").num_rows
     write_classes(staging / "classes.json", cfg)
-    write_repmix_csvs(staging / "repmix", manifest)
+    write_repmix_csvs(staging / CSV_FOLDER, manifest,
+                      {s: spec.seen for s, spec in cfg.semantics.items()})
     grids = write_grids(staging, manifest, cfg.classes)
     write_card(staging / "README.md", cfg, manifest, grids, rejected)
     write_text(staging / "config.json", cfg.to_json() + "\n")

@@ -12,6 +12,7 @@ import math
 import apache_beam as beam
 
 from benchmark.protocol import REAL
+from benchmark.repmix import semantic_labels
 from benchmark.shards import ShardSample, shard_name
 from pipelines.stage_metrics import counter
 
@@ -19,7 +20,7 @@ from pipelines.stage_metrics import counter
 class _MaterializeFn(beam.DoFn):
     def __init__(self, classes: tuple[str, ...], semantics: dict[str, bool]):
         self._label = {c: i for i, c in enumerate(classes)}
-        self._semantic_label = {s: i for i, s in enumerate(semantics)}
+        self._semantic_label = semantic_labels(semantics)
         self._seen = semantics
 
     def process(self, element):

@@ -36,6 +36,17 @@ def test_sample_is_corrupted_with_the_spec_backend_and_route(spec):
         choice.name, choice.severity, choice.seed)
 
 
+def test_val_probability_zero_stores_val_clean_and_test_still_corrupted():
+    """For the released RepMix train.py, which corrupts val again on the fly."""
+    spec = CorruptionSpec(val_probability=0.0)
+    for i in range(20):
+        val = _sample(f"sngan-faces-s{i:08d}", split="val")
+        assert corrupt_sample(val, 9, spec) == val
+        assert corrupt_sample(val, 9, CorruptionSpec()).meta["corruption"] != "none"
+        test = corrupt_sample(_sample(f"sngan-faces-s{i:08d}", split="test"), 9, spec)
+        assert test.meta["corruption"] != "none" and test.meta["severity"] >= 1
+
+
 def test_route_changes_the_stored_bytes():
     stored = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,)))
     resized = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,), apply_at="resized_224"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from benchmark.dataset_files import read_pngs
 from benchmark.images import decode_image
 from benchmark.keys import latent_seed
 from pipelines.build_attribution88 import main
+from pipelines.export_repmix import main as export_main
 from tests.conftest import write_photos
 
 TINY = """
@@ -131,11 +135,26 @@ def test_undecodable_photo_is_recorded_and_the_build_goes_on(built):
     assert "not a decodable image" in rejected[0]["reason"]
 
 
-def test_repmix_csv_lists_every_sample(built):
-    lines = (built / "repmix" / "test.csv").read_text().splitlines()
-    assert lines[0] == "path,label,dlabel" and len(lines) == 1 + 8
-    path, label, dlabel = lines[1].split(",")
-    assert path.startswith("test/") and path.endswith(".png") and dlabel == str(int(label != "0"))
+def test_repmix_csvs_and_export_for_the_released_code(built, tmp_path):
+    """dlabel is the semantic index (seen first), train/val list the seen semantic only, and
+    the export writes every CSV path (joined onto -d, as the released loader does)."""
+    manifest = {r["key"]: r for r in pq.read_table(built / "manifest.parquet").to_pylist()}
+    classes = json.loads((built / "classes.json").read_text())
+    assert classes["semantics"] == [{"name": "faces", "label": 0, "seen": True},
+                                    {"name": "rooms", "label": 1, "seen": False}]
+    assert export_main([str(built), "--dest", str(tmp_path)]) == 0
+    for split, count in (("train", 2 * 6), ("val", 2 * 2), ("test", 2 * 2 * 2)):
+        with open(built / "repmix" / f"{split}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == count and list(rows[0]) == ["path", "label", "dlabel"]
+        for r in rows:
+            m = manifest[r["path"].removeprefix(f"{split}/").removesuffix(".png")]
+            assert m["split"] == split and (m["seen"] or split == "test")
+            assert (int(r["label"]), int(r["dlabel"])) == (m["label"], m["semantic_label"])
+            assert m["semantic_label"] == (0 if m["semantic"] == "faces" else 1)
+            data = open(os.path.join(tmp_path, r["path"]), "rb").read()
+            assert hashlib.sha256(data).hexdigest() == m["sha256"]
+        assert len(list((tmp_path / split).iterdir())) == count
 
 
 def test_same_config_gives_byte_identical_tars_and_manifest(photo_config, built):
@@ -221,11 +240,15 @@ def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
 
 def test_yu_lpips_selection_keeps_the_samples_nearest_a_real_photo(photo_config):
     out = photo_config.parent / "yu"
+    # Also stores val clean, as the released RepMix train.py wants (it corrupts val itself).
     assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
                  "--set", "selection.method=yu_lpips",
-                 "--set", "features.lpips.backbone_weights=random"]) == 0
+                 "--set", "features.lpips.backbone_weights=random",
+                 "--set", "corruptions.val_probability=0"]) == 0
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
     assert len(rows) == 40
+    assert {(r["corruption"], r["severity"]) for r in rows if r["split"] == "val"} == {("none", 0)}
+    assert all(r["corruption"] != "none" for r in rows if r["split"] == "test")
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["features"] == {"extractor": "lpips", "weights": "random"}
     synthetic = [r for r in rows if r["source"] == "sngan"]
