@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from benchmark.protocol import REAL
 from benchmark.real_sets import RealFile
 
 # Roles of a batch of images.
@@ -84,6 +85,12 @@ class ImageBatch:
     # Rejection rows of inputs that did not make it into the batch. They ride along instead of
     # going to a tagged output: Beam's DaskRunner (2.77) mixes tagged outputs into the main one.
     rejections: tuple[dict, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A sampled image without its seed would reach the manifest as a wrong provenance row.
+        if self.source != REAL and len(self.latent_seeds) != len(self.keys):
+            raise ValueError(f"batch {self.chunk_id}: {len(self.keys)} sampled images but "
+                             f"{len(self.latent_seeds)} latent seeds")
 
 
 @dataclass(frozen=True)

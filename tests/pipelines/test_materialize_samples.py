@@ -11,7 +11,8 @@ from pipelines.materialize_samples import MaterializeSamples
 def _batch(semantic: str) -> ImageBatch:
     return ImageBatch(chunk_id=f"c-{semantic}", source="sngan", semantic=semantic, role=CANDIDATE,
                       keys=(f"sngan-{semantic}-s00000000",), pngs=(b"png-" + semantic.encode(),),
-                      ranks=(0,), origins=("",), generator="sngan", checkpoint_sha256="0" * 64)
+                      ranks=(0,), origins=("",), generator="sngan", checkpoint_sha256="0" * 64,
+                      latent_seeds=(7,))
 
 
 def test_semantic_label_counts_seen_semantics_first():
