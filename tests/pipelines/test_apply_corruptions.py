@@ -14,6 +14,8 @@ from benchmark.corruptions.fidelity import synthetic_photos
 from benchmark.images import decode_image, encode_png
 from benchmark.shards import ShardSample
 from pipelines.apply_corruptions import ApplyCorruptions, corrupt_sample
+from pipelines.build_attribution88 import _finalize
+from tests.pipelines.staging import manifest_rows, stage, tiny_config
 
 IMAGE = synthetic_photos(1, 40, seed=3)[0]
 
@@ -58,10 +60,17 @@ def test_stage_gives_the_same_bytes_as_the_function():
         assert_that(got, equal_to(want))
 
 
-def test_backend_and_route_are_saved_with_the_build_config():
-    """The build writes `corruptions` of the config into dataset_info.json and config.json
-    (pipelines/build_attribution88.py), so a dataset says how its images were corrupted."""
-    saved = json.loads(json.dumps(CorruptionSpec(apply_at="resized_224").model_dump(mode="json")))
-    assert saved["backend"] == "engine" and saved["apply_at"] == "resized_224"
-    assert CorruptionSpec.model_validate(saved).work_size == 224
-    assert CorruptionSpec().model_dump() != CorruptionSpec(backend="reference").model_dump()
+def test_backend_and_route_are_saved_with_the_build_config(tmp_path):
+    """The build's last step writes the config's `corruptions` section into dataset_info.json
+    and config.json, so a dataset says how its images were corrupted."""
+    cfg = tiny_config(tmp_path, backend="reference", apply_at="resized_224", severities=[4, 2],
+                      unseen_set="imagenet_c", test_probability=0.5)
+    staging = tmp_path / "staging"
+    stage(staging, manifest_rows(cfg))
+    _finalize(cfg, staging, "random")
+    want = {"backend": "reference", "apply_at": "resized_224", "severities": [2, 4],
+            "unseen_set": "imagenet_c", "test_probability": 0.5, "val_probability": 1.0}
+    info = json.loads((staging / "dataset_info.json").read_text())
+    assert info["corruptions"] == want
+    assert json.loads((staging / "config.json").read_text())["corruptions"] == want
+    assert CorruptionSpec.model_validate(info["corruptions"]) == cfg.corruptions
