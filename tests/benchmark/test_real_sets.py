@@ -42,11 +42,17 @@ def test_pools_are_disjoint_sized_and_stable_when_a_photo_is_added(tmp_path):
     train = {f.key for f in pools.gan_train}
     assert len(real) == 50 + spare_count(50) and not real & train
     assert len(real) + len(train) == 120
-    # A new photo can take a place, but no existing photo crosses from one pool to the other.
+    # The new photo ranks among the Real candidates, so it pushes the last candidate into the
+    # training pool; no other photo crosses from one pool to the other.
     write_photos(tmp_path / "new", 1, 9)
     more = partition_pools("s", list_real_files("s", tmp_path, ("jpg",)), seed=0, real_class=50,
                            gan_train_max=1000)
-    assert not {f.key for f in more.gan_train} & real - {f.key for f in more.real_class} - real
+    more_real = {f.key for f in more.real_class}
+    more_train = {f.key for f in more.gan_train}
+    assert "real-s-new_00000" in more_real
+    assert real & more_train == {pools.real_class[-1].key}
+    assert not train & more_real
+    assert more_real | more_train == real | train | {"real-s-new_00000"}
 
 
 def test_pools_cap_training_photos_and_refuse_small_folders(tmp_path):
