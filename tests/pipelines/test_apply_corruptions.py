@@ -1,5 +1,6 @@
 """ApplyCorruptions: the spec's backend and route reach every image, and are recorded."""
 
+import itertools
 import json
 
 import apache_beam as beam
@@ -36,6 +37,19 @@ def test_sample_is_corrupted_with_the_spec_backend_and_route(spec):
     assert (decode_image(out.png) == want).all()
     assert (out.meta["corruption"], out.meta["severity"], out.meta["corruption_seed"]) == (
         choice.name, choice.severity, choice.seed)
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_two_images_of_a_split_get_their_own_noise(split):
+    spec = CorruptionSpec(severities=(3,))
+    keys = (f"sngan-faces-s{i:08d}" for i in range(1000))
+    noisy = itertools.islice(
+        (k for k in keys if choose_corruption(k, split, 9, spec).name == "gaussian_noise"), 2)
+    first, second = (corrupt_sample(_sample(k, split), 9, spec) for k in noisy)
+    assert first.meta["corruption"] == second.meta["corruption"] == "gaussian_noise"
+    assert first.meta["corruption_seed"] != second.meta["corruption_seed"]
+    # Same pixels in, same corruption and severity: only the per-image seed tells them apart.
+    assert (decode_image(first.png) != decode_image(second.png)).mean() > 0.5
 
 
 def test_route_changes_the_stored_bytes():
