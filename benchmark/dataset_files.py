@@ -117,6 +117,9 @@ def check_counts(manifest: pa.Table, cfg: BuildConfig) -> list[str]:
                 got = counts.get((source, semantic, split), 0)
                 if got != want:
                     problems.append(f"{source}/{semantic}/{split}: {got} samples, expected {want}")
+    wanted = {(c, s, split) for c in cfg.classes for s in cfg.semantics for split in cfg.splits.counts()}
+    for cell in sorted(set(counts) - wanted):
+        problems.append(f"{'/'.join(cell)}: {counts[cell]} samples in a cell the config does not have")
     keys = manifest.column("key").to_pylist()
     if len(set(keys)) != len(keys):
         problems.append(f"{len(keys) - len(set(keys))} duplicate keys in the manifest")

@@ -8,6 +8,7 @@ from benchmark.config import CorruptionSpec
 from benchmark.corruption_policy import CLEAN, choose_corruption
 from benchmark.corruptions import corrupt, engine, kernels, names, ops, resize_route
 from benchmark.corruptions.fidelity import synthetic_photos
+from benchmark.keys import derive_seed
 
 ALL = names("all") + names("attacks")
 
@@ -223,6 +224,15 @@ def test_policy_probability_and_determinism():
     assert all(choose_corruption(k, "test", 0, never).name == CLEAN for k in keys)
     first = [choose_corruption(k, "test", 5, half) for k in keys]
     assert first == [choose_corruption(k, "test", 5, half) for k in keys]
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_policy_each_image_draws_its_own_noise_seed(split):
+    keys = [f"sngan-x-s{i:08d}" for i in range(50)]
+    seeds = [choose_corruption(k, split, 5, CorruptionSpec()).seed for k in keys]
+    assert len(set(seeds)) == len(keys)
+    assert seeds[0] == derive_seed(5, "corruption-noise", keys[0])
+    assert seeds != [choose_corruption(k, split, 6, CorruptionSpec()).seed for k in keys]
 
 
 def test_spec_backend_and_route():

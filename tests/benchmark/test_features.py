@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,65 @@ def test_inception_loads_weights_file(tmp_path, inception, images):
     st = tmp_path / "inception.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(st))
     np.testing.assert_array_equal(InceptionFeatures(st, input_size=SIZE, precision="fp32")(images), feats)
+
+
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """Seeded torchvision weights, conv kernels rescaled to He init so pool3 is far from zero
+    (torchvision's default init makes a deep random net's features vanish into float noise)."""
+    from torchvision.models import inception_v3
+
+    state = seeded_torchvision_state(inception_v3, 5, aux_logits=True, init_weights=False)
+    gen = torch.Generator().manual_seed(6)
+    for name, value in state.items():
+        if name.endswith("conv.weight"):
+            value.mul_(math.sqrt(2.0 / value[0].numel()) / value.std())
+        elif name.endswith(("bn.running_mean", "bn.bias")):
+            # Non-trivial batch-norm statistics, so eval-mode BN is not the identity.
+            value.copy_(0.1 * torch.randn(value.shape, generator=gen))
+    path = tmp_path_factory.mktemp("weights") / "inception.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def torchvision_pool3(inception_file):
+    """What the features must equal: torchvision's own InceptionV3 with transform_input=True,
+    fed [0, 1] pixels bilinearly resized to SIZE then ImageNet-normalised, read at pool3 by a
+    forward hook (not through our fc replacement)."""
+    from torchvision.models import inception_v3
+
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+    net.load_state_dict(torch.load(inception_file, weights_only=True))
+    net.eval()
+    pooled = []
+    net.avgpool.register_forward_hook(lambda module, args, out: pooled.append(out.flatten(1)))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def pool3(images):
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        if x.shape[-2:] != (SIZE, SIZE):
+            x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear",
+                                                align_corners=False, antialias=False)
+        pooled.clear()
+        with torch.no_grad():
+            net((x - mean) / std)
+        return pooled[0].numpy()
+
+    return pool3
+
+
+@pytest.mark.parametrize("height, width", [(96, 96), (64, 72), (SIZE, SIZE)],
+                         ids=["shrunk", "enlarged-non-square", "input-size"])
+def test_inception_equals_torchvision_pool3(inception_file, torchvision_pool3, height, width):
+    images = np.random.default_rng(height + width).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    got = InceptionFeatures(inception_file, input_size=SIZE, precision="fp32", batch_size=2)(images)
+    want = torchvision_pool3(images)
+    # Float noise is ~1e-6 of the features' scale; the two images differ by a few percent.
+    scale = np.abs(want).max()
+    assert np.abs(want[0] - want[1]).max() > 0.01 * scale
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * scale)
 
 
 def test_inception_missing_file_names_key(tmp_path):

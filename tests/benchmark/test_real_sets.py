@@ -1,7 +1,10 @@
+import hashlib
+
+import numpy as np
 import pytest
 
 from benchmark.keys import derive_seed, real_key, synthetic_key
-from benchmark.real_sets import RealSetError, list_real_files, partition_pools, spare_count
+from benchmark.real_sets import RealFile, RealSetError, list_real_files, partition_pools, spare_count
 from tests.conftest import write_photos
 
 
@@ -42,11 +45,17 @@ def test_pools_are_disjoint_sized_and_stable_when_a_photo_is_added(tmp_path):
     train = {f.key for f in pools.gan_train}
     assert len(real) == 50 + spare_count(50) and not real & train
     assert len(real) + len(train) == 120
-    # A new photo can take a place, but no existing photo crosses from one pool to the other.
+    # The new photo ranks among the Real candidates, so it pushes the last candidate into the
+    # training pool; no other photo crosses from one pool to the other.
     write_photos(tmp_path / "new", 1, 9)
     more = partition_pools("s", list_real_files("s", tmp_path, ("jpg",)), seed=0, real_class=50,
                            gan_train_max=1000)
-    assert not {f.key for f in more.gan_train} & real - {f.key for f in more.real_class} - real
+    more_real = {f.key for f in more.real_class}
+    more_train = {f.key for f in more.gan_train}
+    assert "real-s-new_00000" in more_real
+    assert real & more_train == {pools.real_class[-1].key}
+    assert not train & more_real
+    assert more_real | more_train == real | train | {"real-s-new_00000"}
 
 
 def test_pools_cap_training_photos_and_refuse_small_folders(tmp_path):
@@ -55,3 +64,57 @@ def test_pools_cap_training_photos_and_refuse_small_folders(tmp_path):
     assert len(partition_pools("s", files, seed=0, real_class=10, gan_train_max=5).gan_train) == 5
     with pytest.raises(RealSetError, match="semantics.s.path"):
         partition_pools("s", files, seed=0, real_class=30, gan_train_max=5)
+
+
+def _files(keys):
+    return [RealFile(key=k, path=f"/photos/{k}.jpg") for k in keys]
+
+
+def _hash_order(seed, keys):
+    """The pools' order recomputed from its definition: sha256 of (seed, purpose, key)."""
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}\x1fpool/s\x1f{k}".encode()).hexdigest())
+
+
+def _pools(files, seed=0, gan_train_max=100):
+    # Real class of 5: 5 + ceil(5 * 0.02) + 8 spares = 14 candidates.
+    return partition_pools("s", files, seed=seed, real_class=5, gan_train_max=gan_train_max)
+
+
+KEYS = [f"real-s-{i:05d}" for i in range(30)]
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_pools_follow_the_keyed_hash_rank_whatever_the_file_order(seed):
+    pools = _pools(_files(KEYS), seed)
+    want = _hash_order(seed, KEYS)
+    assert [f.key for f in pools.real_class] == want[:14] and pools.real_class_count == 5
+    assert [f.key for f in pools.gan_train] == want[14:]
+    shuffled = [KEYS[i] for i in np.random.default_rng(seed).permutation(len(KEYS))]
+    for order in (KEYS[::-1], shuffled):
+        assert _pools(_files(order), seed) == pools
+
+
+def test_pool_membership_changes_with_the_seed():
+    first, second = _pools(_files(KEYS), 0), _pools(_files(KEYS), 1)
+    assert {f.key for f in first.real_class} != {f.key for f in second.real_class}
+
+
+def _pool_of(pools):
+    return {**{f.key: "real" for f in pools.real_class}, **{f.key: "train" for f in pools.gan_train}}
+
+
+@pytest.mark.parametrize("lands_in", ["real", "train"])
+def test_adding_a_photo_moves_only_the_photos_at_the_pool_boundaries(lands_in):
+    before = _pools(_files(KEYS), gan_train_max=10)  # 14 candidates, 10 training photos, 6 unused
+    # A new photo ranked among the Real candidates, or among the training photos.
+    window = {"real": range(14), "train": range(14, 24)}[lands_in]
+    new = next(k for k in (f"real-s-new{j}" for j in range(100))
+               if _hash_order(0, [*KEYS, k]).index(k) in window)
+    after = _pools(_files([*KEYS, new]), gan_train_max=10)
+    assert _pool_of(after)[new] == lands_in
+    was, now = _pool_of(before), _pool_of(after)
+    moved = {k for k in KEYS if was.get(k) != now.get(k)}
+    last_real, last_train = before.real_class[-1].key, before.gan_train[-1].key
+    # The last Real candidate drops into training; the last training photo falls past the cap.
+    assert moved == ({last_real, last_train} if lands_in == "real" else {last_train})
+    assert now.get(last_train) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from sklearn.metrics import accuracy_score, normalized_mutual_info_score
 
 from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
 from eval.metrics import breakdown, full_report, headline
-from eval.score import main
+from eval.score import main, score
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["real", "sngan", "progan"]
@@ -30,6 +31,23 @@ def test_headline_on_a_hand_made_example():
     # real?  truth T T F F F, pred T F F F T: right on rows 0, 2, 3
     assert h["detection_accuracy"] == pytest.approx(3 / 5)
     assert h["nmi"] == pytest.approx(normalized_mutual_info_score(truth, pred))
+
+
+def test_headline_nmi_by_hand_when_truth_and_prediction_have_different_entropies():
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 1, 1])
+    n, joint = 6, {(0, 0): 2, (0, 1): 1, (1, 1): 2, (2, 1): 1}
+    truth_counts, pred_counts = {0: 3, 1: 2, 2: 1}, {0: 2, 1: 4}
+    mi = sum(c / n * math.log(n * c / (truth_counts[t] * pred_counts[p])) for (t, p), c in joint.items())
+    h_truth = -sum(c / n * math.log(c / n) for c in truth_counts.values())
+    h_pred = -sum(c / n * math.log(c / n) for c in pred_counts.values())
+    # sklearn's default (and the released RepMix code's): MI over the arithmetic mean entropy.
+    want = mi / ((h_truth + h_pred) / 2)
+    # The entropies differ enough that another normalisation would miss by far more than rel=1e-9.
+    for other in (math.sqrt(h_truth * h_pred), max(h_truth, h_pred), min(h_truth, h_pred)):
+        assert abs(mi / other - want) > 1e-3
+    assert headline(truth, pred)["nmi"] == pytest.approx(want, rel=1e-9)
+    assert full_report(truth, pred, tuple(CLASSES))["nmi"] == pytest.approx(want, rel=1e-9)
 
 
 def test_random_submissions_match_sklearn_and_breakdowns_sum_back():
@@ -237,3 +255,40 @@ def test_report_names_the_build_from_dataset_info(bench, tmp_path, capsys):
     (bench / "dataset_info.json").write_text("{broken")
     assert main(["--benchmark", str(bench), "--submission", str(sub)]) == 2
     assert "dataset_info.json: not JSON" in capsys.readouterr().err
+
+
+def test_breakdown_groups_by_name(tmp_path):
+    """Groups that differ in size and accuracy, so a swapped or mislabelled group shows."""
+    # label, semantic seen, corruption, severity, predicted label
+    table = [(0, True, "none", 0, 0), (1, True, "none", 0, 1), (2, True, "fog", 2, 2),
+             (0, True, "fog", 2, 0), (1, True, "glass_blur", 4, 2), (2, False, "none", 0, 1),
+             (1, False, "fog", 2, 0), (0, False, "none", 0, 0)]
+    rows = []
+    for i, (label, seen, corruption, severity, _) in enumerate(table):
+        row = {n: None for n in MANIFEST_SCHEMA.names}
+        row.update(key=f"{CLASSES[label]}-faces-s{i:08d}", split="test", label=label,
+                   source=CLASSES[label], seen=seen, corruption=corruption, severity=severity,
+                   corruption_seen=corruption != "glass_blur", shard="test-000000.tar", position=i)
+        rows.append(row)
+    write_manifest(rows, tmp_path / "manifest.parquet")
+    (tmp_path / "classes.json").write_text(json.dumps({"classes": CLASSES}))
+    sub = _write_csv(tmp_path / "sub.csv", ["key,pred"] + [f"{r['key']},{t[4]}" for r, t in zip(rows, table)])
+    report = score(tmp_path, sub, resamples=0)
+
+    def group(rows_in_group, attribution, detection):
+        truth = np.array([table[i][0] for i in rows_in_group])
+        pred = np.array([table[i][4] for i in rows_in_group])
+        return {"count": len(rows_in_group), "attribution_accuracy": pytest.approx(attribution),
+                "nmi": pytest.approx(normalized_mutual_info_score(truth, pred), abs=1e-12),
+                "detection_accuracy": pytest.approx(detection)}
+
+    assert report["by_semantic"] == {"seen": group([0, 1, 2, 3, 4], 4 / 5, 1.0),
+                                     "unseen": group([5, 6, 7], 1 / 3, 2 / 3)}
+    assert report["by_corruption_seen"] == {"clean": group([0, 1, 5, 7], 3 / 4, 1.0),
+                                            "seen": group([2, 3, 6], 2 / 3, 2 / 3),
+                                            "unseen": group([4], 0.0, 1.0)}
+    assert report["clean_vs_corrupted"] == {"clean": group([0, 1, 5, 7], 3 / 4, 1.0),
+                                            "corrupted": group([2, 3, 4, 6], 2 / 4, 3 / 4)}
+    assert report["by_corruption_severity"] == {"none/0": group([0, 1, 5, 7], 3 / 4, 1.0),
+                                                "fog/2": group([2, 3, 6], 2 / 3, 2 / 3),
+                                                "glass_blur/4": group([4], 0.0, 1.0)}

@@ -1,5 +1,6 @@
 """ApplyCorruptions: the spec's backend and route reach every image, and are recorded."""
 
+import itertools
 import json
 
 import apache_beam as beam
@@ -14,6 +15,8 @@ from benchmark.corruptions.fidelity import synthetic_photos
 from benchmark.images import decode_image, encode_png
 from benchmark.shards import ShardSample
 from pipelines.apply_corruptions import ApplyCorruptions, corrupt_sample
+from pipelines.build_attribution88 import _finalize
+from tests.pipelines.staging import manifest_rows, stage, tiny_config
 
 IMAGE = synthetic_photos(1, 40, seed=3)[0]
 
@@ -47,6 +50,19 @@ def test_val_probability_zero_stores_val_clean_and_test_still_corrupted():
         assert test.meta["corruption"] != "none" and test.meta["severity"] >= 1
 
 
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_two_images_of_a_split_get_their_own_noise(split):
+    spec = CorruptionSpec(severities=(3,))
+    keys = (f"sngan-faces-s{i:08d}" for i in range(1000))
+    noisy = itertools.islice(
+        (k for k in keys if choose_corruption(k, split, 9, spec).name == "gaussian_noise"), 2)
+    first, second = (corrupt_sample(_sample(k, split), 9, spec) for k in noisy)
+    assert first.meta["corruption"] == second.meta["corruption"] == "gaussian_noise"
+    assert first.meta["corruption_seed"] != second.meta["corruption_seed"]
+    # Same pixels in, same corruption and severity: only the per-image seed tells them apart.
+    assert (decode_image(first.png) != decode_image(second.png)).mean() > 0.5
+
+
 def test_route_changes_the_stored_bytes():
     stored = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,)))
     resized = corrupt_sample(_sample(), 9, CorruptionSpec(severities=(5,), apply_at="resized_224"))
@@ -69,10 +85,17 @@ def test_stage_gives_the_same_bytes_as_the_function():
         assert_that(got, equal_to(want))
 
 
-def test_backend_and_route_are_saved_with_the_build_config():
-    """The build writes `corruptions` of the config into dataset_info.json and config.json
-    (pipelines/build_attribution88.py), so a dataset says how its images were corrupted."""
-    saved = json.loads(json.dumps(CorruptionSpec(apply_at="resized_224").model_dump(mode="json")))
-    assert saved["backend"] == "engine" and saved["apply_at"] == "resized_224"
-    assert CorruptionSpec.model_validate(saved).work_size == 224
-    assert CorruptionSpec().model_dump() != CorruptionSpec(backend="reference").model_dump()
+def test_backend_and_route_are_saved_with_the_build_config(tmp_path):
+    """The build's last step writes the config's `corruptions` section into dataset_info.json
+    and config.json, so a dataset says how its images were corrupted."""
+    cfg = tiny_config(tmp_path, backend="reference", apply_at="resized_224", severities=[4, 2],
+                      unseen_set="imagenet_c", test_probability=0.5)
+    staging = tmp_path / "staging"
+    stage(staging, manifest_rows(cfg))
+    _finalize(cfg, staging, "random")
+    want = {"backend": "reference", "apply_at": "resized_224", "severities": [2, 4],
+            "unseen_set": "imagenet_c", "test_probability": 0.5, "val_probability": 1.0}
+    info = json.loads((staging / "dataset_info.json").read_text())
+    assert info["corruptions"] == want
+    assert json.loads((staging / "config.json").read_text())["corruptions"] == want
+    assert CorruptionSpec.model_validate(info["corruptions"]) == cfg.corruptions
