@@ -379,11 +379,14 @@ def r1_penalty(disc: nn.Module, real: torch.Tensor) -> torch.Tensor:
 def discriminator_loss(disc: StyleDiscriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating logistic loss, softplus(D(fake)) + softplus(-D(real)), plus gamma/2 * R1.
 
+    D runs on the fakes and on the reals in two separate passes, as NVIDIA's Dgen and Dreal
+    phases do: in one concatenated batch, minibatch-stddev groups would mix real and fake
+    samples, so a fake's logit would depend on the real images next to it.
+
     With r1_interval k > 1 (lazy regularisation, StyleGAN2 Sec. 3.1), R1 is added on every k-th
     call only, multiplied by k so its average weight is unchanged.
     """
-    logits = disc(torch.cat([real, fake]))
-    loss = F.softplus(logits[len(real):]).mean() + F.softplus(-logits[:len(real)]).mean()
+    loss = F.softplus(disc(fake)).mean() + F.softplus(-disc(real)).mean()
     disc.r1_calls += 1
     if disc.r1_gamma > 0 and int(disc.r1_calls) % disc.r1_interval == 0:
         loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2 * disc.r1_interval)

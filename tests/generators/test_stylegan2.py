@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generators
 from generators import style_layers as sl
-from generators import stylegan2
+from generators import stylegan, stylegan2, stylegan3
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, render, seed_latents
 from generators.training import fit, resolve_config
 from tests.generators.tiny import TINY_OPTIONS, random_photos, tiny_networks
@@ -172,14 +173,37 @@ def test_r1_is_the_squared_gradient_norm_and_lazy_r1_is_scaled():
 
     fake = torch.randn(4, 3, 32, 32)
     d.r1_gamma, d.r1_interval = 10.0, 2
-    logits = d(torch.cat([real, fake]))
-    plain = torch.nn.functional.softplus(logits[4:]).mean() + torch.nn.functional.softplus(-logits[:4]).mean()
+    plain = torch.nn.functional.softplus(d(fake)).mean() + torch.nn.functional.softplus(-d(real)).mean()
     first = stylegan2.discriminator_loss(d, real, fake)
     second = stylegan2.discriminator_loss(d, real, fake)
     assert torch.allclose(first, plain)
     assert torch.allclose(second, plain + sl.r1_penalty(d, real).mean() * 10.0 / 2 * 2, rtol=1e-5)
     assert torch.allclose(stylegan2.generator_loss(d, fake, real),
                           torch.nn.functional.softplus(-d(fake)).mean())
+
+
+@pytest.mark.parametrize("family", [stylegan, stylegan2, stylegan3], ids=lambda f: f.NAME)
+def test_discriminator_sees_fakes_and_reals_in_separate_batches(family):
+    _, d = tiny_networks(family, TINY_OPTIONS[family.NAME], r1_gamma=0.0)
+    fake = torch.randn(4, 3, 32, 32)
+    real_a, real_b = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32) * 2
+    seen = []
+    d.register_forward_hook(lambda mod, args, out: seen.append((args[0], out.detach())))
+
+    def fake_logits_of_loss(real):
+        # The logits D gave the fake rows in the passes the loss made.
+        seen.clear()
+        loss = family.discriminator_loss(d, real, fake)
+        rows = [out[i] for x, out in seen for i in range(len(x)) if any(torch.equal(x[i], f) for f in fake)]
+        return loss, torch.stack(rows)
+
+    loss_a, fake_a = fake_logits_of_loss(real_a)
+    loss_b, fake_b = fake_logits_of_loss(real_b)
+    assert fake_a.shape == (4,) and torch.equal(fake_a, fake_b)
+    with torch.no_grad():
+        fake_term = F.softplus(d(fake)).mean()
+        for real, loss in ((real_a, loss_a), (real_b, loss_b)):
+            assert torch.allclose(loss, fake_term + F.softplus(-d(real)).mean(), rtol=1e-6)
 
 
 def test_training_changes_weights_and_leaves_global_rng_alone():
