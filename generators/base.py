@@ -5,7 +5,9 @@ Reproducibility rests on two conventions fixed here:
 * the latent of seed ``s`` is ``torch.randn(dim_z, generator=torch.Generator("cpu").manual_seed(s))``,
   drawn one seed at a time on the CPU, so it is the same whatever the batch and the device;
   networks then always run on fixed-size batches (see render), so image ``s`` is the same bytes
-  whatever the batch it is requested in. (Other hardware or library versions may still round
+  whatever the batch it is requested in. A network whose images need randomness besides the
+  latent (StyleGAN's per-layer noise) declares ``takes_seeds = True`` and render hands it each
+  latent's seed, from which it draws that randomness per image. (Other hardware or library versions may still round
   a few pixels differently: checkpoint sha256 + seed name an image, not a bit pattern.)
 * network output in [-1, 1] becomes pixels as ``((x.clamp(-1, 1) + 1) * 127.5).round()``
   (round half to even), the inverse of the ``x / 127.5 - 1`` used to feed training images.
@@ -64,6 +66,9 @@ class NetworkFamily(Protocol):
     * ``set_progress(gen, disc, step, steps)``: called before every generator update (step is
       1-based), for schedules such as ProGAN's growing and fade-in. The final state must be
       stored in the generator's buffers, so a checkpoint samples what training ended with.
+    * a generator network with ``takes_seeds = True`` is called as ``net(z, seeds=...)`` by
+      render, with the seed of every latent (padding rows included), and must draw any
+      per-image randomness from those seeds only.
     * ``fit(images, config, options, *, device, on_step) -> training.FitResult``: a family that
       does not train adversarially (diffusion) trains itself; build_discriminator and the
       losses are then not needed.
@@ -89,7 +94,8 @@ class NetworkFamily(Protocol):
 
 def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
     """Options of dataclass `cls` from a dict: unknown keys are an error; int fields must be
-    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset)."""
+    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset);
+    str fields one of field.metadata["choices"]."""
     options = dict(options or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - set(fields))
@@ -98,7 +104,11 @@ def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | N
     values = {}
     for key, value in options.items():
         kind = fields[key].type
-        if kind in ("int", int):
+        if kind in ("str", str):
+            choices = fields[key].metadata["choices"]
+            if value not in choices:
+                raise GeneratorError(f"{name} option {key}={value!r} must be one of {list(choices)}")
+        elif kind in ("int", int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GeneratorError(f"{name} option {key}={value!r} must be a positive integer")
         else:
@@ -171,9 +181,12 @@ def render(net: nn.Module, seeds: Sequence[int], device: torch.device | str) -> 
     kernels round differently: measured here, batch 1 vs 64 moved outputs by ~1e-5 and
     flipped 133 of 3.1M pixels. With a fixed shape and no cross-sample operations in eval
     mode, image s is the same bytes in whatever batch or position it is requested.
+    A network with ``takes_seeds`` also gets the seeds (padding rows: seed 0, discarded).
     The network's train/eval flag is restored afterwards so training can call this mid-run.
     """
+    seeds = check_seeds(seeds)
     latents = seed_latents(seeds, net.dim_z)
+    takes_seeds = getattr(net, "takes_seeds", False)
     was_training = net.training
     net.eval()
     chunks = []
@@ -181,8 +194,13 @@ def render(net: nn.Module, seeds: Sequence[int], device: torch.device | str) -> 
         with torch.inference_mode():
             for start in range(0, len(latents), SAMPLE_BATCH):
                 z = latents[start:start + SAMPLE_BATCH]
-                padded = torch.cat([z, z.new_zeros(SAMPLE_BATCH - len(z), z.shape[1])])
-                chunks.append(to_uint8(net(padded.to(device))[:len(z)]))
+                padded = torch.cat([z, z.new_zeros(SAMPLE_BATCH - len(z), z.shape[1])]).to(device)
+                if takes_seeds:
+                    chunk_seeds = seeds[start:start + SAMPLE_BATCH]
+                    out = net(padded, seeds=chunk_seeds + [0] * (SAMPLE_BATCH - len(z)))
+                else:
+                    out = net(padded)
+                chunks.append(to_uint8(out[:len(z)]))
     finally:
         net.train(was_training)
     if not chunks:

@@ -18,9 +18,11 @@ parameterisation (weight shapes, equalized-LR scalings, noise buffers) matches r
 stylegan2-pytorch so its `g_ema` checkpoints load through generators.external.
 
 Sampling: truncation with `truncation_psi` (option, default 1.0) towards `mapping.w_avg`, an EMA
-(beta 0.995) of w tracked during training; in eval mode noise is each layer's stored constant
-map and the output is clamped to [-1, 1], so an image depends on its latent only. Style mixing
-(probability 0.9) and random noise are training-only and draw from a private generator.
+(beta 0.995) of w tracked during training; in eval mode the per-layer noise is drawn from each
+image's own seed (option `noise_mode` "seeded", the default) or is the model's stored constant
+maps ("const", NVIDIA's noise_mode='const'), and the output is clamped to [-1, 1], so an image
+depends on its seed only. Style mixing (probability 0.9) and random noise are training-only and
+draw from a private generator.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class StyleGAN2Options:
     # Clamp of every layer's output (NVIDIA's conv_clamp, 256 in stylegan2-ada-pytorch configs
     # that use fp16); 0 = none, as in the paper and in rosinality's port.
     conv_clamp: float = 0.0
+    # Eval-mode noise (style_layers.NOISE_MODES): "seeded" draws each image's noise from its seed;
+    # "const" uses the model's stored maps in every image (NVIDIA's noise_mode='const').
+    noise_mode: str = dataclasses.field(default="seeded", metadata={"choices": sl.NOISE_MODES})
 
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGAN2Options:
@@ -116,19 +121,19 @@ class ModulatedConv2d(nn.Module):
 class StyledLayer(nn.Module):
     """Modulated 3x3 conv, noise (one learned strength), bias, leaky ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, up: bool,
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool,
                  clamp: float = 0.0):
         super().__init__()
-        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side; index: layer
-        # position (seeds its eval noise); up: this layer doubles the resolution; clamp: output
-        # clamp (0 = none)
+        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side (of its noise map);
+        # up: this layer doubles the resolution; clamp: output clamp (0 = none)
         self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, demodulate=True, up=up)
-        self.noise = sl.NoiseInjection(1, resolution, index)
+        self.noise = sl.NoiseInjection(1, resolution)
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.clamp = clamp
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        x = sl.lrelu(self.noise(self.conv(x, w), rng), self.bias)
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                rng: torch.Generator | None) -> torch.Tensor:
+        x = sl.lrelu(self.noise(self.conv(x, w), noise, rng), self.bias)
         return x.clamp(-self.clamp, self.clamp) if self.clamp else x
 
 
@@ -161,12 +166,12 @@ class StyleGAN2Generator(sl.StyleGenerator):
         self.const = nn.Parameter(torch.randn(1, widths[4], 4, 4))
         # Layer 0 works at 4x4; each later resolution has an upsampling layer and a plain one.
         w_dim, clamp = options.dim_z, options.conv_clamp
-        layers = [StyledLayer(widths[4], widths[4], w_dim, 4, 0, up=False, clamp=clamp)]
+        layers = [StyledLayer(widths[4], widths[4], w_dim, 4, up=False, clamp=clamp)]
         to_rgbs = [ToRGB(widths[4], w_dim, upsample_skip=False, clamp=clamp)]
         for i in range(3, log2 + 1):
             res = 2**i
-            layers.append(StyledLayer(widths[res // 2], widths[res], w_dim, res, len(layers), up=True, clamp=clamp))
-            layers.append(StyledLayer(widths[res], widths[res], w_dim, res, len(layers), up=False, clamp=clamp))
+            layers.append(StyledLayer(widths[res // 2], widths[res], w_dim, res, up=True, clamp=clamp))
+            layers.append(StyledLayer(widths[res], widths[res], w_dim, res, up=False, clamp=clamp))
             to_rgbs.append(ToRGB(widths[res], w_dim, upsample_skip=True, clamp=clamp))
         self.layers = nn.ModuleList(layers)
         self.to_rgbs = nn.ModuleList(to_rgbs)
@@ -174,16 +179,19 @@ class StyleGAN2Generator(sl.StyleGenerator):
         self.num_ws = len(layers) + 1
         self.rng = sl.training_rng()
 
-    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping."""
+    def synthesis(self, ws: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping; `noise`:
+        None (random in training, the stored maps in eval) or one (N, 1, r, r) map per layer."""
         assert ws.ndim == 3 and ws.shape[1] == self.num_ws, tuple(ws.shape)
+        noise = [None] * len(self.layers) if noise is None else noise
+        assert len(noise) == len(self.layers), (len(noise), len(self.layers))
         rng = self.rng if self.training else None
         x = self.const.repeat(ws.shape[0], 1, 1, 1)
-        x = self.layers[0](x, ws[:, 0], rng)
+        x = self.layers[0](x, ws[:, 0], noise[0], rng)
         image = self.to_rgbs[0](x, ws[:, 1], None)
         for b, to_rgb in enumerate(self.to_rgbs[1:]):
-            x = self.layers[2 * b + 1](x, ws[:, 2 * b + 1], rng)
-            x = self.layers[2 * b + 2](x, ws[:, 2 * b + 2], rng)
+            x = self.layers[2 * b + 1](x, ws[:, 2 * b + 1], noise[2 * b + 1], rng)
+            x = self.layers[2 * b + 2](x, ws[:, 2 * b + 2], noise[2 * b + 2], rng)
             image = to_rgb(x, ws[:, 2 * b + 3], image)
         return image
 

@@ -32,14 +32,16 @@ def test_shapes_and_range(resolution):
     assert len(g.to_rgbs) == int(np.log2(resolution)) - 1
     assert g.num_ws == 2 * int(np.log2(resolution)) - 2
     g.eval()
-    y = g(z)
+    y = g(z, seeds=[0, 1])
     assert y.abs().max() <= 1 and y.std() > 0
 
 
 def test_options_are_validated():
     assert stylegan2.parse_options(None) == stylegan2.StyleGAN2Options(
         ch=512, channel_multiplier=2, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9,
-        r1_gamma=10.0, r1_interval=16, mbstd_group=4, conv_clamp=0.0)
+        r1_gamma=10.0, r1_interval=16, mbstd_group=4, conv_clamp=0.0, noise_mode="seeded")
+    with pytest.raises(GeneratorError, match="noise_mode=3 must be one of"):
+        stylegan2.parse_options({"noise_mode": 3})
     with pytest.raises(GeneratorError, match="unknown stylegan2 options"):
         stylegan2.parse_options({"width": 3})
     with pytest.raises(GeneratorError, match="truncation_psi"):
@@ -101,7 +103,7 @@ def test_grouped_modulated_conv_equals_per_sample_conv():
 
 
 def test_truncation_psi_zero_collapses_to_w_avg_and_one_is_identity():
-    g, _ = tiny()
+    g, _ = tiny(noise_mode="const")
     g.mapping.w_avg.copy_(torch.randn(16))
     z = seed_latents(range(5), 16)
     g.eval()
@@ -126,24 +128,75 @@ def test_w_avg_is_an_ema_of_mapped_latents_in_training_only():
         g.train()(z)
     assert torch.allclose(g.mapping.w_avg, before + (w.mean(0) - before) * (1 - 0.995), atol=1e-6)
     after = g.mapping.w_avg.clone()
-    g.eval()(z)
+    g.eval()(z, seeds=range(6))
     assert torch.equal(g.mapping.w_avg, after)
 
 
-def test_eval_noise_is_constant_and_training_noise_is_random():
-    g, _ = tiny(mixing_prob=0.0)
+def test_const_eval_noise_is_the_stored_maps_and_training_noise_is_random():
+    g, _ = tiny(mixing_prob=0.0, noise_mode="const")
     for layer in g.layers:
         layer.noise.strength.data.fill_(1.0)
     z = torch.randn(2, 16)
     g.eval()
     with torch.no_grad():
         assert torch.equal(g(z), g(z))
+        assert torch.equal(g(z), g.synthesis(g.mapping(z).unsqueeze(1).repeat(1, g.num_ws, 1)).clamp(-1, 1))
         g.train()
         assert not torch.equal(g(z), g(z))
-    # The constant maps depend on the layer only, not on the RNG the network was built with.
+    # Each model has its own constant maps (random at construction, like NVIDIA's noise_const).
     other, _ = tiny(seed=7)
-    assert all(torch.equal(a.noise.const, b.noise.const) for a, b in zip(g.layers, other.layers))
+    assert not any(torch.equal(a.noise.const, b.noise.const) for a, b in zip(g.layers, other.layers))
     assert not torch.equal(g.layers[1].noise.const, g.layers[2].noise.const)
+
+
+STYLE_FAMILIES = pytest.mark.parametrize("family", [stylegan, stylegan2], ids=lambda f: f.NAME)
+
+
+def noisy(family, seed=0, **extra):
+    """A tiny eval-mode generator of `family` whose noise shows: every strength 1, psi 0 (one w)."""
+    g, _ = tiny_networks(family, TINY_OPTIONS[family.NAME], 32, seed, truncation_psi=0.0, **extra)
+    with torch.no_grad():
+        for layer in g.layers:
+            layer.noise.strength.fill_(1.0)
+    return g.eval()
+
+
+@STYLE_FAMILIES
+def test_seeded_noise_makes_images_differ_even_with_one_w(family):
+    seeded = render(noisy(family), [0, 1], "cpu")
+    assert not np.array_equal(seeded[0], seeded[1])
+    # NVIDIA's const mode: with every seed mapped to the same w, one image for all seeds.
+    const = render(noisy(family, noise_mode="const"), [0, 1], "cpu")
+    assert np.array_equal(const[0], const[1])
+    with pytest.raises(GeneratorError, match="noise_mode 'seeded'.*pass one seed per latent"):
+        noisy(family)(torch.zeros(2, TINY_OPTIONS[family.NAME]["dim_z"]))
+
+
+@STYLE_FAMILIES
+def test_seeded_noise_image_is_the_same_in_any_batch_and_position(family):
+    g = noisy(family)
+    g.truncation_psi = 1.0
+    alone = render(g, [5], "cpu")
+    assert np.array_equal(render(g, [4, 5, 6], "cpu")[[1]], alone)
+    seeds = list(range(40))  # two fixed-size batches, the second one padded
+    forward = render(g, seeds, "cpu")
+    assert np.array_equal(render(g, seeds[::-1], "cpu")[::-1], forward)
+    assert np.array_equal(forward[[5]], alone)
+    maps = g.noise_maps([5, 6])
+    assert all(torch.equal(m[:1], n) for m, n in zip(maps, g.noise_maps([5])))
+    assert [m.shape[1:] for m in maps] == [layer.noise.const.shape[1:] for layer in g.layers]
+
+
+@STYLE_FAMILIES
+def test_two_models_do_not_share_noise(family):
+    a, b = noisy(family, seed=0), noisy(family, seed=1)
+    assert not any(torch.equal(m, n) for m, n in zip(a.noise_maps([7]), b.noise_maps([7])))
+    # The noise follows the weights: b loaded with a's state dict draws a's noise.
+    b.load_state_dict(a.state_dict())
+    assert all(torch.equal(m, n) for m, n in zip(a.noise_maps([7]), b.noise_maps([7])))
+    # Not the latent's stream either: seed s's latent and its first noise values differ.
+    first = a.noise_maps([7])[-1].flatten()[:16]
+    assert not torch.equal(first, torch.randn(16, generator=torch.Generator().manual_seed(7)))
 
 
 def test_style_mixing_switches_w_at_a_cutoff():
@@ -228,7 +281,7 @@ def test_checkpoint_round_trip_keeps_truncation(tmp_path):
     path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
                             options=options)
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["options"]["truncation_psi"] == 0.5
+    assert meta["options"]["truncation_psi"] == 0.5 and meta["options"]["noise_mode"] == "seeded"
     assert meta["train"]["lr_g"] == 0.002 and meta["train"]["betas"] == [0.0, 0.99]
     loaded = generators.load("stylegan2", checkpoint=path, resolution=32)
     assert loaded.net.truncation_psi == 0.5
