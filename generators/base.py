@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -69,6 +69,9 @@ class NetworkFamily(Protocol):
     * a generator network with ``takes_seeds = True`` is called as ``net(z, seeds=...)`` by
       render, with the seed of every latent (padding rows included), and must draw any
       per-image randomness from those seeds only.
+    * ``lazy_regularizers(gen, disc) -> {"g" | "d": LazyRegularizer}``: penalties that take
+      their own optimiser step every `interval` updates of their network (StyleGAN2's lazy
+      regularisation); the loop also scales that network's Adam settings (see LazyRegularizer).
     * ``fit(images, config, options, *, device, on_step) -> training.FitResult``: a family that
       does not train adversarially (diffusion) trains itself; build_discriminator and the
       losses are then not needed.
@@ -90,6 +93,22 @@ class NetworkFamily(Protocol):
     def generator_loss(self, disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """Loss of one generator update; `fake` carries gradients, `real` is the last D batch."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyRegularizer:
+    """A penalty minimised in its own optimiser step every `interval` updates of one network:
+    StyleGAN2's lazy regularisation (Sec. 3.1), NVIDIA's Greg / Dreg training phases.
+
+    As in NVIDIA's training_loop, the step runs on updates 1, 1 + interval, ... of its network,
+    its loss is the penalty times `interval` (the same average weight as a penalty in every
+    update), and with interval k > 1 the network's Adam lr is multiplied by k / (k + 1) and its
+    betas raised to that power, since the network now takes k + 1 steps per k updates.
+    """
+
+    interval: int  # updates of the network between two regularisation steps
+    # G's: latents (B, dim_z) -> scalar penalty; D's: the real batch (B, 3, R, R) -> scalar penalty
+    penalty: Callable[[torch.Tensor], torch.Tensor]
 
 
 def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:

@@ -12,7 +12,8 @@ Everything here is plain PyTorch (no compiled CUDA ops), so it runs wherever tor
   constant map ("const", NVIDIA's noise_mode='const'), so an eval-mode image is a function of
   its seed only (see StyleGenerator.noise_maps);
 * the StyleGAN discriminator (ProGAN's layout with minibatch stddev; plain or residual blocks);
-* the non-saturating logistic loss with the R1 penalty on reals (optionally lazy).
+* the non-saturating logistic loss with the R1 penalty on reals, in every D update or lazily
+  in its own step (lazy_regularizers).
 
 Parameter shapes and scalings follow the public StyleGAN2 PyTorch port by rosinality
 (stylegan2-pytorch, model.py), so its generator checkpoints map onto ours key by key
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import GeneratorError
+from generators.base import GeneratorError, LazyRegularizer
 
 # NVIDIA's w_avg tracking: w_avg <- lerp(mean(w), w_avg, beta) every training forward pass.
 W_AVG_BETA = 0.995
@@ -382,8 +383,8 @@ class DiscriminatorBlock(nn.Module):
 class StyleDiscriminator(nn.Module):
     """image (N, 3, R, R) -> logits (N,): fromRGB, down-blocks to 4x4, minibatch stddev, conv, 2 FCs.
 
-    `r1_gamma` and `r1_interval` travel with the network so discriminator_loss can apply them;
-    `r1_calls` counts D updates for lazy regularisation.
+    `r1_gamma` and `r1_interval` travel with the network so discriminator_loss and
+    lazy_regularizers can apply them.
     """
 
     def __init__(self, resolution: int, widths: dict[int, int], *, residual: bool,
@@ -395,7 +396,6 @@ class StyleDiscriminator(nn.Module):
         self.resolution = resolution
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
-        self.register_buffer("r1_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self.from_rgb = EqualConv2d(3, widths[resolution], 1)
         blocks = []
         res = resolution
@@ -432,14 +432,21 @@ def discriminator_loss(disc: StyleDiscriminator, real: torch.Tensor, fake: torch
     phases do: in one concatenated batch, minibatch-stddev groups would mix real and fake
     samples, so a fake's logit would depend on the real images next to it.
 
-    With r1_interval k > 1 (lazy regularisation, StyleGAN2 Sec. 3.1), R1 is added on every k-th
-    call only, multiplied by k so its average weight is unchanged.
+    R1 is part of this loss only with r1_interval 1 (NVIDIA's Dboth phase); with k > 1 it is
+    lazy_regularizers' own step every k D updates (NVIDIA's Dreg phase).
     """
     loss = F.softplus(disc(fake)).mean() + F.softplus(-disc(real)).mean()
-    disc.r1_calls += 1
-    if disc.r1_gamma > 0 and int(disc.r1_calls) % disc.r1_interval == 0:
-        loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2 * disc.r1_interval)
+    if disc.r1_gamma > 0 and disc.r1_interval == 1:
+        loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2)
     return loss
+
+
+def lazy_regularizers(gen: nn.Module, disc: StyleDiscriminator) -> dict[str, LazyRegularizer]:
+    """D's lazy R1, gamma/2 * E||grad D(x)||^2 on the reals, when r1_interval > 1 (see base.LazyRegularizer)."""
+    if disc.r1_gamma > 0 and disc.r1_interval > 1:
+        return {"d": LazyRegularizer(disc.r1_interval,
+                                     lambda real: r1_penalty(disc, real).mean() * (disc.r1_gamma / 2))}
+    return {}
 
 
 def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ def test_shapes_and_range(resolution):
 def test_options_are_validated():
     assert stylegan2.parse_options(None) == stylegan2.StyleGAN2Options(
         ch=512, channel_multiplier=2, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9,
-        r1_gamma=10.0, r1_interval=16, mbstd_group=4, conv_clamp=0.0, noise_mode="seeded")
+        r1_gamma=10.0, r1_interval=16, pl_weight=2.0, pl_interval=4, pl_decay=0.01, pl_batch_shrink=2,
+        mbstd_group=4, conv_clamp=0.0, noise_mode="seeded")
     with pytest.raises(GeneratorError, match="noise_mode=3 must be one of"):
         stylegan2.parse_options({"noise_mode": 3})
     with pytest.raises(GeneratorError, match="unknown stylegan2 options"):
@@ -212,8 +213,8 @@ def test_style_mixing_switches_w_at_a_cutoff():
                        w[:, None].expand(-1, g.num_ws, -1))
 
 
-def test_r1_is_the_squared_gradient_norm_and_lazy_r1_is_scaled():
-    _, d = tiny()
+def test_r1_is_the_squared_gradient_norm_and_lazy_r1_is_its_own_step():
+    g, d = tiny()
     real = torch.randn(4, 3, 32, 32)
     direct = []
     for i in range(4):
@@ -227,10 +228,15 @@ def test_r1_is_the_squared_gradient_norm_and_lazy_r1_is_scaled():
     fake = torch.randn(4, 3, 32, 32)
     d.r1_gamma, d.r1_interval = 10.0, 2
     plain = torch.nn.functional.softplus(d(fake)).mean() + torch.nn.functional.softplus(-d(real)).mean()
-    first = stylegan2.discriminator_loss(d, real, fake)
-    second = stylegan2.discriminator_loss(d, real, fake)
-    assert torch.allclose(first, plain)
-    assert torch.allclose(second, plain + sl.r1_penalty(d, real).mean() * 10.0 / 2 * 2, rtol=1e-5)
+    r1 = sl.r1_penalty(d, real).mean() * 10.0 / 2
+    # Lazy (interval 2): the D loss has no R1; the regulariser step carries it (NVIDIA's Dreg).
+    assert torch.allclose(stylegan2.discriminator_loss(d, real, fake), plain)
+    lazy = stylegan2.lazy_regularizers(g, d)["d"]
+    assert lazy.interval == 2 and torch.allclose(lazy.penalty(real), r1)
+    # Every update (interval 1, NVIDIA's Dboth): R1 is part of the D loss, no separate step.
+    d.r1_interval = 1
+    assert torch.allclose(stylegan2.discriminator_loss(d, real, fake), plain + r1, rtol=1e-5)
+    assert "d" not in stylegan2.lazy_regularizers(g, d)
     assert torch.allclose(stylegan2.generator_loss(d, fake, real),
                           torch.nn.functional.softplus(-d(fake)).mean())
 
@@ -257,6 +263,69 @@ def test_discriminator_sees_fakes_and_reals_in_separate_batches(family):
         fake_term = F.softplus(d(fake)).mean()
         for real, loss in ((real_a, loss_a), (real_b, loss_b)):
             assert torch.allclose(loss, fake_term + F.softplus(-d(real)).mean(), rtol=1e-6)
+
+
+def test_path_length_penalty_equals_a_direct_autograd_computation():
+    g, _ = tiny(mixing_prob=0.0, pl_weight=3.0, pl_decay=0.25)
+    g = g.double()
+    with torch.no_grad():
+        for layer in g.layers:
+            layer.noise.strength.fill_(0.5)  # the training noise is part of the mapping differentiated
+    g.pl_mean.fill_(0.2)
+    z = torch.randn(6, 16, dtype=torch.float64)
+    rng_state = g.rng.get_state()
+    penalty = stylegan2.path_length_penalty(g, z)
+
+    # Direct: replay the same noise draws, then a vector-Jacobian product per image on its own.
+    g.rng.set_state(rng_state)
+    kept = z[:3]  # batch 6 // pl_batch_shrink 2
+    ws = g.mapping(kept).detach().unsqueeze(1).repeat(1, g.num_ws, 1)
+    noise = [torch.randn(3, 1, *layer.noise.const.shape[2:], generator=g.rng).double() for layer in g.layers]
+    y = torch.randn(3, 3, 32, 32, generator=g.rng).double() / 32
+    lengths = []
+    for i in range(3):
+        def image_i(w, i=i):
+            return g.synthesis(w[None], [n[i:i + 1] for n in noise])[0]
+        _, jt_y = torch.autograd.functional.vjp(image_i, ws[i], y[i])  # (num_ws, w_dim)
+        lengths.append(jt_y.square().sum(dim=1).mean().sqrt())
+    a = torch.stack(lengths)
+    mean = 0.2 + 0.25 * (a.mean() - 0.2)  # pl_mean moved by pl_decay towards mean |J^T y|
+    assert g.pl_mean.item() == pytest.approx(mean.item(), rel=1e-9)
+    assert penalty.item() == pytest.approx((3.0 * (a - mean).square().mean()).item(), rel=1e-9)
+    penalty.backward()
+    assert g.layers[2].conv.weight.grad.abs().sum() > 0 and g.mapping.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_lazy_regularisation_takes_its_own_steps_with_nvidia_adam_settings(monkeypatch):
+    adams = []
+
+    class RecordingAdam(torch.optim.Adam):
+        def __init__(self, params, **kwargs):
+            super().__init__(params, **kwargs)
+            self.kwargs, self.steps = kwargs, 0
+            adams.append(self)
+
+        def step(self, closure=None):
+            self.steps += 1
+            return super().step(closure)
+
+    r1_calls, pl_means = [], []
+    real_r1 = sl.r1_penalty
+    monkeypatch.setattr(sl, "r1_penalty", lambda d, x: r1_calls.append(1) or real_r1(d, x))
+    monkeypatch.setattr(torch.optim, "Adam", RecordingAdam)
+    opts = stylegan2.parse_options({**TINY, "r1_interval": 2})
+    fit(stylegan2, random_photos(), resolve_config(stylegan2, steps=6, batch_size=4, seed=0), opts,
+        on_step=lambda stats, gen: pl_means.append(gen.pl_mean.item()))
+    # Path length on G updates 1 and 5 (every pl_interval 4), R1 on D updates 1, 3, 5.
+    changed = [i + 1 for i in range(6) if pl_means[i] != (pl_means[i - 1] if i else 0.0)]
+    assert changed == [1, 5] and len(r1_calls) == 3
+    opt_g, opt_d = adams
+    assert (opt_g.steps, opt_d.steps) == (6 + 2, 6 + 3)
+    # NVIDIA's mb_ratio = k / (k + 1): lr * ratio, betas ** ratio.
+    assert opt_g.kwargs["lr"] == pytest.approx(0.002 * 4 / 5)
+    assert opt_g.kwargs["betas"] == pytest.approx((0.0, 0.99 ** (4 / 5)))
+    assert opt_d.kwargs["lr"] == pytest.approx(0.002 * 2 / 3)
+    assert opt_d.kwargs["betas"] == pytest.approx((0.0, 0.99 ** (2 / 3)))
 
 
 def test_training_changes_weights_and_leaves_global_rng_alone():
