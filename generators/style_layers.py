@@ -11,7 +11,8 @@ Everything here is plain PyTorch (no compiled CUDA ops), so it runs wherever tor
   either noise drawn from each image's own seed ("seeded", the default) or the layer's stored
   constant map ("const", NVIDIA's noise_mode='const'), so an eval-mode image is a function of
   its seed only (see StyleGenerator.noise_maps);
-* the StyleGAN discriminator (ProGAN's layout with minibatch stddev; plain or residual blocks);
+* the StyleGAN discriminator (ProGAN's layout with minibatch stddev; StyleGAN's plain blocks with
+  blur, conv and average-pool downsampling, or StyleGAN2's residual ones with blurred strided convs);
 * the non-saturating logistic loss with the R1 penalty on reals, in every D update or lazily
   in its own step (lazy_regularizers).
 
@@ -362,19 +363,35 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """3x3 conv, then blur + stride-2 3x3 conv; with `residual`, plus a blurred 1x1 shortcut / sqrt(2)."""
+    """3x3 conv, then a downsampling 3x3 conv; with `residual`, plus a blurred 1x1 shortcut / sqrt(2).
 
-    def __init__(self, in_ch: int, out_ch: int, residual: bool, taps: Sequence[int]):
+    Downsampling conv: StyleGAN2's blur + stride-2 conv, or with `pool` StyleGAN's D_basic
+    "Conv1_down": blur (same size), 3x3 conv, 2x2 average pooling, then bias and lrelu (NVIDIA's
+    conv2d_downscale2d; its fused form at >= 128 px is the same operation as one strided 4x4 conv).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, residual: bool, taps: Sequence[int], pool: bool = False):
         super().__init__()
         # in_ch/out_ch: channels in and out; residual: StyleGAN2's resnet D, else ProGAN's plain
-        # block; taps: blur filter before downsampling
+        # block; taps: blur filter before downsampling; pool: StyleGAN's conv-then-average-pool
+        # downsampling instead of a stride-2 conv (plain blocks only)
+        assert not (pool and residual), "StyleGAN's pooled downsampling belongs to the plain block"
         self.conv0 = EqualConv2d(in_ch, in_ch, 3, taps=taps)
-        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, taps=taps)
+        self.pool = pool
+        if pool:
+            self.blur = Blur(taps, ((len(taps) - 1) // 2, len(taps) // 2))
+            self.conv1 = EqualConv2d(in_ch, out_ch, 3, activation=False)
+        else:
+            self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, taps=taps)
         self.skip = (EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True, taps=taps)
                      if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.conv0(x))
+        h = self.conv0(x)
+        if self.pool:
+            # The bias added before pooling equals one added after it: pooling keeps constants.
+            return lrelu(F.avg_pool2d(self.conv1(self.blur(h)), 2))
+        h = self.conv1(h)
         if self.skip is None:
             return h
         return (h + self.skip(x)) / math.sqrt(2)
@@ -388,11 +405,13 @@ class StyleDiscriminator(nn.Module):
     """
 
     def __init__(self, resolution: int, widths: dict[int, int], *, residual: bool,
-                 taps: Sequence[int], r1_gamma: float, r1_interval: int, mbstd_group: int = 4):
+                 taps: Sequence[int], r1_gamma: float, r1_interval: int, mbstd_group: int = 4,
+                 pool: bool = False):
         super().__init__()
         # resolution: input side; widths: channels per resolution (layer_widths); residual: block
         # type; taps: blur filter; r1_gamma: R1 weight; r1_interval: apply R1 every this many
-        # updates (scaled up to match); mbstd_group: minibatch-stddev group size
+        # updates (scaled up to match); mbstd_group: minibatch-stddev group size; pool:
+        # StyleGAN's blur, conv, 2x2 average downsampling (DiscriminatorBlock)
         self.resolution = resolution
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
@@ -400,7 +419,7 @@ class StyleDiscriminator(nn.Module):
         blocks = []
         res = resolution
         while res > 4:
-            blocks.append(DiscriminatorBlock(widths[res], widths[res // 2], residual, taps))
+            blocks.append(DiscriminatorBlock(widths[res], widths[res // 2], residual, taps, pool))
             res //= 2
         self.blocks = nn.Sequential(*blocks)
         c = widths[4]

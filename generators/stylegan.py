@@ -5,8 +5,10 @@ synthesis from a learned 4x4 constant; every layer adds per-pixel noise with a l
 per-channel strength, a bias and leaky ReLU, then AdaIN: instance normalisation followed by the
 per-channel scale and bias of a learned affine map of w. Upsampling is nearest 2x, 3x3 conv,
 then a [1, 2, 1] blur (the paper's "bilinear" filtering); a 1x1 toRGB at the output resolution.
-Discriminator: ProGAN's (fromRGB, per resolution two 3x3 convs with blurred stride-2
-downsampling, minibatch stddev, 3x3 conv and two dense layers), plain blocks as published.
+Discriminator: NVIDIA's D_basic (fromRGB; per resolution a 3x3 conv, then [1, 2, 1] blur, 3x3
+conv and 2x2 average pooling, i.e. its conv2d_downscale2d, whose fused strided form at >= 128 px
+is the same operation; minibatch stddev, 3x3 conv and two dense layers), fakes and reals in
+separate D passes.
 Loss: non-saturating logistic with R1 on reals, gamma 10 (the paper's FFHQ setting), every D
 update. Style mixing regularisation with probability 0.9 in training; truncation (option
 `truncation_psi`, default 1.0) towards `mapping.w_avg`, an EMA (beta 0.995) of w.
@@ -162,4 +164,4 @@ def build_discriminator(resolution: int, options: StyleGANOptions) -> sl.StyleDi
     widths = sl.layer_widths(resolution, options.ch, CHANNEL_MULTIPLIER)
     return sl.StyleDiscriminator(resolution, widths, residual=False, taps=BLUR_TAPS,
                                  r1_gamma=options.r1_gamma, r1_interval=1,
-                                 mbstd_group=options.mbstd_group)
+                                 mbstd_group=options.mbstd_group, pool=True)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generators
 from generators import style_layers as sl
@@ -113,6 +114,28 @@ def test_r1_and_loss_at_every_update():
     expected = plain + 5.0 * grad.square().sum(dim=(1, 2, 3)).mean()  # gamma / 2 = 5
     assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
     assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
+
+
+def test_discriminator_downsamples_by_blur_conv_then_average_pool_as_d_basic():
+    _, d = tiny(64)
+    block = d.blocks[1]  # 32 -> 16 px
+    with torch.no_grad():
+        block.conv1.bias.normal_()
+    x = torch.randn(2, 8, 32, 32)
+    h = block.conv0(x)
+    # By hand: [1, 2, 1] blur with 'same' padding, 3x3 conv (pad 1), 2x2 average, bias, lrelu * sqrt(2).
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = torch.outer(k, k) / 16
+    blurred = F.conv2d(F.pad(h, [1, 1, 1, 1]), k.expand(8, 1, 3, 3), groups=8)
+    conv = F.conv2d(blurred, block.conv1.weight * block.conv1.scale, padding=1)
+    pooled = (conv[:, :, 0::2, 0::2] + conv[:, :, 1::2, 0::2] + conv[:, :, 0::2, 1::2] + conv[:, :, 1::2, 1::2]) / 4
+    expected = F.leaky_relu(pooled + block.conv1.bias.view(1, -1, 1, 1), 0.2) * 2**0.5
+    out = block(x)
+    assert out.shape == (2, 8, 16, 16) and torch.allclose(out, expected, atol=1e-5)
+    # NVIDIA's fused form (used from 128 px): one stride-2 conv with the 3x3 kernel spread over 4x4.
+    w = F.pad(block.conv1.weight * block.conv1.scale, [1, 1, 1, 1])
+    fused = (w[..., 1:, 1:] + w[..., :-1, 1:] + w[..., 1:, :-1] + w[..., :-1, :-1]) / 4
+    assert torch.allclose(F.conv2d(blurred, fused, stride=2, padding=1), pooled, atol=1e-5)
 
 
 def test_training_changes_weights_and_leaves_global_rng_alone():

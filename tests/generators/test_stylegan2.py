@@ -265,6 +265,28 @@ def test_discriminator_sees_fakes_and_reals_in_separate_batches(family):
             assert torch.allclose(loss, fake_term + F.softplus(-d(real)).mean(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("family", [stylegan2, stylegan3], ids=lambda f: f.NAME)
+def test_residual_discriminator_block_is_blur_and_strided_conv(family):
+    _, d = tiny_networks(family, TINY_OPTIONS[family.NAME], 32)
+    block = d.blocks[0]
+    with torch.no_grad():
+        block.conv1.bias.normal_()
+    x = torch.randn(2, block.conv0.weight.shape[1], 32, 32)
+    h = block.conv0(x)
+    # StyleGAN2: [1, 3, 3, 1] blur padded (2, 2), then a 3x3 conv with stride 2 and no padding;
+    # shortcut: blur padded (1, 1), 1x1 stride-2 conv; sum / sqrt(2).
+    k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    k = torch.outer(k, k) / 64
+    c = h.shape[1]
+    main = F.conv2d(F.conv2d(F.pad(h, [2, 2, 2, 2]), k.expand(c, 1, 4, 4), groups=c),
+                    block.conv1.weight * block.conv1.scale, stride=2)
+    main = F.leaky_relu(main + block.conv1.bias.view(1, -1, 1, 1), 0.2) * 2**0.5
+    c = x.shape[1]
+    skip = F.conv2d(F.conv2d(F.pad(x, [1, 1, 1, 1]), k.expand(c, 1, 4, 4), groups=c),
+                    block.skip.weight * block.skip.scale, stride=2)
+    assert torch.allclose(block(x), (main + skip) / 2**0.5, atol=1e-5)
+
+
 def test_path_length_penalty_equals_a_direct_autograd_computation():
     g, _ = tiny(mixing_prob=0.0, pl_weight=3.0, pl_decay=0.25)
     g = g.double()
