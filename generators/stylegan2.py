@@ -63,7 +63,9 @@ class StyleGAN2Options:
     r1_interval: int = 16  # lazy regularisation: R1 every this many D updates (1 = every update)
     # Path length regularisation (Sec. 3.2; NVIDIA's StyleGAN2Loss / training_loop defaults).
     pl_weight: float = 2.0  # weight of the penalty (0 disables)
-    pl_interval: int = 4  # lazy: its own G step every this many G updates (NVIDIA's G_reg_interval)
+    # Lazy: its own G step every this many G updates (NVIDIA's G_reg_interval). 1 gives a PL step
+    # after every update without Adam scaling (NVIDIA's non-lazy mode adds PL to the main step).
+    pl_interval: int = 4
     pl_decay: float = dataclasses.field(default=0.01, metadata={"max": 1.0})  # EMA rate of pl_mean
     pl_batch_shrink: int = 2  # the penalty runs on batch_size // this latents
     mbstd_group: int = 4  # minibatch stddev group size
