@@ -7,8 +7,9 @@ Reproducibility rests on two conventions fixed here:
   networks then always run on fixed-size batches (see render), so image ``s`` is the same bytes
   whatever the batch it is requested in. A network whose images need randomness besides the
   latent (StyleGAN's per-layer noise) declares ``takes_seeds = True`` and render hands it each
-  latent's seed, from which it draws that randomness per image. (Other hardware or library versions may still round
-  a few pixels differently: checkpoint sha256 + seed name an image, not a bit pattern.)
+  latent's seed, from which it draws that randomness per image. (Other hardware or library
+  versions may still round a few pixels differently: checkpoint sha256 + seed name an image,
+  not a bit pattern.)
 * network output in [-1, 1] becomes pixels as ``((x.clamp(-1, 1) + 1) * 127.5).round()``
   (round half to even), the inverse of the ``x / 127.5 - 1`` used to feed training images.
 """
