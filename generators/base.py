@@ -5,8 +5,11 @@ Reproducibility rests on two conventions fixed here:
 * the latent of seed ``s`` is ``torch.randn(dim_z, generator=torch.Generator("cpu").manual_seed(s))``,
   drawn one seed at a time on the CPU, so it is the same whatever the batch and the device;
   networks then always run on fixed-size batches (see render), so image ``s`` is the same bytes
-  whatever the batch it is requested in. (Other hardware or library versions may still round
-  a few pixels differently: checkpoint sha256 + seed name an image, not a bit pattern.)
+  whatever the batch it is requested in. A network whose images need randomness besides the
+  latent (StyleGAN's per-layer noise) declares ``takes_seeds = True`` and render hands it each
+  latent's seed, from which it draws that randomness per image. (Other hardware or library
+  versions may still round a few pixels differently: checkpoint sha256 + seed name an image,
+  not a bit pattern.)
 * network output in [-1, 1] becomes pixels as ``((x.clamp(-1, 1) + 1) * 127.5).round()``
   (round half to even), the inverse of the ``x / 127.5 - 1`` used to feed training images.
 """
@@ -17,7 +20,7 @@ import contextlib
 import dataclasses
 import math
 import operator
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -64,6 +67,12 @@ class NetworkFamily(Protocol):
     * ``set_progress(gen, disc, step, steps)``: called before every generator update (step is
       1-based), for schedules such as ProGAN's growing and fade-in. The final state must be
       stored in the generator's buffers, so a checkpoint samples what training ended with.
+    * a generator network with ``takes_seeds = True`` is called as ``net(z, seeds=...)`` by
+      render, with the seed of every latent (padding rows included), and must draw any
+      per-image randomness from those seeds only.
+    * ``lazy_regularizers(gen, disc) -> {"g" | "d": LazyRegularizer}``: penalties that take
+      their own optimiser step every `interval` updates of their network (StyleGAN2's lazy
+      regularisation); the loop also scales that network's Adam settings (see LazyRegularizer).
     * ``fit(images, config, options, *, device, on_step) -> training.FitResult``: a family that
       does not train adversarially (diffusion) trains itself; build_discriminator and the
       losses are then not needed.
@@ -90,9 +99,26 @@ class NetworkFamily(Protocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True)
+class LazyRegularizer:
+    """A penalty minimised in its own optimiser step every `interval` updates of one network:
+    StyleGAN2's lazy regularisation (Sec. 3.1), NVIDIA's Greg / Dreg training phases.
+
+    As in NVIDIA's training_loop, the step runs on updates 1, 1 + interval, ... of its network,
+    its loss is the penalty times `interval` (the same average weight as a penalty in every
+    update), and with interval k > 1 the network's Adam lr is multiplied by k / (k + 1) and its
+    betas raised to that power, since the network now takes k + 1 steps per k updates.
+    """
+
+    interval: int  # updates of the network between two regularisation steps
+    # G's: latents (B, dim_z) -> scalar penalty; D's: the real batch (B, 3, R, R) -> scalar penalty
+    penalty: Callable[[torch.Tensor], torch.Tensor]
+
+
 def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
     """Options of dataclass `cls` from a dict: unknown keys are an error; int fields must be
-    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset)."""
+    positive integers; float fields finite numbers in [0, field.metadata["max"]] (inf if unset);
+    str fields one of field.metadata["choices"]."""
     options = dict(options or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - set(fields))
@@ -101,7 +127,11 @@ def parse_dataclass_options(name: str, cls: type, options: Mapping[str, Any] | N
     values = {}
     for key, value in options.items():
         kind = fields[key].type
-        if kind in ("int", int):
+        if kind in ("str", str):
+            choices = fields[key].metadata["choices"]
+            if value not in choices:
+                raise GeneratorError(f"{name} option {key}={value!r} must be one of {list(choices)}")
+        elif kind in ("int", int):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GeneratorError(f"{name} option {key}={value!r} must be a positive integer")
         else:
@@ -174,9 +204,12 @@ def render(net: nn.Module, seeds: Sequence[int], device: torch.device | str) -> 
     kernels round differently: measured here, batch 1 vs 64 moved outputs by ~1e-5 and
     flipped 133 of 3.1M pixels. With a fixed shape and no cross-sample operations in eval
     mode, image s is the same bytes in whatever batch or position it is requested.
+    A network with ``takes_seeds`` also gets the seeds (padding rows: seed 0, discarded).
     The network's train/eval flag is restored afterwards so training can call this mid-run.
     """
+    seeds = check_seeds(seeds)
     latents = seed_latents(seeds, net.dim_z)
+    takes_seeds = getattr(net, "takes_seeds", False)
     was_training = net.training
     net.eval()
     chunks = []
@@ -184,8 +217,13 @@ def render(net: nn.Module, seeds: Sequence[int], device: torch.device | str) -> 
         with torch.inference_mode():
             for start in range(0, len(latents), SAMPLE_BATCH):
                 z = latents[start:start + SAMPLE_BATCH]
-                padded = torch.cat([z, z.new_zeros(SAMPLE_BATCH - len(z), z.shape[1])])
-                chunks.append(to_uint8(net(padded.to(device))[:len(z)]))
+                padded = torch.cat([z, z.new_zeros(SAMPLE_BATCH - len(z), z.shape[1])]).to(device)
+                if takes_seeds:
+                    chunk_seeds = seeds[start:start + SAMPLE_BATCH]
+                    out = net(padded, seeds=chunk_seeds + [0] * (SAMPLE_BATCH - len(z)))
+                else:
+                    out = net(padded)
+                chunks.append(to_uint8(out[:len(z)]))
     finally:
         net.train(was_training)
     if not chunks:

@@ -20,6 +20,12 @@ Supported:
   psi 1) within NVIDIA_TOLERANCE, or loading fails.
 
 A native resolution different from the requested one is an error: nothing is resampled.
+
+Noise: a converted generator keeps the file's noise maps as its stored constant maps and samples
+with noise_mode "seeded" (per-image noise from each seed, keyed by those maps), like the networks
+we train: rosinality's generate.py samples with fresh noise per image, and a benchmark class must
+not carry one noise realisation stamped into all its images. noise_mode "const" in a converted
+checkpoint's sidecar gives NVIDIA's gen_images.py default (the stored maps in every image).
 """
 
 from __future__ import annotations

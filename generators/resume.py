@@ -2,7 +2,7 @@
 
 A run that resumes must end with the same weights as one that never stopped, so a snapshot
 holds everything the future depends on: every parameter and buffer of the networks (the
-non-persistent ones too, e.g. StyleGAN's lazy-R1 call counter), optimiser and learning-rate
+non-persistent ones too, e.g. StyleGAN2's path-length mean), optimiser and learning-rate
 schedule states, the run's RNG states, and the private torch.Generators some modules hold
 (gradient-penalty mixing weights, style-mixing draws). The states are the exact tensors, so
 only the throughput figure differs between a resumed run and an uninterrupted one.

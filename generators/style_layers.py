@@ -7,10 +7,14 @@ Everything here is plain PyTorch (no compiled CUDA ops), so it runs wherever tor
 * the mapping network z -> w (pixel norm of z, then leaky-ReLU equalized linear layers) and the
   tracked average w (`w_avg`, an EMA with beta 0.995 updated in training) used for truncation;
 * FIR filtering (`upfirdn2d`, the [1, 3, 3, 1] / [1, 2, 1] blur around up- and downsampling);
-* noise injection: random per-sample noise in training, a constant stored buffer in eval, so an
-  eval-mode image is a function of its latent only;
-* the StyleGAN discriminator (ProGAN's layout with minibatch stddev; plain or residual blocks);
-* the non-saturating logistic loss with the R1 penalty on reals (optionally lazy).
+* noise injection: random per-sample noise in training; in eval, per option `noise_mode`,
+  either noise drawn from each image's own seed ("seeded", the default) or the layer's stored
+  constant map ("const", NVIDIA's noise_mode='const'), so an eval-mode image is a function of
+  its seed only (see StyleGenerator.noise_maps);
+* the StyleGAN discriminator (ProGAN's layout with minibatch stddev; StyleGAN's plain blocks with
+  blur, conv and average-pool downsampling, or StyleGAN2's residual ones with blurred strided convs);
+* the non-saturating logistic loss with the R1 penalty on reals, in every D update or lazily
+  in its own step (lazy_regularizers).
 
 Parameter shapes and scalings follow the public StyleGAN2 PyTorch port by rosinality
 (stylegan2-pytorch, model.py), so its generator checkpoints map onto ours key by key
@@ -19,6 +23,7 @@ Parameter shapes and scalings follow the public StyleGAN2 PyTorch port by rosina
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -27,16 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.base import GeneratorError, isolated_rng
+from generators.base import GeneratorError, LazyRegularizer
 
 # NVIDIA's w_avg tracking: w_avg <- lerp(mean(w), w_avg, beta) every training forward pass.
 W_AVG_BETA = 0.995
 # Leaky ReLU slope and the gain that restores unit variance after it (both papers' "lrelu").
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2)
-# Seed offset of the constant eval-mode noise maps (layer i uses NOISE_SEED + i), so they
-# depend on nothing but the layer's position.
-NOISE_SEED = 1_000_003
+# Eval-mode noise: "seeded" draws each image's maps from its seed, "const" uses the stored maps.
+NOISE_MODES = ("seeded", "const")
+# Mixed into the per-image noise seed, so the noise stream of seed s is never the latent's
+# (which is torch.Generator().manual_seed(s)); bump the version to change every image.
+NOISE_PURPOSE = b"attribution88/style-noise/1"
 
 
 def layer_widths(resolution: int, ch: int, channel_multiplier: int) -> dict[int, int]:
@@ -235,8 +242,9 @@ class StyleGenerator(nn.Module):
     """z -> w -> (truncation, style mixing) -> synthesis: what StyleGAN and StyleGAN2 share.
 
     The constructor sets up the mapping network and returns the per-resolution widths;
-    subclasses then build their synthesis layers, set num_ws and rng, and define
-    synthesis(ws) for ws of shape (N, num_ws, dim_w).
+    subclasses then build their synthesis layers (`layers`, each with a NoiseInjection `noise`),
+    set num_ws and rng, and define synthesis(ws, noise) for ws of shape (N, num_ws, dim_w) and
+    noise None or one (N, 1, r, r) map per layer.
     """
 
     def __init__(self, name: str, resolution: int, resolutions: Sequence[int], options: Any,
@@ -247,17 +255,58 @@ class StyleGenerator(nn.Module):
         self.dim_z = options.dim_z  # latent size (w has the same size)
         self.truncation_psi = options.truncation_psi  # applied in eval mode only
         self.mixing_prob = options.mixing_prob  # style mixing probability in training
+        self.noise_mode = options.noise_mode  # eval-mode noise: one of NOISE_MODES
         self.widths = layer_widths(resolution, options.ch, channel_multiplier)  # feature maps per resolution
         self.mapping = MappingNetwork(options.dim_z, options.dim_z, options.n_mlp)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    # generators.base.render passes each latent's seed (forward's `seeds`): seeded eval noise needs it.
+    takes_seeds = True
+
+    def noise_key(self) -> bytes:
+        """sha256 of the layers' stored noise maps: this model's share of every noise seed.
+
+        The stored maps are random at construction (as NVIDIA's noise_const), so two models
+        draw different noise for the same image seed, and a checkpoint always the same.
+        """
+        h = hashlib.sha256(NOISE_PURPOSE)
+        for layer in self.layers:
+            h.update(layer.noise.const.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.digest()
+
+    def noise_maps(self, seeds: Sequence[int]) -> list[torch.Tensor]:
+        """Per layer, (len(seeds), 1, r, r) standard-normal noise on the CPU, image i's from seeds[i].
+
+        Each image draws all its maps from one private generator seeded by sha256(noise_key,
+        seed), so an image's noise is the same in any batch, position and worker, differs from
+        image to image (NVIDIA's noise_mode='random', made reproducible) and from model to model.
+        """
+        key = self.noise_key()
+        sides = [layer.noise.const.shape[-1] for layer in self.layers]
+        per_image = []
+        for seed in seeds:
+            digest = hashlib.sha256(key + int(seed).to_bytes(8, "little")).digest()
+            rng = torch.Generator("cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+            per_image.append([torch.randn(1, side, side, generator=rng) for side in sides])
+        if not per_image:
+            return [torch.empty(0, 1, side, side) for side in sides]
+        return [torch.stack(maps) for maps in zip(*per_image)]
+
+    def forward(self, z: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        # seeds: the seed of each latent; eval mode with noise_mode "seeded" draws noise from them
         assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
+        noise = None
+        if not self.training and self.noise_mode == "seeded":
+            if seeds is None or len(seeds) != len(z):
+                raise GeneratorError(f"noise_mode 'seeded' draws each image's noise from its seed: pass one "
+                                     f"seed per latent (got {None if seeds is None else len(seeds)} for "
+                                     f"{len(z)}), as generators.base.render does")
+            noise = [n.to(z) for n in self.noise_maps(seeds)]
         w = self.mapping(z)
         if not self.training:
             w = truncate(w, self.mapping.w_avg, self.truncation_psi)
         ws = broadcast_styles(w, self.num_ws, mixing_prob=self.mixing_prob, mapping=self.mapping,
                               rng=self.rng if self.training else None)
-        x = self.synthesis(ws)
+        x = self.synthesis(ws, noise)
         assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
         # Training needs the gradient outside [-1, 1]; samples are clamped as images anyway.
         return x if self.training else x.clamp(-1, 1)
@@ -270,26 +319,28 @@ def training_rng() -> torch.Generator:
 
 
 class NoiseInjection(nn.Module):
-    """Adds strength * noise; the noise is fresh N(0, 1) in training and a stored map in eval.
+    """Adds strength * noise: the given per-image maps, else fresh N(0, 1) in training, else the
+    stored constant map (eval mode, noise_mode "const").
 
-    StyleGAN learns one strength per channel, StyleGAN2 a single scalar per layer.
+    StyleGAN learns one strength per channel, StyleGAN2 a single scalar per layer. The constant
+    map is drawn from the construction RNG, like NVIDIA's noise_const, so each model has its own.
     """
 
-    def __init__(self, channels: int, resolution: int, index: int):
+    def __init__(self, channels: int, resolution: int):
         super().__init__()
-        # channels: number of strengths (1 = one shared scalar); resolution: side of the noise map;
-        # index: layer position, seeds the constant eval noise
+        # channels: number of strengths (1 = one shared scalar); resolution: side of the noise map
         self.strength = nn.Parameter(torch.zeros(channels))
-        with isolated_rng(NOISE_SEED + index):
-            const = torch.randn(1, 1, resolution, resolution)
-        self.register_buffer("const", const)
+        self.register_buffer("const", torch.randn(1, 1, resolution, resolution))
 
-    def forward(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        if self.training and rng is not None:
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None, rng: torch.Generator | None) -> torch.Tensor:
+        # noise: (N, 1, H, W) maps for this batch (seeded eval noise) or None
+        if noise is not None:
+            assert noise.shape == (x.shape[0], 1, *x.shape[2:]), (tuple(noise.shape), tuple(x.shape))
+        elif self.training and rng is not None:
             noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], generator=rng).to(x)
         else:
             noise = self.const.to(x)
-        return x + self.strength.view(1, -1, 1, 1) * noise
+        return x + self.strength.view(1, -1, 1, 1) * noise.to(x)
 
 
 # --- discriminator ------------------------------------------------------------------------------
@@ -312,19 +363,35 @@ class MinibatchStd(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """3x3 conv, then blur + stride-2 3x3 conv; with `residual`, plus a blurred 1x1 shortcut / sqrt(2)."""
+    """3x3 conv, then a downsampling 3x3 conv; with `residual`, plus a blurred 1x1 shortcut / sqrt(2).
 
-    def __init__(self, in_ch: int, out_ch: int, residual: bool, taps: Sequence[int]):
+    Downsampling conv: StyleGAN2's blur + stride-2 conv, or with `pool` StyleGAN's D_basic
+    "Conv1_down": blur (same size), 3x3 conv, 2x2 average pooling, then bias and lrelu (NVIDIA's
+    conv2d_downscale2d; its fused form at >= 128 px is the same operation as one strided 4x4 conv).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, residual: bool, taps: Sequence[int], pool: bool = False):
         super().__init__()
         # in_ch/out_ch: channels in and out; residual: StyleGAN2's resnet D, else ProGAN's plain
-        # block; taps: blur filter before downsampling
+        # block; taps: blur filter before downsampling; pool: StyleGAN's conv-then-average-pool
+        # downsampling instead of a stride-2 conv (plain blocks only)
+        assert not (pool and residual), "StyleGAN's pooled downsampling belongs to the plain block"
         self.conv0 = EqualConv2d(in_ch, in_ch, 3, taps=taps)
-        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, taps=taps)
+        self.pool = pool
+        if pool:
+            self.blur = Blur(taps, ((len(taps) - 1) // 2, len(taps) // 2))
+            self.conv1 = EqualConv2d(in_ch, out_ch, 3, activation=False)
+        else:
+            self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True, taps=taps)
         self.skip = (EqualConv2d(in_ch, out_ch, 1, bias=False, activation=False, down=True, taps=taps)
                      if residual else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.conv0(x))
+        h = self.conv0(x)
+        if self.pool:
+            # The bias added before pooling equals one added after it: pooling keeps constants.
+            return lrelu(F.avg_pool2d(self.conv1(self.blur(h)), 2))
+        h = self.conv1(h)
         if self.skip is None:
             return h
         return (h + self.skip(x)) / math.sqrt(2)
@@ -333,25 +400,26 @@ class DiscriminatorBlock(nn.Module):
 class StyleDiscriminator(nn.Module):
     """image (N, 3, R, R) -> logits (N,): fromRGB, down-blocks to 4x4, minibatch stddev, conv, 2 FCs.
 
-    `r1_gamma` and `r1_interval` travel with the network so discriminator_loss can apply them;
-    `r1_calls` counts D updates for lazy regularisation.
+    `r1_gamma` and `r1_interval` travel with the network so discriminator_loss and
+    lazy_regularizers can apply them.
     """
 
     def __init__(self, resolution: int, widths: dict[int, int], *, residual: bool,
-                 taps: Sequence[int], r1_gamma: float, r1_interval: int, mbstd_group: int = 4):
+                 taps: Sequence[int], r1_gamma: float, r1_interval: int, mbstd_group: int = 4,
+                 pool: bool = False):
         super().__init__()
         # resolution: input side; widths: channels per resolution (layer_widths); residual: block
         # type; taps: blur filter; r1_gamma: R1 weight; r1_interval: apply R1 every this many
-        # updates (scaled up to match); mbstd_group: minibatch-stddev group size
+        # updates (scaled up to match); mbstd_group: minibatch-stddev group size; pool:
+        # StyleGAN's blur, conv, 2x2 average downsampling (DiscriminatorBlock)
         self.resolution = resolution
         self.r1_gamma = r1_gamma
         self.r1_interval = r1_interval
-        self.register_buffer("r1_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self.from_rgb = EqualConv2d(3, widths[resolution], 1)
         blocks = []
         res = resolution
         while res > 4:
-            blocks.append(DiscriminatorBlock(widths[res], widths[res // 2], residual, taps))
+            blocks.append(DiscriminatorBlock(widths[res], widths[res // 2], residual, taps, pool))
             res //= 2
         self.blocks = nn.Sequential(*blocks)
         c = widths[4]
@@ -379,15 +447,25 @@ def r1_penalty(disc: nn.Module, real: torch.Tensor) -> torch.Tensor:
 def discriminator_loss(disc: StyleDiscriminator, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Non-saturating logistic loss, softplus(D(fake)) + softplus(-D(real)), plus gamma/2 * R1.
 
-    With r1_interval k > 1 (lazy regularisation, StyleGAN2 Sec. 3.1), R1 is added on every k-th
-    call only, multiplied by k so its average weight is unchanged.
+    D runs on the fakes and on the reals in two separate passes, as NVIDIA's Dgen and Dreal
+    phases do: in one concatenated batch, minibatch-stddev groups would mix real and fake
+    samples, so a fake's logit would depend on the real images next to it.
+
+    R1 is part of this loss only with r1_interval 1 (NVIDIA's Dboth phase); with k > 1 it is
+    lazy_regularizers' own step every k D updates (NVIDIA's Dreg phase).
     """
-    logits = disc(torch.cat([real, fake]))
-    loss = F.softplus(logits[len(real):]).mean() + F.softplus(-logits[:len(real)]).mean()
-    disc.r1_calls += 1
-    if disc.r1_gamma > 0 and int(disc.r1_calls) % disc.r1_interval == 0:
-        loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2 * disc.r1_interval)
+    loss = F.softplus(disc(fake)).mean() + F.softplus(-disc(real)).mean()
+    if disc.r1_gamma > 0 and disc.r1_interval == 1:
+        loss = loss + r1_penalty(disc, real).mean() * (disc.r1_gamma / 2)
     return loss
+
+
+def lazy_regularizers(gen: nn.Module, disc: StyleDiscriminator) -> dict[str, LazyRegularizer]:
+    """D's lazy R1, gamma/2 * E||grad D(x)||^2 on the reals, when r1_interval > 1 (see base.LazyRegularizer)."""
+    if disc.r1_gamma > 0 and disc.r1_interval > 1:
+        return {"d": LazyRegularizer(disc.r1_interval,
+                                     lambda real: r1_penalty(disc, real).mean() * (disc.r1_gamma / 2))}
+    return {}
 
 
 def generator_loss(disc: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

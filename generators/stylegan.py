@@ -5,8 +5,10 @@ synthesis from a learned 4x4 constant; every layer adds per-pixel noise with a l
 per-channel strength, a bias and leaky ReLU, then AdaIN: instance normalisation followed by the
 per-channel scale and bias of a learned affine map of w. Upsampling is nearest 2x, 3x3 conv,
 then a [1, 2, 1] blur (the paper's "bilinear" filtering); a 1x1 toRGB at the output resolution.
-Discriminator: ProGAN's (fromRGB, per resolution two 3x3 convs with blurred stride-2
-downsampling, minibatch stddev, 3x3 conv and two dense layers), plain blocks as published.
+Discriminator: NVIDIA's D_basic (fromRGB; per resolution a 3x3 conv, then [1, 2, 1] blur, 3x3
+conv and 2x2 average pooling, i.e. its conv2d_downscale2d, whose fused strided form at >= 128 px
+is the same operation; minibatch stddev, 3x3 conv and two dense layers), fakes and reals in
+separate D passes.
 Loss: non-saturating logistic with R1 on reals, gamma 10 (the paper's FFHQ setting), every D
 update. Style mixing regularisation with probability 0.9 in training; truncation (option
 `truncation_psi`, default 1.0) towards `mapping.w_avg`, an EMA (beta 0.995) of w.
@@ -17,8 +19,11 @@ resolution from the start, as StyleGAN2 later did) and the resolution-dependent 
 schedule. Widths: min(ch, ch * 32 / res), NVIDIA's fmap_base 8192 (channels 512 up to 32 px,
 then halving) at ch=512.
 
-Eval mode: stored constant noise maps and an output clamped to [-1, 1]; no randomness and no
-cross-sample operations (minibatch stddev is in D only), so an image depends on its latent only.
+Eval mode (sampling): per-layer noise drawn from each image's own seed (option `noise_mode`
+"seeded", the default: NVIDIA's noise_mode='random' made reproducible, see
+style_layers.StyleGenerator.noise_maps) or the model's stored constant maps ("const", NVIDIA's
+noise_mode='const', one realisation in every image); output clamped to [-1, 1]; no cross-sample
+operations (minibatch stddev is in D only), so an image depends on its seed only.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ class StyleGANOptions:
     mixing_prob: float = dataclasses.field(default=0.9, metadata={"max": 1.0})  # style mixing in training
     r1_gamma: float = 10.0  # R1 weight (0 disables)
     mbstd_group: int = 4  # minibatch stddev group size
+    # Eval-mode noise (style_layers.NOISE_MODES): "seeded" draws each image's noise from its seed;
+    # "const" uses the model's stored maps in every image (NVIDIA's noise_mode='const').
+    noise_mode: str = dataclasses.field(default="seeded", metadata={"choices": sl.NOISE_MODES})
 
 
 def parse_options(options: Mapping[str, Any] | None) -> StyleGANOptions:
@@ -95,25 +103,26 @@ class AdaIN(nn.Module):
 class SynthesisLayer(nn.Module):
     """[conv | 2x up, conv, blur | nothing (the constant)], noise, bias + lrelu, AdaIN."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, index: int, kind: str):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, kind: str):
         super().__init__()
-        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side; index: layer
-        # position (seeds its eval noise); kind: "const" (no conv), "conv" or "up"
+        # in_ch/out_ch: channels; w_dim: size of w; resolution: output side (of its noise map);
+        # kind: "const" (no conv), "conv" or "up"
         assert kind in ("const", "conv", "up"), kind
         self.kind = kind
         self.conv = (None if kind == "const"
                      else sl.EqualConv2d(in_ch, out_ch, 3, bias=False, activation=False))
         self.blur = sl.Blur(BLUR_TAPS, (1, 1)) if kind == "up" else None
-        self.noise = sl.NoiseInjection(out_ch, resolution, index)
+        self.noise = sl.NoiseInjection(out_ch, resolution)
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.adain = AdaIN(out_ch, w_dim)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                rng: torch.Generator | None) -> torch.Tensor:
         if self.kind == "up":
             x = self.blur(self.conv(F.interpolate(x, scale_factor=2, mode="nearest")))
         elif self.kind == "conv":
             x = self.conv(x)
-        return self.adain(sl.lrelu(self.noise(x, rng), self.bias), w)
+        return self.adain(sl.lrelu(self.noise(x, noise, rng), self.bias), w)
 
 
 class StyleGANGenerator(sl.StyleGenerator):
@@ -123,24 +132,27 @@ class StyleGANGenerator(sl.StyleGenerator):
         super().__init__(NAME, resolution, RESOLUTIONS, options, CHANNEL_MULTIPLIER)
         log2, widths = self.log2, self.widths
         self.const = nn.Parameter(torch.ones(1, widths[4], 4, 4))  # NVIDIA initialises it to ones
-        layers = [SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 0, "const"),
-                  SynthesisLayer(widths[4], widths[4], options.dim_z, 4, 1, "conv")]
+        layers = [SynthesisLayer(widths[4], widths[4], options.dim_z, 4, "const"),
+                  SynthesisLayer(widths[4], widths[4], options.dim_z, 4, "conv")]
         for i in range(3, log2 + 1):
             res = 2**i
-            layers.append(SynthesisLayer(widths[res // 2], widths[res], options.dim_z, res, len(layers), "up"))
-            layers.append(SynthesisLayer(widths[res], widths[res], options.dim_z, res, len(layers), "conv"))
+            layers.append(SynthesisLayer(widths[res // 2], widths[res], options.dim_z, res, "up"))
+            layers.append(SynthesisLayer(widths[res], widths[res], options.dim_z, res, "conv"))
         self.layers = nn.ModuleList(layers)
         self.to_rgb = sl.EqualConv2d(widths[resolution], 3, 1, activation=False)
         self.num_ws = len(layers)  # one w per layer (2 per resolution)
         self.rng = sl.training_rng()
 
-    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping."""
+    def synthesis(self, ws: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Per-layer latents (N, num_ws, w_dim) -> image (N, 3, R, R), before any clamping; `noise`:
+        None (random in training, the stored maps in eval) or one (N, 1, r, r) map per layer."""
         assert ws.ndim == 3 and ws.shape[1] == self.num_ws, tuple(ws.shape)
+        noise = [None] * len(self.layers) if noise is None else noise
+        assert len(noise) == len(self.layers), (len(noise), len(self.layers))
         rng = self.rng if self.training else None
         x = self.const.repeat(ws.shape[0], 1, 1, 1)
         for i, layer in enumerate(self.layers):
-            x = layer(x, ws[:, i], rng)
+            x = layer(x, ws[:, i], noise[i], rng)
         return self.to_rgb(x)
 
 
@@ -158,4 +170,4 @@ def build_discriminator(resolution: int, options: StyleGANOptions) -> sl.StyleDi
     widths = sl.layer_widths(resolution, options.ch, CHANNEL_MULTIPLIER)
     return sl.StyleDiscriminator(resolution, widths, residual=False, taps=BLUR_TAPS,
                                  r1_gamma=options.r1_gamma, r1_interval=1,
-                                 mbstd_group=options.mbstd_group)
+                                 mbstd_group=options.mbstd_group, pool=True)

@@ -23,10 +23,12 @@ Generator, configuration T (translation equivariant), in plain PyTorch:
 Discriminator and losses are generators.style_layers' (shared with StyleGAN2): the residual
 discriminator (equalised LR, [1,3,3,1] blur before every 2x downsample, residual skips scaled
 by sqrt(0.5), minibatch stddev in groups of 4, conv + 2 fully connected layers at 4x4), the
-non-saturating logistic loss and R1 on reals (gamma/2 * E||grad D(x)||^2), lazily every 16 D
-updates and scaled by 16, as published. Optimiser as published: Adam lr 0.0025 (G) / 0.002
-(D), betas (0, 0.99), one D update per G update. Samples (and the checkpoint) come from the
-generator EMA, G_ema, with the published half-life and ramp-up (see EMA).
+non-saturating logistic loss (fakes and reals in separate D passes) and R1 on reals
+(gamma/2 * E||grad D(x)||^2) in its own D step every 16 D updates, scaled by 16, with D's Adam
+lr and betas adjusted by mb_ratio 16/17, as NVIDIA's training loop does; no path length
+regularisation (NVIDIA's stylegan3 configs turn it off). Optimiser as published: Adam lr 0.0025
+(G) / 0.002 (D), betas (0, 0.99), one D update per G update. Samples (and the checkpoint) come
+from the generator EMA, G_ema, with the published half-life and ramp-up (see EMA).
 
 Choices that differ from NVIDIA's code, and why:
 
@@ -38,9 +40,8 @@ Choices that differ from NVIDIA's code, and why:
   same clamp base.to_uint8 applies); training output is unclamped, as published.
 * No activation clamp at +-256: NVIDIA's conv_clamp guards float16 overflow, and everything
   here runs in float32 (the clamp cost ~15% of a CPU step here).
-* No image blur during the first 200k images, no mixed precision, and no
-  Adam beta/lr correction for lazy R1: the shared training loop (generators.training.fit)
-  owns the optimisers and has no hooks for them, and runs here are short.
+* No image blur during the first 200k images and no mixed precision: runs here are short
+  and in float32.
 * The filters run as per-axis resampling matrices (see FilteredLeakyReLU) rather than
   style_layers.upfirdn2d (a dense 2-D kernel decimated by slicing): with 12-48 taps per axis
   that would cost 6-24x more multiply-adds per output and compute outputs thrown away.
@@ -466,6 +467,8 @@ def build_discriminator(resolution: int, options: StyleGAN3Options) -> sl.StyleD
                                  mbstd_group=MBSTD_GROUP)
 
 
-# Non-saturating logistic loss; R1 on reals, every r1_interval-th D update, scaled to match.
+# Non-saturating logistic loss; R1 on reals in its own D step every r1_interval D updates (no path
+# length regularisation: NVIDIA's stylegan3 configs set pl_weight 0 and no G_reg_interval).
 discriminator_loss = sl.discriminator_loss
 generator_loss = sl.generator_loss
+lazy_regularizers = sl.lazy_regularizers

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from benchmark.images import encode_png, image_grid
-from generators.base import GeneratorError, NetworkFamily, isolated_rng, render, to_float
+from generators.base import GeneratorError, LazyRegularizer, NetworkFamily, isolated_rng, render, to_float
 from benchmark.atomic import write_bytes
 from generators.checkpoint import checkpoint_paths, save_checkpoint
 from generators.ema import EmaSetting, GeneratorEma
@@ -141,8 +141,10 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     ema = GeneratorEma(gen, ema_setting) if ema_setting is not None else None
     sampled = ema.module if ema is not None else gen
     rng = torch.Generator("cpu").manual_seed(config.seed)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr_g, betas=config.betas)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr_d, betas=config.betas)
+    lazy = getattr(family, "lazy_regularizers", None)
+    lazy = lazy(gen, disc) if lazy is not None else {}
+    opt_g = torch.optim.Adam(gen.parameters(), **lazy_adam(config.lr_g, config.betas, lazy.get("g")))
+    opt_d = torch.optim.Adam(disc.parameters(), **lazy_adam(config.lr_d, config.betas, lazy.get("d")))
     # torch.from_numpy shares memory with the caller's array; a read-only array needs a copy.
     pixels = torch.from_numpy(images if images.flags.writeable else images.copy())
     batch = config.batch_size
@@ -169,7 +171,7 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
     for step in range(done + 1, config.steps + 1):
         if set_progress is not None:
             set_progress(gen, disc, step, config.steps)
-        for _ in range(config.n_dis):
+        for i in range(config.n_dis):
             real = real_batch()
             with torch.no_grad():
                 fake = gen(latents())
@@ -177,6 +179,8 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
+            if lazy_due(lazy.get("d"), (step - 1) * config.n_dis + i):
+                lazy_step(lazy["d"], real, opt_d)
         # D's parameter gradients are not needed for the G update; skipping them saves about a
         # third of D's backward pass.
         disc.requires_grad_(False)
@@ -184,6 +188,8 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+        if lazy_due(lazy.get("g"), step - 1):
+            lazy_step(lazy["g"], latents(), opt_g)
         disc.requires_grad_(True)
         if ema is not None:
             ema.update(gen, step, batch)
@@ -204,6 +210,28 @@ def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options:
         return FitResult(generator=gen.eval(), discriminator=disc.eval(), last=stats)
     return FitResult(generator=ema.module, discriminator=disc.eval(), last=stats,
                      raw_generator=gen.eval(), ema=ema_setting)
+
+
+def lazy_adam(lr: float, betas: tuple[float, float], reg: LazyRegularizer | None) -> dict[str, Any]:
+    """Adam lr and betas of a network, scaled for its lazy regulariser as NVIDIA's
+    training_loop does (mb_ratio = k / (k + 1) for interval k > 1)."""
+    if reg is None or reg.interval == 1:
+        return {"lr": lr, "betas": betas}
+    ratio = reg.interval / (reg.interval + 1)
+    return {"lr": lr * ratio, "betas": tuple(b**ratio for b in betas)}
+
+
+def lazy_due(reg: LazyRegularizer | None, update: int) -> bool:
+    """Whether the 0-based `update` of a network is followed by its regularisation step."""
+    return reg is not None and update % reg.interval == 0
+
+
+def lazy_step(reg: LazyRegularizer, batch: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+    """One optimiser step on the penalty alone, weighted by the interval (NVIDIA's gain)."""
+    loss = reg.penalty(batch) * reg.interval
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
 
 
 def write_grid(path: Path, gen: nn.Module, device: str = "cpu") -> Path:

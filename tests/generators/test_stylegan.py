@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import generators
 from generators import style_layers as sl
@@ -30,13 +31,16 @@ def test_shapes_and_range(resolution):
     assert g.num_ws == len(g.layers) == 2 * int(np.log2(resolution)) - 2
     assert d.blocks[0].skip is None  # ProGAN's plain D blocks, not StyleGAN2's residual ones
     g.eval()
-    y = g(z)
+    y = g(z, seeds=[0, 1])
     assert y.abs().max() <= 1 and y.std() > 0
 
 
 def test_options_are_validated():
     assert stylegan.parse_options(None) == stylegan.StyleGANOptions(
-        ch=512, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9, r1_gamma=10.0, mbstd_group=4)
+        ch=512, dim_z=512, n_mlp=8, truncation_psi=1.0, mixing_prob=0.9, r1_gamma=10.0, mbstd_group=4,
+        noise_mode="seeded")
+    with pytest.raises(GeneratorError, match=r"noise_mode='random' must be one of \['seeded', 'const'\]"):
+        stylegan.parse_options({"noise_mode": "random"})
     with pytest.raises(GeneratorError, match="unknown stylegan options.*r1_interval"):
         stylegan.parse_options({"r1_interval": 16})
     with pytest.raises(GeneratorError, match="mixing_prob"):
@@ -73,7 +77,7 @@ def test_adain_output_statistics_equal_the_style():
     assert torch.allclose(adain(x * 3 + 7, w), out, atol=1e-4)
 
 
-def test_noise_strength_is_per_channel_and_eval_noise_is_constant():
+def test_noise_strength_is_per_channel_and_eval_noise_is_fixed():
     g, _ = tiny(mixing_prob=0.0)
     assert g.layers[2].noise.strength.shape == (8,)
     for layer in g.layers:
@@ -81,13 +85,13 @@ def test_noise_strength_is_per_channel_and_eval_noise_is_constant():
     z = torch.randn(2, 16)
     with torch.no_grad():
         g.eval()
-        assert torch.equal(g(z), g(z))
+        assert torch.equal(g(z, seeds=[3, 4]), g(z, seeds=[3, 4]))
         g.train()
         assert not torch.equal(g(z), g(z))
 
 
 def test_truncation_psi_zero_collapses_to_w_avg_and_one_is_identity():
-    g, _ = tiny()
+    g, _ = tiny(noise_mode="const")
     g.mapping.w_avg.copy_(torch.randn(16))
     z = seed_latents(range(5), 16)
     g.eval()
@@ -106,11 +110,32 @@ def test_r1_and_loss_at_every_update():
     x = real.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(d(x).sum(), x)
     assert torch.allclose(sl.r1_penalty(d, real), grad.square().sum(dim=(1, 2, 3)), rtol=1e-4)
-    logits = d(torch.cat([real, fake]))
-    plain = torch.nn.functional.softplus(logits[4:]).mean() + torch.nn.functional.softplus(-logits[:4]).mean()
+    plain = torch.nn.functional.softplus(d(fake)).mean() + torch.nn.functional.softplus(-d(real)).mean()
     expected = plain + 5.0 * grad.square().sum(dim=(1, 2, 3)).mean()  # gamma / 2 = 5
     assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
     assert torch.allclose(stylegan.discriminator_loss(d, real, fake), expected, rtol=1e-4)
+
+
+def test_discriminator_downsamples_by_blur_conv_then_average_pool_as_d_basic():
+    _, d = tiny(64)
+    block = d.blocks[1]  # 32 -> 16 px
+    with torch.no_grad():
+        block.conv1.bias.normal_()
+    x = torch.randn(2, 8, 32, 32)
+    h = block.conv0(x)
+    # By hand: [1, 2, 1] blur with 'same' padding, 3x3 conv (pad 1), 2x2 average, bias, lrelu * sqrt(2).
+    k = torch.tensor([1.0, 2.0, 1.0])
+    k = torch.outer(k, k) / 16
+    blurred = F.conv2d(F.pad(h, [1, 1, 1, 1]), k.expand(8, 1, 3, 3), groups=8)
+    conv = F.conv2d(blurred, block.conv1.weight * block.conv1.scale, padding=1)
+    pooled = (conv[:, :, 0::2, 0::2] + conv[:, :, 1::2, 0::2] + conv[:, :, 0::2, 1::2] + conv[:, :, 1::2, 1::2]) / 4
+    expected = F.leaky_relu(pooled + block.conv1.bias.view(1, -1, 1, 1), 0.2) * 2**0.5
+    out = block(x)
+    assert out.shape == (2, 8, 16, 16) and torch.allclose(out, expected, atol=1e-5)
+    # NVIDIA's fused form (used from 128 px): one stride-2 conv with the 3x3 kernel spread over 4x4.
+    w = F.pad(block.conv1.weight * block.conv1.scale, [1, 1, 1, 1])
+    fused = (w[..., 1:, 1:] + w[..., :-1, 1:] + w[..., 1:, :-1] + w[..., :-1, :-1]) / 4
+    assert torch.allclose(F.conv2d(blurred, fused, stride=2, padding=1), pooled, atol=1e-5)
 
 
 def test_training_changes_weights_and_leaves_global_rng_alone():
