@@ -23,7 +23,7 @@ from generators import folder as folder_source
 from generators.base import Generator, GeneratorError, NetworkGenerator
 from benchmark.atomic import sha256_file
 from generators.checkpoint import load_network
-from generators.training import StepStats, images_sha256, train
+from generators.training import StepStats, images_sha256, is_trained, train
 
 ARCHITECTURES: dict[str, str] = {
     "progan": "generators.progan",
@@ -38,7 +38,7 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 __all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats", "family",
-           "images_sha256", "load", "sha256_file", "train"]
+           "images_sha256", "is_trained", "load", "sha256_file", "train"]
 
 
 def family(arch: str) -> ModuleType:

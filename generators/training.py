@@ -34,11 +34,16 @@ from torch import nn
 from benchmark.images import encode_png, image_grid
 from generators.base import GeneratorError, LazyRegularizer, NetworkFamily, isolated_rng, render, to_float
 from benchmark.atomic import write_bytes
-from generators.checkpoint import checkpoint_paths, save_checkpoint
+from generators.checkpoint import checkpoint_paths, read_meta, save_checkpoint
 from generators.ema import EmaSetting, GeneratorEma
 from generators.resume import TrainingState
 
 log = logging.getLogger(__name__)
+
+# Bumped whenever the training code makes other weights from the same settings and photos, so
+# a build never reuses a checkpoint that older code trained. 2: separate D passes for fakes
+# and reals, generator EMA saved, lazy R1 / path length steps, per-model noise maps.
+TRAINING_VERSION = 2
 
 # Fixed seeds for sample grids, so grids of different runs and steps show the same latents.
 GRID_SEEDS = range(64)
@@ -253,6 +258,39 @@ def _family(arch: str) -> NetworkFamily:
     return module
 
 
+def _run_settings(config: TrainConfig, data_sha256: str) -> dict[str, Any]:
+    """What decides a run's weights besides arch, resolution and options; the sidecar's `train`
+    block holds these, and a checkpoint is reused only when all of them match."""
+    return {"steps": config.steps, "batch_size": config.batch_size, "lr_g": config.lr_g,
+            "lr_d": config.lr_d, "betas": list(config.betas), "n_dis": config.n_dis,
+            "seed": config.seed, "data_sha256": data_sha256, "torch": torch.__version__,
+            "training_version": TRAINING_VERSION}
+
+
+def is_trained(out: Path | str, arch: str, data_sha256: str, resolution: int, *, steps: int,
+               batch_size: int, seed: int, lr_g: float | None = None, lr_d: float | None = None,
+               betas: tuple[float, float] | None = None, n_dis: int | None = None,
+               options: Mapping[str, Any] | None = None) -> bool:
+    """Whether OUT already holds what train(arch, images, OUT, ...) with these settings would
+    write: same arch and resolution, the same options once defaults are filled in (a default
+    that changed makes another network), the same resolved optimiser settings, photos, torch
+    and TRAINING_VERSION. A missing or unreadable checkpoint is simply not reusable."""
+    family = _family(arch)
+    config = resolve_config(family, steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g,
+                            lr_d=lr_d, betas=betas, n_dis=n_dis)
+    options = family.options_dict(family.parse_options(options))
+    paths = checkpoint_paths(out)
+    if not paths.weights.is_file():
+        return False
+    try:
+        meta = read_meta(paths.sidecar)
+    except GeneratorError:
+        return False
+    recorded = meta.train or {}
+    return (meta.arch == family.NAME and meta.resolution == resolution and meta.options == options
+            and all(recorded.get(k) == v for k, v in _run_settings(config, data_sha256).items()))
+
+
 def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_size: int, seed: int,
           lr_g: float | None = None, lr_d: float | None = None,
           betas: tuple[float, float] | None = None, n_dis: int | None = None,
@@ -293,22 +331,12 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
     fingerprint = {"arch": family.NAME, "resolution": resolution, "options": family.options_dict(parsed),
                    "config": dataclasses.asdict(config), "data_sha256": data_sha256,
                    "ema": None if ema_setting is None else dataclasses.asdict(ema_setting),
-                   "torch": torch.__version__}
+                   "torch": torch.__version__, "training_version": TRAINING_VERSION}
     state = TrainingState(paths.weights, fingerprint, checkpoint_every) if checkpoint_every else None
     result = fit(family, images, config, parsed, device=device, on_step=on_step, state=state)
-    train_info = {
-        "steps": config.steps,
-        "batch_size": config.batch_size,
-        "lr_g": config.lr_g,
-        "lr_d": config.lr_d,
-        "betas": list(config.betas),
-        "n_dis": config.n_dis,
-        "seed": config.seed,
-        "ema": None if result.ema is None else dataclasses.asdict(result.ema),
-        "data_sha256": data_sha256,
-        "image_count": len(images),
-        "torch": torch.__version__,
-    }
+    train_info = {**_run_settings(config, data_sha256),
+                  "ema": None if result.ema is None else dataclasses.asdict(result.ema),
+                  "image_count": len(images)}
     save_checkpoint(paths.weights, result.generator, arch=family.NAME, resolution=resolution,
                     options=family.options_dict(parsed), train=train_info)
     write_grid(paths.grid, result.generator, device)

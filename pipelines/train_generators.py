@@ -7,7 +7,6 @@ already exists with the same training settings and data is reused, so a rerun re
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -30,23 +29,12 @@ def _training_images(batches: list[ImageBatch]) -> np.ndarray:
     return np.stack([decode_image(png) for _, png in items])
 
 
-def _reusable(task: TrainTask, data_sha256: str) -> bool:
-    meta_path = Path(task.checkpoint).with_suffix(".json")
-    if not Path(task.checkpoint).is_file() or not meta_path.is_file():
-        return False
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return False
-    train = meta.get("train") or {}
-    wanted = {"steps": task.steps, "batch_size": task.batch_size, "seed": task.seed,
-              "lr_g": task.lr_g, "lr_d": task.lr_d, "n_dis": task.n_dis, "data_sha256": data_sha256}
-    # None means "the architecture's default": the checkpoint records the resolved value.
-    wanted = {k: v for k, v in wanted.items() if v is not None}
-    options = meta.get("options", {})
-    return (meta.get("arch") == task.arch
-            and all(options.get(k) == v for k, v in task.options.items())
-            and all(train.get(k) == v for k, v in wanted.items()))
+def _reusable(task: TrainTask, data_sha256: str, resolution: int) -> bool:
+    # None means "the architecture's default": is_trained resolves it as training would.
+    return generators.is_trained(task.checkpoint, task.arch, data_sha256, resolution,
+                                 steps=task.steps, batch_size=task.batch_size, seed=task.seed,
+                                 lr_g=task.lr_g, lr_d=task.lr_d, n_dis=task.n_dis,
+                                 options=dict(task.options))
 
 
 class _TrainFn(beam.DoFn):
@@ -64,7 +52,7 @@ class _TrainFn(beam.DoFn):
         images = _training_images(list(grouped["images"]))
         data_sha256 = generators.images_sha256(images)
         for task in tasks:
-            if _reusable(task, data_sha256):
+            if _reusable(task, data_sha256, images.shape[1]):
                 log.info("reusing %s (same settings and data)", task.checkpoint)
                 counter("generators_reused").inc()
             else:

@@ -1,6 +1,7 @@
 """A checkpoint the build trained is reused only when settings and data are the same."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -16,15 +17,25 @@ def test_reuse_needs_same_settings_and_data(tmp_path):
                      checkpoint=str(tmp_path / "sngan-faces.safetensors"), steps=1, batch_size=4,
                      lr_g=2e-4, lr_d=2e-4, n_dis=1, samples=8, options={"ch": 8}, seed=5)
     sha = generators.images_sha256(images)
-    assert not _reusable(task, sha)  # nothing trained yet
+    assert not _reusable(task, sha, 32)  # nothing trained yet
     generators.train("sngan", images, tmp_path / "sngan-faces", steps=1, batch_size=4, seed=5,
                      n_dis=1, options={"ch": 8})
-    assert _reusable(task, sha)
-    assert not _reusable(task, generators.images_sha256(images[:4]))
-    for change in ({"steps": 2}, {"seed": 6}, {"n_dis": 2}, {"lr_g": 1e-3}, {"options": {"ch": 16}}):
-        assert not _reusable(dataclasses.replace(task, **change), sha), change
-    (tmp_path / "sngan-faces.json").write_text("{not json")
-    assert not _reusable(task, sha)
+    assert _reusable(task, sha, 32)
+    assert not _reusable(task, generators.images_sha256(images[:4]), 32)
+    assert not _reusable(task, sha, 64)
+    for change in ({"steps": 2}, {"seed": 6}, {"n_dis": 2}, {"lr_g": 1e-3}, {"options": {"ch": 16}},
+                   {"options": {"ch": 8, "dim_z": 64}}):
+        assert not _reusable(dataclasses.replace(task, **change), sha, 32), change
+    sidecar = tmp_path / "sngan-faces.json"
+    meta = json.loads(sidecar.read_text())
+    # Written by older training code, or under an option default that has since changed: the
+    # task names neither, yet the network it would train now is another one.
+    for stale in ({**meta, "train": {**meta["train"], "training_version": 1}},
+                  {**meta, "options": {k: v for k, v in meta["options"].items() if k != "dim_z"}}):
+        sidecar.write_text(json.dumps(stale))
+        assert not _reusable(task, sha, 32)
+    sidecar.write_text("{not json")
+    assert not _reusable(task, sha, 32)
 
 
 @pytest.fixture
