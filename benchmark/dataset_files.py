@@ -18,7 +18,7 @@ import pyarrow as pa
 from benchmark import protocol
 from benchmark.atomic import atomic_path, write_text
 from benchmark.config import BuildConfig
-from benchmark.images import decode_image, image_grid
+from benchmark.images import decode_image, image_grid, label_rows
 from benchmark.repmix import semantic_labels
 
 GRID_COLUMNS = 8
@@ -51,7 +51,7 @@ def read_pngs(out_dir: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
 
 
 def write_grids(out_dir: Path, manifest: pa.Table, classes: tuple[str, ...]) -> dict[str, str]:
-    """One PNG per split: a row per class, its first samples in manifest order."""
+    """One PNG per split: a row per class, named on its left, its first samples in manifest order."""
     rows = manifest.select(["key", "split", "source", "shard"]).to_pylist()
     written = {}
     for split in protocol.SPLIT_NAMES:
@@ -66,7 +66,7 @@ def write_grids(out_dir: Path, manifest: pa.Table, classes: tuple[str, ...]) -> 
             row = [decode_image(pngs[r["key"]]) for r in picks[c]]
             row += [np.zeros((size, size, 3), np.uint8)] * (GRID_COLUMNS - len(row))
             tiles.extend(row)
-        grid = image_grid(np.stack(tiles), GRID_COLUMNS)
+        grid = label_rows(image_grid(np.stack(tiles), GRID_COLUMNS), list(classes), size)
         name = f"samples-{split}.png"
         ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
         with atomic_path(out_dir / name) as tmp:

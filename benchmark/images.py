@@ -88,3 +88,21 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
         r, col = divmod(i, columns)
         grid[r * h:(r + 1) * h, col * w:(col + 1) * w] = img
     return grid
+
+
+def label_rows(grid: np.ndarray, labels: list[str], row_height: int) -> np.ndarray:
+    """The grid with a white margin on its left naming each row (one label per row_height),
+    so a reader of a sample grid sees which class a row shows without the card beside it."""
+    scale = max(0.3, row_height / 160)
+    thickness = max(1, round(row_height / 64))
+    widths = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] for t in labels]
+    margin = max(widths, default=0) + 2 * max(4, row_height // 16)
+    out = np.full((grid.shape[0], margin + grid.shape[1], 3), 255, np.uint8)
+    out[:, margin:] = grid
+    for i, text in enumerate(labels):
+        (_, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        y = i * row_height + (row_height + h) // 2
+        cv2.putText(out, text, (max(4, row_height // 16), y), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), thickness, cv2.LINE_AA)
+    return out
+

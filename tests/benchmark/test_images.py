@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmark.images import ImageDecodeError, center_crop_resize, decode_image, encode_png, image_grid
+from benchmark.images import (ImageDecodeError, center_crop_resize, decode_image, encode_png, image_grid,
+                              label_rows)
 
 
 def _encode(img: np.ndarray, ext: str) -> bytes:
@@ -65,3 +66,16 @@ def test_grid_tiles_row_major():
     grid = image_grid(tiles, 3)
     assert grid.shape == (4, 6, 3)
     assert grid[0, 4, 0] == 2 and grid[2, 2, 0] == 4 and grid[2, 4, 0] == 0
+
+
+def test_label_rows_names_each_row_in_a_margin_and_keeps_the_tiles():
+    grid = np.full((2 * 64, 3 * 64, 3), 128, np.uint8)
+    out = label_rows(grid, ["real", "stylegan2"], 64)
+    margin = out.shape[1] - grid.shape[1]
+    assert out.shape[0] == grid.shape[0] and margin > 0
+    assert (out[:, margin:] == grid).all()
+    for row in range(2):  # each row's own band of the margin carries ink
+        band = out[row * 64:(row + 1) * 64, :margin]
+        assert (band < 128).any()
+    # a longer label widens the margin
+    assert label_rows(grid, ["a", "b"], 64).shape[1] < out.shape[1]
