@@ -26,7 +26,9 @@ from torch import nn
 
 from benchmark.atomic import atomic_path
 from benchmark.config import ConfigError
-from eval import run_files
+from eval import data, models, run_files
+from eval.benchmark_folder import BenchmarkError, open_benchmark
+from eval.models import ModelError
 from eval.run_files import RunError
 from eval.train import Runtime, _to_device, data_settings, select_runtime
 from eval.train_config import config_from_json
@@ -89,9 +91,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from eval import data, models  # noqa: PLC0415
-    from eval.benchmark_folder import BenchmarkError, open_benchmark  # noqa: PLC0415
-
     try:
         info = run_files.read_json(args.run / run_files.RUN_INFO)
         try:
@@ -105,13 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                            f"the benchmark's {list(folder.classes)}")
         ckpt = run_files.load_checkpoint(args.run, args.checkpoint)
         rt = select_runtime(cfg, args.device)
-    except (ConfigError, RunError, BenchmarkError) as exc:
+        name = cfg.model.name
+        # the options the run resolved (Yu / DCT: the stored resolution); the backbone file is
+        # not needed, every weight is in the checkpoint
+        model = models.build_model(name, len(folder.classes), options=info["options"], weights=None)
+        model.load_state_dict(ckpt.weights)  # strict: every tensor, DCT's input statistics included
+    except (ConfigError, RunError, BenchmarkError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    name = cfg.model.name
-    model = models.build_model(name, len(folder.classes), options=cfg.model.options, weights=None)
-    model.load_state_dict(ckpt.weights)  # strict: every tensor, DCT's input statistics included
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)

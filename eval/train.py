@@ -33,7 +33,9 @@ from tqdm import tqdm
 
 from benchmark.atomic import sha256_file, write_bytes, write_text
 from benchmark.config import ConfigError
-from eval import run_files
+from eval import data, models, run_files
+from eval.benchmark_folder import BenchmarkError, BenchmarkFolder, open_benchmark
+from eval.models import ModelError
 from eval.run_files import RunError
 from eval.train_config import SCRATCH, TrainConfig, config_from_json, load_train_config
 
@@ -342,66 +344,77 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from eval import data, models  # noqa: PLC0415
-    from eval.benchmark_folder import BenchmarkError, open_benchmark  # noqa: PLC0415
-
-    try:
-        cfg = resolve_config(args, models.TRAIN_DEFAULTS[args.model])
-        check_run_folder(args.out, args.resume)
-        folder = open_benchmark(args.benchmark)
-        rt = select_runtime(cfg, args.device)
-        backbone = backbone_record(cfg)
-        if args.resume:
-            recorded = run_files.read_json(args.out / run_files.RUN_INFO)
-            if recorded["manifest_sha256"] != folder.manifest_sha256:
-                raise RunError(f"{args.out / run_files.RUN_INFO}: the run trained on benchmark "
-                               f"{recorded['manifest_sha256']}, --benchmark is "
-                               f"{folder.manifest_sha256}")
-    except (ConfigError, RunError, BenchmarkError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    torch.manual_seed(cfg.seed)  # model initialisation; the data are seeded per epoch
-    settings = data_settings(cfg, models.mixes(cfg.model.name))
-    kind = models.input_kind(cfg.model.name)
-    model = models.build_model(cfg.model.name, len(folder.classes), options=cfg.model.options,
-                               weights=None if cfg.model.backbone_weights == SCRATCH
-                               else Path(cfg.model.backbone_weights))
-    info = {"model": cfg.model.name, "options": dict(cfg.model.options), "classes": list(folder.classes),
-            "benchmark": str(Path(args.benchmark).resolve()), "manifest_sha256": folder.manifest_sha256,
-            **backbone, "early_stop": cfg.early_stop.model_dump(), "torch": torch.__version__}
-    if not args.resume:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text(args.out / run_files.CONFIG, cfg.to_json())
-        run_files.write_json(args.out / run_files.RUN_INFO, info)
-        if cfg.model.name == "dct":  # input statistics from the training data, kept as buffers
-            from eval.models.dct import fit_input_statistics  # noqa: PLC0415
-            fit_input_statistics(model, (b["image"] for b in data.eval_loader(
-                folder, "train", settings, input_kind=kind, seen_only=cfg.data.seen_only)))
+def build_parts(cfg: TrainConfig, folder: BenchmarkFolder) -> tuple[TrainParts, dict]:
+    """The model (freshly initialised) and data of a run, and the model's resolved options."""
+    name, classes = cfg.model.name, len(folder.classes)
+    model_mixes = models.mixes(name)
+    mixes = cfg.data.mixes if cfg.data.mixes is not None else model_mixes
+    if model_mixes == 1 and mixes != 1:
+        raise ConfigError([f"data.mixes: {name} takes one image per example, not {mixes}"])
+    kind = models.input_kind(name)
+    options = dict(cfg.model.options)
+    if kind == "stored":  # Yu and DCT are built for the stored size (Yu needs a power of two)
+        options.setdefault("resolution", folder.resolution)
+    weights = None if cfg.model.backbone_weights == SCRATCH else Path(cfg.model.backbone_weights)
+    torch.manual_seed(cfg.seed)  # model initialisation; the data are seeded per (seed, epoch)
+    model = models.build_model(name, classes, options=options, weights=weights)
+    settings = data_settings(cfg, model_mixes)
     parts = TrainParts(
         model=model,
-        loss=lambda out, labels, mix: models.loss(cfg.model.name, out, labels, mix, len(folder.classes)),
+        loss=lambda out, labels, mix: models.loss(name, out, labels, mix, classes),
         train_batches=lambda epoch: data.train_loader(folder, settings, input_kind=kind, epoch=epoch),
         val_batches=lambda: data.eval_loader(folder, "val", settings, input_kind=kind,
                                              seen_only=cfg.data.seen_only),
         train_count=data.train_count(folder, settings),
-        mixing=models.mixes(cfg.model.name) > 1 if cfg.data.mixes is None else cfg.data.mixes > 1)
+        mixing=mixes > 1)
+    return parts, models.resolved_options(name, options)
+
+
+def data_settings(cfg: TrainConfig, model_mixes: int) -> data.DataSettings:
+    """eval.data's DataSettings from the config's data section and seed."""
+    d = cfg.data
+    return data.DataSettings(
+        resize=d.resize, crop=d.crop, eval_size=d.eval_size, flip=d.flip,
+        online_corruption=d.online_corruption, corruption_probability=d.corruption_probability,
+        seen_only=d.seen_only, batch_size=d.batch_size, workers=d.workers,
+        shuffle_buffer=d.shuffle_buffer, mixes=d.mixes if d.mixes is not None else model_mixes,
+        mix_alpha=d.mix_alpha, seed=cfg.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = resolve_config(args, models.train_defaults(args.model))
+        check_run_folder(args.out, args.resume)
+        folder = open_benchmark(args.benchmark)
+        if args.resume:
+            recorded = run_files.read_json(args.out / run_files.RUN_INFO)["manifest_sha256"]
+            if recorded != folder.manifest_sha256:
+                raise RunError(f"{args.out / run_files.RUN_INFO}: the run trained on benchmark manifest "
+                               f"sha256 {recorded}, --benchmark has {folder.manifest_sha256}")
+        rt = select_runtime(cfg, args.device)
+        parts, options = build_parts(cfg, folder)
+        info = {"model": cfg.model.name, "options": options, "classes": list(folder.classes),
+                "benchmark": str(Path(args.benchmark).resolve()),
+                "manifest_sha256": folder.manifest_sha256, **backbone_record(cfg),
+                "early_stop": cfg.early_stop.model_dump(), "torch": torch.__version__}
+    except (ConfigError, RunError, BenchmarkError, ModelError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if not args.resume:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_text(args.out / run_files.CONFIG, cfg.to_json())
+        run_files.write_json(args.out / run_files.RUN_INFO, info)
+        if cfg.model.name == "dct":  # the input statistics, from the training data, before epoch 1
+            settings = data_settings(cfg, 1)
+            used = models.fit_input_statistics(parts.model, (b["image"] for b in data.eval_loader(
+                folder, "train", settings, input_kind=models.input_kind("dct"),
+                seen_only=cfg.data.seen_only)))
+            print(f"dct input statistics from {used} training images", file=sys.stderr)
     stopper = fit(args.out, cfg, parts, info, rt, resume=args.resume)
     print(f"{args.out}: best {stopper.metric} {stopper.best} at epoch {stopper.best_epoch}")
     return 0
-
-
-def data_settings(cfg: TrainConfig, model_mixes: int):
-    """eval.data's DataSettings from the config's data section."""
-    from eval.data import DataSettings  # noqa: PLC0415
-    d = cfg.data
-    return DataSettings(resize=d.resize, crop=d.crop, eval_size=d.eval_size, flip=d.flip,
-                        corruption_probability=d.corruption_probability, seen_only=d.seen_only,
-                        batch_size=d.batch_size, workers=d.workers, shuffle_buffer=d.shuffle_buffer,
-                        mixes=d.mixes if d.mixes is not None else model_mixes,
-                        mix_alpha=d.mix_alpha, seed=cfg.seed)
 
 
 if __name__ == "__main__":

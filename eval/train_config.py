@@ -1,7 +1,8 @@
 """The training configuration: one typed, validated schema, from YAML plus `--set` overrides.
 
 Precedence, lowest first: the defaults below; the model's published settings (its module's
-TRAIN_DEFAULTS, a mapping of section -> settings); the config file's shared sections; the file's
+TRAIN_DEFAULTS, eval.models.train_defaults, mapped onto the sections by
+sections_from_model_defaults); the config file's shared sections; the file's
 `per_model.<model>` sections (one preset serves all three models); `--set key.path=value`.
 
 Every section is a frozen pydantic model that forbids unknown keys, so a typo is an error naming
@@ -52,13 +53,13 @@ class DataSection(_Section):
     crop: int = Field(224, ge=8, le=4096)
     eval_size: int = Field(224, ge=8, le=4096)
     flip: bool = True
+    online_corruption: bool = True  # one random seen ImageNet-C corruption per training image
     # Probability that a training image gets one random seen corruption online.
     corruption_probability: float = Field(0.95, ge=0, le=1)
     # Train and validate on the seen semantics only (the paper's protocol).
     seen_only: bool = True
-    batch_size: int = Field(32, ge=1, le=8192)  # training examples (RepMix: pairs) per step
-    eval_batch_size: int = Field(64, ge=1, le=8192)
-    workers: int = Field(0, ge=0, le=64)  # DataLoader worker processes
+    batch_size: int = Field(32, ge=1, le=8192)  # examples (RepMix: pairs) per step; also eval
+    workers: int = Field(2, ge=0, le=64)  # DataLoader worker processes (0: in the main one)
     shuffle_buffer: int = Field(1000, ge=1)
     mixes: int | None = Field(None, ge=1, le=8)  # images per example; None: the model's own
     mix_alpha: float = Field(0.4, gt=0)  # Beta / Dirichlet concentration of the mixing weights
@@ -74,6 +75,7 @@ class OptimSection(_Section):
     optimizer: Literal["adam"] = "adam"
     lr: float = Field(1e-3, gt=0, le=10)
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0, le=1)
     # Coupled (L2 added to the gradient), as plain Adam in the released RepMix code.
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["step", "none"] = "none"
@@ -122,6 +124,25 @@ class TrainConfig(_Section):
         data = self.model_dump(mode="json")
         data["runtime"] = {k: v for k, v in data["runtime"].items() if k not in ("device", "progress")}
         return data
+
+
+def sections_from_model_defaults(defaults: Mapping[str, Any]) -> dict:
+    """A model module's flat TRAIN_DEFAULTS (eval.models) as config sections."""
+    mapping = {"optimizer": ("optim", "optimizer"), "lr": ("optim", "lr"), "betas": ("optim", "betas"),
+               "eps": ("optim", "eps"), "weight_decay": ("optim", "weight_decay"),
+               "max_epochs": ("optim", "epochs"), "batch_size": ("data", "batch_size"),
+               "early_stop": ("early_stop", "metric"), "patience": ("early_stop", "patience"),
+               "validate_every": ("early_stop", "validate_every")}
+    out: dict = {}
+    for key, value in defaults.items():
+        if key in mapping:
+            section, name = mapping[key]
+            out.setdefault(section, {})[name] = list(value) if isinstance(value, tuple) else value
+        elif key == "step_gamma":  # StepLR every epoch, or None for a constant rate
+            out.setdefault("optim", {}).update(
+                {"scheduler": "none"} if value is None else {"scheduler": "step", "step_size": 1, "gamma": value})
+        # other keys (RepMix's early_stop_released) are documentation, not settings
+    return out
 
 
 def _merge(base: dict, top: Mapping) -> dict:
@@ -187,13 +208,13 @@ def _apply_override(data: dict, assignment: str) -> dict:
 
 
 def load_train_config(model: str, path: str | Path | None = None, overrides: Sequence[str] = (),
-                      model_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> TrainConfig:
+                      model_defaults: Mapping[str, Any] | None = None) -> TrainConfig:
     """Resolve the config for `model`; ConfigError lists every problem, naming file and key."""
     source = str(path) if path is not None else "--set"
     if model not in MODEL_NAMES:
         raise ConfigError([f"--model {model}: choose one of {', '.join(MODEL_NAMES)}"])
     data: dict = {"model": {"name": model}}
-    data = _merge(data, {k: dict(v) for k, v in (model_defaults or {}).items()})
+    data = _merge(data, sections_from_model_defaults(model_defaults or {}))
     if path is not None:
         file_data = _read_yaml(Path(path))
         per_model = file_data.pop("per_model", {}) or {}

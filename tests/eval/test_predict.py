@@ -111,3 +111,50 @@ def test_a_failed_prediction_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         predict.write_submission(tmp_path / "p.csv", broken(), CLASSES)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- train -> predict -> score with the real commands on a tiny built benchmark ---
+
+@pytest.mark.parametrize("model, sets", [
+    ("repmix", ["optim.epochs=1", "model.options.arch=resnet18", "model.options.embed_dim=16", "data.resize=36",
+                "data.crop=32", "data.eval_size=32"]),
+    ("yu", ["model.options.fmap_base=32", "model.options.fmap_max=16"]),
+])
+def test_cli_train_predict_score(tmp_path, model, sets, capsys):
+    from eval import train
+    from tests.eval.test_train import FAST_SETS, build_tiny_benchmark
+
+    bench = build_tiny_benchmark(tmp_path / "bench")
+    run = tmp_path / "run"
+    extra = [a for s in sets for a in ("--set", s)]
+    assert train.main(["--benchmark", str(bench), "--model", model, "--out", str(run),
+                       *FAST_SETS, *extra]) == 0
+    out = tmp_path / "preds.csv"
+    assert predict.main(["--run", str(run), "--benchmark", str(bench), "--out", str(out)]) == 0
+    with open(out) as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == 12  # every test image: 3 classes x 2 semantics (seen and unseen) x 2
+    for row in written:
+        scores = [float(row[f"score_{c}"]) for c in CLASSES]
+        assert sum(scores) == pytest.approx(1, abs=1e-5)
+        if model != "repmix":
+            assert float(row["fake_score"]) == pytest.approx(1 - scores[0], abs=1e-6)
+    done = subprocess.run([sys.executable, "eval/score.py", "--benchmark", str(bench),
+                           "--submission", str(out), "--bootstrap", "0"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["count"] == 12
+    assert report["by_semantic"]["seen"]["count"] == report["by_semantic"]["unseen"]["count"] == 6
+
+    # another benchmark (one more test image: another manifest) is refused, naming both hashes
+    other = build_tiny_benchmark(tmp_path / "other", {"train": 6, "val": 2, "test": 3})
+    capsys.readouterr()
+    refused = tmp_path / "refused.csv"
+    assert predict.main(["--run", str(run), "--benchmark", str(other), "--out", str(refused)]) == 2
+    err = capsys.readouterr().err
+    from eval.benchmark_folder import open_benchmark
+    assert open_benchmark(bench).manifest_sha256 in err and open_benchmark(other).manifest_sha256 in err
+    assert not refused.exists()
+    assert predict.main(["--run", str(run), "--benchmark", str(other), "--out", str(refused),
+                         "--force"]) == 0

@@ -179,9 +179,10 @@ def test_config_layers_and_errors_name_file_and_key(tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text("optim:\n  epochs: 5\nper_model:\n  yu:\n    optim:\n      lr: 0.002\n")
     cfg = load_train_config("yu", preset, ["data.batch_size=16"],
-                            model_defaults={"optim": {"lr": 1e-3, "betas": [0.0, 0.99]}})
+                            model_defaults={"lr": 1e-3, "betas": (0.0, 0.99), "step_gamma": 0.85})
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.optim.betas, cfg.data.batch_size) == \
            (5, 0.002, (0.0, 0.99), 16)
+    assert (cfg.optim.scheduler, cfg.optim.gamma) == ("step", 0.85)
     assert load_train_config("dct", preset).optim.lr == 1e-3  # another model's section unused
 
     bad = tmp_path / "bad.yaml"
@@ -206,3 +207,106 @@ def test_existing_run_refused_without_resume(tmp_path):
         train.check_run_folder(tmp_path / "full", resume=False)
     with pytest.raises(RunError, match="no last.json"):
         train.check_run_folder(tmp_path / "full", resume=True)
+
+
+# --- the command on a tiny built benchmark (32 px shards, manifest, classes, dataset_info) ---
+
+SEMANTICS = (("celeba", True), ("cat", False))
+SIDE = 32
+
+
+def _png(image) -> bytes:
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, format="PNG")
+    return out.getvalue()
+
+
+def build_tiny_benchmark(root: Path, per_cell: dict[str, int] | None = None) -> Path:
+    """3 classes x 2 semantics (celeba seen, cat unseen); images whose mean tells the class."""
+    import numpy as np
+
+    from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
+    from benchmark.shards import ShardSample, write_shard
+    per_cell = per_cell or {"train": 6, "val": 2, "test": 2}
+    root.mkdir(parents=True)
+    rows, n = [], 0
+    for split, count in per_cell.items():
+        samples = []
+        for label, source in enumerate(("real", "sngan", "progan")):
+            for sem_label, (semantic, seen) in enumerate(SEMANTICS):
+                for j in range(count):
+                    row = {c: None for c in MANIFEST_SCHEMA.names}
+                    row.update(key=f"{source}-{semantic}-{split}-s{j:04d}", split=split, source=source,
+                               label=label, semantic=semantic, semantic_label=sem_label, seen=seen,
+                               generator=source, checkpoint_sha256="", sample_index=j, latent_seed=n,
+                               origin="", cluster=-1, filled=False, corruption="none", severity=0,
+                               corruption_seen=True, corruption_seed=0, sha256="", png_bytes=0,
+                               shard=f"{split}-000000.tar", position=0)
+                    rng = np.random.default_rng(n)
+                    image = np.clip(rng.normal(60 + 70 * label, 20, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
+                    samples.append((row, image))
+                    n += 1
+        samples.sort(key=lambda s: s[0]["key"])
+        for pos, (row, _) in enumerate(samples):
+            row["position"] = pos
+        write_shard(root / f"{split}-000000.tar", [ShardSample(r["key"], _png(i), dict(r)) for r, i in samples])
+        rows += [r for r, _ in samples]
+    write_manifest(rows, root / "manifest.parquet")
+    (root / "classes.json").write_text(json.dumps({
+        "classes": ["real", "sngan", "progan"],
+        "semantics": [{"name": s, "label": i, "seen": seen} for i, (s, seen) in enumerate(SEMANTICS)]}))
+    (root / "dataset_info.json").write_text(json.dumps({
+        "resolution": SIDE, "corruptions": {"unseen_set": "repmix", "apply_at": "stored"}}))
+    return root
+
+
+FAST_SETS = ["--set", "runtime.progress=false", "--set", "data.workers=0", "--set", "data.batch_size=4",
+             "--set", "data.online_corruption=false", "--set", "optim.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return build_tiny_benchmark(tmp_path_factory.mktemp("tiny") / "bench")
+
+
+def test_cli_config_error_exits_2_naming_the_key_and_writes_nothing(tiny, tmp_path, capsys):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("optim:\n  epochs: 0\n")
+    run = tmp_path / "run"
+    assert train.main(["--benchmark", str(tiny), "--model", "yu", "--out", str(run),
+                       "--config", str(preset)]) == 2
+    assert f"{preset}: optim.epochs" in capsys.readouterr().err
+    assert not run.exists()
+    assert train.main(["--benchmark", str(tiny), "--model", "yu", "--out", str(run),
+                       "--set", "model.options.fmap_bas=8"]) == 2
+    assert "fmap_bas" in capsys.readouterr().err
+    assert not run.exists()
+    assert train.main(["--benchmark", str(tmp_path / "nothing"), "--model", "yu", "--out", str(run)]) == 2
+    assert not run.exists()
+
+
+def test_cli_trains_resumes_and_refuses_a_used_run(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--benchmark", str(tiny), "--model", "dct", "--out", str(run), *FAST_SETS]
+    assert train.main(args) == 0
+    info = json.loads((run / "run.json").read_text())
+    from eval.benchmark_folder import open_benchmark
+    assert info["manifest_sha256"] == open_benchmark(tiny).manifest_sha256
+    assert info["backbone_sha256"] == "scratch" and info["options"]["resolution"] == SIDE
+    assert [int(r["epoch"]) for r in _rows(run)] == [1, 2]
+    # the DCT input statistics were fitted before epoch 1 and are kept with the weights
+    weights = run_files.load_checkpoint(run, "best").weights
+    fitted = [k for k in weights if k.endswith("fitted")]
+    assert fitted and all(bool(weights[k].all()) for k in fitted)
+    assert any(k.endswith("mean") and float(weights[k].abs().sum()) > 0 for k in weights)
+    assert train.main(args) == 2
+    assert "not empty" in capsys.readouterr().err
+    # --resume of a finished run changes nothing; with another config it is refused
+    before = (run / "last.json").read_text()
+    assert train.main([*args, "--resume"]) == 0
+    assert (run / "last.json").read_text() == before
+    assert train.main([*args, "--resume", "--set", "optim.lr=0.5"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
