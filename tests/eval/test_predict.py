@@ -158,3 +158,25 @@ def test_cli_train_predict_score(tmp_path, model, sets, capsys):
     assert not refused.exists()
     assert predict.main(["--run", str(run), "--benchmark", str(other), "--out", str(refused),
                          "--force"]) == 0
+
+
+def test_train_mini_script_on_a_tiny_benchmark(tmp_path):
+    from tests.eval.test_train import FAST_SETS, build_tiny_benchmark
+
+    bench = build_tiny_benchmark(tmp_path / "bench")
+    sets = [FAST_SETS[i + 1] for i in range(0, len(FAST_SETS), 2)]
+    done = subprocess.run([sys.executable, "benchmarks/train_mini.py", "--benchmark", str(bench),
+                           "--work", str(tmp_path / "work"), "--models", "yu,dct", "--bootstrap", "20",
+                           *(a for s in [*sets, "model.options.fmap_base=32"] for a in ("--set", s))],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    assert "| | Yu et al. | DCT-CNN | chance |" in table
+    for label in ("attribution accuracy % (95% CI)", "NMI", "detection accuracy %",
+                  "seen semantics", "unseen semantics", "clean images", "corrupted images",
+                  "worst corruption 1: fog", "train wall time"):
+        assert label in table, label
+    # chance beside attribution accuracy: 3 balanced classes
+    assert "| 33.3 |" in table.splitlines()[2]
+    for model in ("yu", "dct"):
+        assert (tmp_path / "work" / model / "report.json").is_file()

@@ -242,8 +242,9 @@ def build_tiny_benchmark(root: Path, per_cell: dict[str, int] | None = None) -> 
                     row.update(key=f"{source}-{semantic}-{split}-s{j:04d}", split=split, source=source,
                                label=label, semantic=semantic, semantic_label=sem_label, seen=seen,
                                generator=source, checkpoint_sha256="", sample_index=j, latent_seed=n,
-                               origin="", cluster=-1, filled=False, corruption="none", severity=0,
-                               corruption_seen=True, corruption_seed=0, sha256="", png_bytes=0,
+                               origin="", cluster=-1, filled=False,
+                               corruption="fog" if split == "test" and j % 2 else "none",
+                               severity=3 if split == "test" and j % 2 else 0, corruption_seen=True, corruption_seed=0, sha256="", png_bytes=0,
                                shard=f"{split}-000000.tar", position=0)
                     rng = np.random.default_rng(n)
                     image = np.clip(rng.normal(60 + 70 * label, 20, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8)
@@ -310,3 +311,15 @@ def test_cli_trains_resumes_and_refuses_a_used_run(tiny, tmp_path, capsys):
     assert (run / "last.json").read_text() == before
     assert train.main([*args, "--resume", "--set", "optim.lr=0.5"]) == 2
     assert "optim.lr" in capsys.readouterr().err
+
+
+def test_mini_preset_resolves_for_every_model():
+    from eval import models
+    preset = Path(__file__).resolve().parents[2] / "configs" / "train_mini.yaml"
+    for name in ("repmix", "yu", "dct"):
+        cfg = load_train_config(name, preset, model_defaults=models.train_defaults(name))
+        assert (cfg.data.resize, cfg.data.crop, cfg.data.eval_size) == (72, 64, 64)
+        assert cfg.optim.epochs <= 15
+    repmix = load_train_config("repmix", preset, model_defaults=models.train_defaults("repmix"))
+    assert repmix.model.options["arch"] == "resnet18"
+    assert (repmix.optim.scheduler, repmix.optim.gamma, repmix.optim.weight_decay) == ("step", 0.85, 5e-4)
