@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+import torch.nn.functional as F
 
 from eval.models import ModelError, build_model, fit_input_statistics, loss
 from eval.models.dct import dct_matrix
@@ -74,6 +75,16 @@ def test_small_cnn_layout_is_theirs():
                for c in (model.conv1, model.conv2, model.conv3, model.conv4))
     assert model.classify.in_features == 32 * 32 * 32  # two 2x2 poolings: 128 -> 32
     assert model.conv1.bias.abs().sum() == 0  # Keras zero bias
+    small = build_model("dct", 3, options={"resolution": R})
+    fit_input_statistics(small, [batch(4, 1)])
+    x = batch(2, 2)
+    h = torch.relu(small.conv1(small.spectrum(x)))
+    h = F.avg_pool2d(torch.relu(small.conv2(h)), 2)
+    h = F.avg_pool2d(torch.relu(small.conv3(h)), 2)
+    h = torch.relu(small.conv4(h)).flatten(1)
+    out = small(x)
+    torch.testing.assert_close(out.embedding, h)
+    torch.testing.assert_close(out.logits, small.classify(h))
     with pytest.raises(ModelError, match="divisible by 4"):
         build_model("dct", 5, options={"resolution": 30})
 

@@ -75,3 +75,13 @@ def test_training_on_one_batch_lowers_the_loss():
     assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.97 * losses[0], losses
     torch.testing.assert_close(loss("yu", model(x), labels, mix, 3),
                                F.cross_entropy(model(x).logits, labels[:, 0]))
+
+
+def test_head_is_conv_then_fingerprint_then_class_layer():
+    model = build_model("yu", 3, options={"resolution": 16, "fmap_base": 32, "fmap_max": 8})
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    h = F.leaky_relu(model.conv(model.blocks(x)), 0.2).flatten(1)
+    fingerprint = F.leaky_relu(model.fingerprint(h), 0.2)
+    out = model(x)
+    torch.testing.assert_close(out.embedding, fingerprint)
+    torch.testing.assert_close(out.logits, model.classify(fingerprint))
