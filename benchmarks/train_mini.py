@@ -39,7 +39,7 @@ def run(cmd: list[str]) -> float:
     """Run a command from the repository root; its wall time in seconds; stop on failure."""
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT)
+    done = subprocess.run(cmd, cwd=ROOT, stdout=sys.stderr)  # stdout: the table only
     if done.returncode != 0:
         sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}")
     return time.perf_counter() - start

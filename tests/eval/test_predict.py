@@ -167,7 +167,7 @@ def test_train_mini_script_on_a_tiny_benchmark(tmp_path):
     sets = [FAST_SETS[i + 1] for i in range(0, len(FAST_SETS), 2)]
     done = subprocess.run([sys.executable, "benchmarks/train_mini.py", "--benchmark", str(bench),
                            "--work", str(tmp_path / "work"), "--models", "yu,dct", "--bootstrap", "20",
-                           *(a for s in [*sets, "model.options.fmap_base=32"] for a in ("--set", s))],
+                           *(a for s in [*sets, "optim.epochs=1"] for a in ("--set", s))],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout
@@ -177,6 +177,7 @@ def test_train_mini_script_on_a_tiny_benchmark(tmp_path):
                   "worst corruption 1: fog", "train wall time"):
         assert label in table, label
     # chance beside attribution accuracy: 3 balanced classes
-    assert "| 33.3 |" in table.splitlines()[2]
+    attribution = next(line for line in table.splitlines() if line.startswith("| attribution accuracy"))
+    assert attribution.endswith("| 33.3 |")
     for model in ("yu", "dct"):
         assert (tmp_path / "work" / model / "report.json").is_file()
