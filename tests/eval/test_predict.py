@@ -126,9 +126,22 @@ def test_cli_train_predict_score(tmp_path, model, sets, capsys):
 
     bench = build_tiny_benchmark(tmp_path / "bench")
     run = tmp_path / "run"
+    if model == "repmix":  # a local backbone file (here a random torchvision ResNet18 state dict)
+        import torchvision
+        from safetensors.torch import save_file
+
+        from benchmark.atomic import sha256_file
+        backbone = tmp_path / "resnet18.safetensors"
+        save_file(torchvision.models.resnet18().state_dict(), str(backbone))
+        sets = [*sets, f"model.backbone_weights={backbone}"]
     extra = [a for s in sets for a in ("--set", s)]
     assert train.main(["--benchmark", str(bench), "--model", model, "--out", str(run),
                        *FAST_SETS, *extra]) == 0
+    info = json.loads((run / "run.json").read_text())
+    if model == "repmix":
+        assert (info["backbone_weights"], info["backbone_sha256"]) == (str(backbone), sha256_file(backbone))
+    else:
+        assert info["backbone_sha256"] == "scratch"
     out = tmp_path / "preds.csv"
     assert predict.main(["--run", str(run), "--benchmark", str(bench), "--out", str(out)]) == 0
     with open(out) as f:
