@@ -323,3 +323,41 @@ def test_mini_preset_resolves_for_every_model():
     repmix = load_train_config("repmix", preset, model_defaults=models.train_defaults("repmix"))
     assert repmix.model.options["arch"] == "resnet18"
     assert (repmix.optim.scheduler, repmix.optim.gamma, repmix.optim.weight_decay) == ("step", 0.85, 5e-4)
+
+
+def test_cli_resume_on_real_data_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    """eval.data's loaders, DCT-CNN and its fitted statistics: crash in epoch 2, --resume."""
+    sets = [*FAST_SETS, "--set", "data.online_corruption=true", "--set", "data.corruption_probability=0.5"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert train.main(["--benchmark", str(tiny), "--model", "dct", "--out", str(straight), *sets]) == 0
+    real_epoch = train.train_one_epoch
+
+    def crash_in_epoch_2(*args, **kwargs):
+        if args[-1] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(["--benchmark", str(tiny), "--model", "dct", "--out", str(broken), *sets])
+    monkeypatch.setattr(train, "train_one_epoch", real_epoch)
+    assert train.main(["--benchmark", str(tiny), "--model", "dct", "--out", str(broken), *sets,
+                       "--resume"]) == 0
+    a, b = run_files.load_checkpoint(straight, "last"), run_files.load_checkpoint(broken, "last")
+    assert a.epoch == b.epoch == 2
+    for name in a.weights:
+        assert torch.equal(a.weights[name], b.weights[name]), name
+
+
+def test_progress_bar_shows_images_per_second_and_loss(tmp_path, capsys):
+    train.fit(tmp_path / "run", config("optim.epochs=1", "runtime.progress=true"), parts(), INFO, CPU)
+    err = capsys.readouterr().err
+    assert "img/s" in err and "loss=" in err and "epoch 1" in err
+
+
+def test_cuda_asked_without_one_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = config()
+    with pytest.raises(ConfigError, match="--device cuda"):
+        train.select_runtime(cfg, "cuda")
+    assert train.select_runtime(cfg, "auto") == CPU
