@@ -465,3 +465,33 @@ def test_settings_checked():
         DataSettings(corruption_probability=1.5)
     with pytest.raises(ValueError, match="input_kind"):
         data.eval_image(_image(0), input_kind="cropped", settings=FAST)
+
+
+@pytest.fixture(scope="module")
+def one_shard(tmp_path_factory) -> _Folder:
+    """All 36 train samples in one tar, plus a stray tar among the train shards holding two samples
+    whose JSON says val (not in the manifest): the stream must drop them by their JSON."""
+    f = build_folder(tmp_path_factory.mktemp("one"), {"train": 4}, {"train": 1})
+    strays = []
+    for j in range(2):
+        meta = dict(_rows(f)["real-celeba-train-s0000"], key=f"real-celeba-stray-s{j:04d}", split="val")
+        strays.append(ShardSample(meta["key"], _png(_image(1000 + j)), meta))
+    write_shard(f.path / "train-000001.tar", strays)
+    return f
+
+
+def test_split_filter_on_the_json(one_shard):
+    s = replace(FAST, mixes=1)
+    for seen_only in (True, False):
+        keys = [ex["key"][0] for ex in _examples(train_loader(one_shard, replace(s, seen_only=seen_only),
+                                                              input_kind="stored", epoch=0))]
+        assert len(keys) == (24 if seen_only else 36) and not any("stray" in k for k in keys)
+
+
+def test_buffer_shuffle_is_seeded_per_epoch(one_shard):
+    """One shard of train samples: the order comes from the sample buffer alone."""
+    s = replace(FAST, mixes=1, shuffle_buffer=36, seen_only=False)
+    orders = [tuple(ex["key"][0] for ex in _examples(train_loader(one_shard, s, input_kind="stored", epoch=e)))
+              for e in (0, 0, 1)]
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+    assert list(orders[0]) != sorted(orders[0])  # shuffled at all
