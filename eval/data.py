@@ -385,10 +385,10 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
     partners = None
     if settings.mixes > 1:
         partners = _PartnerIndex(shards, [r["key"] for r in rows], [r["shard"] for r in rows])
-    corruption = dict(folder.corruption_settings or {})
-    corruptions = corruption_names("seen", corruption.get("unseen_set", "repmix"))
-    make = _MakeExample(settings, input_kind, epoch, corruptions, corruption.get("apply_at", "stored"),
-                        corruption.get("backend", "engine"), partners)
+    corruption = folder.corruption_settings  # the build's: its seen set, its apply_at, its backend
+    corruptions = corruption_names("seen", corruption["unseen_set"])
+    make = _MakeExample(settings, input_kind, epoch, corruptions, corruption["apply_at"], corruption["backend"],
+                        partners)
     urls = [str(p) for p in shards]
     random.Random(derive_seed(settings.seed, f"shards-e{epoch}")).shuffle(urls)
     dataset = (

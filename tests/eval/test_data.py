@@ -3,88 +3,30 @@ benchmark.shards, a manifest by benchmark.manifest, classes.json), 36 px images.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
-import sys
-import types
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
-from benchmark.corruption_policy import CLEAN, CorruptionChoice
+from benchmark import online_corruption
+from benchmark.corruption_policy import CLEAN
 from benchmark.corruptions import names as corruption_names
-from benchmark.keys import derive_seed
-from benchmark.manifest import MANIFEST_SCHEMA, read_manifest, write_manifest
+from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
 from benchmark.shards import ShardSample, write_shard
-
-# ----------------------------------------------------------------------------------------------
-# STAND-IN (issue 10 merge: delete this block once i10-layout's benchmark/online_corruption.py is
-# merged; the real module is used whenever it imports). Same contract: choose_online seeded per
-# (seed, key, epoch), CLEAN with probability 1 - p; corrupt_image through benchmark.corruptions.
-try:
-    importlib.import_module("benchmark.online_corruption")
-except ModuleNotFoundError:
-    import benchmark
-    from benchmark.corruptions import corrupt as _corrupt
-
-    _standin = types.ModuleType("benchmark.online_corruption")
-
-    def _choose_online(key, epoch, seed, *, corruptions, probability=0.95, severities=(1, 2, 3, 4, 5)):
-        rng = np.random.default_rng(derive_seed(seed, f"online-corruption-e{epoch}", key))
-        if rng.random() >= probability:
-            return CorruptionChoice(CLEAN, 0, 0)
-        name = corruptions[int(rng.integers(len(corruptions)))]
-        severity = severities[int(rng.integers(len(severities)))]
-        return CorruptionChoice(name, int(severity), derive_seed(seed, f"online-noise-e{epoch}", key))
-
-    def _corrupt_image(image, choice, *, apply_at, backend="engine"):
-        work = {"stored": None, "resized_224": 224}[apply_at]
-        return np.asarray(_corrupt(image[None], choice.name, choice.severity, [choice.seed],
-                                   backend=backend, work_size=work))[0]
-
-    _standin.choose_online, _standin.corrupt_image = _choose_online, _corrupt_image
-    sys.modules["benchmark.online_corruption"] = _standin
-    benchmark.online_corruption = _standin
-# ----------------------------------------------------------------------------------------------
-
-from benchmark import online_corruption  # noqa: E402
-from eval import data  # noqa: E402
-from eval.data import DataSettings, eval_loader, train_count, train_loader  # noqa: E402
+from eval import data
+from eval.benchmark_folder import BenchmarkFolder, open_benchmark
+from eval.data import DataSettings, eval_loader, train_count, train_loader
 
 CLASSES = ("real", "sngan", "progan")
 SEMANTICS = (("celeba", True), ("bedroom", True), ("cat", False))  # label order: seen first
 SIDE = 36
 UNSEEN_SET = "repmix"
-
-
-# ----------------------------------------------------------------------------------------------
-# STAND-IN (issue 10 merge: replace with eval.benchmark_folder.open_benchmark from i10-layout).
-@dataclass(frozen=True)
-class _Folder:
-    path: Path
-    classes: tuple[str, ...] = CLASSES
-    resolution: int = SIDE
-    corruption_settings: dict = None
-
-    def manifest(self, columns=None, split=None) -> pa.Table:
-        table = read_manifest(self.path / "manifest.parquet")
-        if split is not None:
-            table = table.filter(pa.compute.equal(table["split"], split))
-        return table.select(list(columns)) if columns is not None else table
-
-    def shards(self, split: str) -> list[Path]:
-        found = sorted(self.path.glob(f"{split}-*.tar"))
-        if not found:
-            raise FileNotFoundError(f"{self.path}: no {split} shards")
-        return found
-# ----------------------------------------------------------------------------------------------
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -99,7 +41,7 @@ def _image(i: int) -> np.ndarray:
 
 
 def build_folder(root: Path, per_cell: dict[str, int], shards: dict[str, int],
-                 corruption_settings: dict | None = None) -> _Folder:
+                 corruption_settings: dict | None = None) -> BenchmarkFolder:
     """per_cell[split] images per (class, semantic); the split's samples dealt over shards[split]
     tars in key order. Val/test rows say they carry a corruption (the stored bytes are what they are)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -129,13 +71,15 @@ def build_folder(root: Path, per_cell: dict[str, int], shards: dict[str, int],
             write_shard(root / name, [ShardSample(r["key"], _png(img), dict(r)) for r, img in members])
             rows += [r for r, _ in members]
     write_manifest(rows, root / "manifest.parquet")
-    (root / "classes.json").write_text(json.dumps({"classes": list(CLASSES)}))
-    settings = corruption_settings or {"unseen_set": UNSEEN_SET, "apply_at": "stored", "backend": "engine"}
-    return _Folder(root, corruption_settings=settings)
+    semantics = [{"name": n, "label": i, "seen": seen} for i, (n, seen) in enumerate(SEMANTICS)]
+    (root / "classes.json").write_text(json.dumps({"classes": list(CLASSES), "semantics": semantics}))
+    corruptions = {"unseen_set": UNSEEN_SET, "apply_at": "stored", **(corruption_settings or {})}
+    (root / "dataset_info.json").write_text(json.dumps({"resolution": SIDE, "corruptions": corruptions}))
+    return open_benchmark(root)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> _Folder:
+def folder(tmp_path_factory) -> BenchmarkFolder:
     """train: 3 classes x 3 semantics x 4 = 36 (24 seen) over 4 tars; val 9 in 1 tar; test 18 in 2."""
     return build_folder(tmp_path_factory.mktemp("bench"), {"train": 4, "val": 1, "test": 2},
                         {"train": 4, "val": 1, "test": 2})
@@ -145,11 +89,11 @@ FAST = DataSettings(resize=40, crop=32, eval_size=32, batch_size=5, workers=0, s
                     mixes=2, online_corruption=False, seed=7)
 
 
-def _rows(folder: _Folder) -> dict[str, dict]:
+def _rows(folder: BenchmarkFolder) -> dict[str, dict]:
     return {r["key"]: r for r in folder.manifest().to_pylist()}
 
 
-def _stored(folder: _Folder, key: str) -> np.ndarray:
+def _stored(folder: BenchmarkFolder, key: str) -> np.ndarray:
     row = _rows(folder)[key]
     return _image(row["latent_seed"])
 
@@ -390,7 +334,7 @@ def test_corruption_changes_pixels_and_is_seeded_per_key_and_epoch():
     assert len(picks) > 1  # another corruption in another epoch
 
 
-def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, monkeypatch):
+def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, tmp_path, monkeypatch):
     """The released Compose corrupts the crop (RandomImagenetC after RandomCrop); apply_at comes
     from the build's corruption settings; only seen corruptions are drawn."""
     seen_calls = []
@@ -401,10 +345,10 @@ def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, monke
         return real(image, choice, apply_at=apply_at, backend=backend)
 
     monkeypatch.setattr(online_corruption, "corrupt_image", spy)
-    f = replace(folder, corruption_settings={"unseen_set": UNSEEN_SET, "apply_at": "resized_224"})
+    f = build_folder(tmp_path / "at224", {"train": 1}, {"train": 1}, {"apply_at": "resized_224"})
     s = replace(FAST, online_corruption=True, corruption_probability=1.0, mixes=1)
     batches = list(train_loader(f, s, input_kind="resized", epoch=0))
-    assert len(seen_calls) == 24
+    assert len(seen_calls) == 6
     assert {c[0] for c in seen_calls} == {(32, 32, 3)}
     assert {c[2] for c in seen_calls} == {"resized_224"}
     assert {c[1] for c in seen_calls} <= set(SEEN)
@@ -468,15 +412,16 @@ def test_settings_checked():
 
 
 @pytest.fixture(scope="module")
-def one_shard(tmp_path_factory) -> _Folder:
-    """All 36 train samples in one tar, plus a stray tar among the train shards holding two samples
-    whose JSON says val (not in the manifest): the stream must drop them by their JSON."""
+def one_shard(tmp_path_factory) -> BenchmarkFolder:
+    """All 36 train samples in one tar, which also holds two samples whose JSON says val (not in
+    the manifest): the stream must drop them by their JSON."""
     f = build_folder(tmp_path_factory.mktemp("one"), {"train": 4}, {"train": 1})
-    strays = []
+    rows = sorted(_rows(f).values(), key=lambda r: r["position"])
+    samples = [ShardSample(r["key"], _png(_image(r["latent_seed"])), r) for r in rows]
     for j in range(2):
-        meta = dict(_rows(f)["real-celeba-train-s0000"], key=f"real-celeba-stray-s{j:04d}", split="val")
-        strays.append(ShardSample(meta["key"], _png(_image(1000 + j)), meta))
-    write_shard(f.path / "train-000001.tar", strays)
+        meta = dict(rows[0], key=f"real-celeba-stray-s{j:04d}", split="val", position=len(rows) + j)
+        samples.append(ShardSample(meta["key"], _png(_image(1000 + j)), meta))
+    write_shard(f.path / "train-000000.tar", samples)
     return f
 
 
