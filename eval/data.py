@@ -207,9 +207,10 @@ def eval_image(image: np.ndarray, *, input_kind: str, settings: DataSettings) ->
 # ---------------------------------------------------------------- random access for partners
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4096)
 def _tar_members(path: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
-    """{member name: (data offset, size)} from one tar's headers (cached per file version)."""
+    """{member name: (data offset, size)} from one tar's headers, cached per file version, so a
+    trainer scans the train tars once, not every epoch."""
     with tarfile.open(path, "r:") as tar:
         return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
 
