@@ -410,6 +410,9 @@ def test_eval_is_fixed_order_and_never_corrupted_again(folder, split, monkeypatc
     again = [k for b in eval_loader(folder, split, replace(s, workers=2), input_kind="resized",
                                     seen_only=True) for k in b["key"]]
     assert sorted(again) == sorted(expected)
+    repeat = [k for b in eval_loader(folder, split, replace(s, workers=2), input_kind="resized",
+                                     seen_only=True) for k in b["key"]]
+    assert repeat == again  # with N workers the order is fixed for that N
 
 
 def test_eval_seen_only_default_and_override(folder):
@@ -462,3 +465,13 @@ def test_buffer_shuffle_is_seeded_per_epoch(one_shard):
               for e in (0, 0, 1)]
     assert orders[0] == orders[1] and orders[0] != orders[2]
     assert list(orders[0]) != sorted(orders[0])  # shuffled at all
+
+
+def test_partner_index_names_a_tar_that_lacks_a_listed_sample(tmp_path):
+    f = build_folder(tmp_path / "short", {"train": 1}, {"train": 1})
+    dropped, *rows = sorted(_rows(f).values(), key=lambda r: r["position"])
+    write_shard(f.path / "train-000000.tar",
+                [ShardSample(r["key"], _png(_image(r["latent_seed"])), r) for r in rows])
+    with pytest.raises(ValueError, match=rf"train-000000\.tar: no member {dropped['key']}\.png"):
+        train_loader(f, FAST, input_kind="resized", epoch=0)
+    train_loader(f, replace(FAST, mixes=1), input_kind="resized", epoch=0)  # no partners, no index
