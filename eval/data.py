@@ -400,10 +400,12 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
     partners = None
     if settings.mixes > 1:
         partners = _PartnerIndex(shards, [r["key"] for r in rows], [r["shard"] for r in rows])
-    corruption = folder.corruption_settings  # the build's: its seen set, its apply_at, its backend
-    corruptions = corruption_names("seen", corruption["unseen_set"])
-    make = _MakeExample(settings, input_kind, epoch, corruptions, corruption["apply_at"],
-                        corruption["backend"], partners)
+    corruptions, apply_at, backend = (), "stored", "engine"
+    if settings.online_corruption:  # the build's section: its seen set, apply_at and backend
+        corruption = folder.corruption_settings
+        corruptions = corruption_names("seen", corruption["unseen_set"])
+        apply_at, backend = corruption["apply_at"], corruption["backend"]
+    make = _MakeExample(settings, input_kind, epoch, corruptions, apply_at, backend, partners)
     urls = [str(p) for p in shards]
     random.Random(derive_seed(settings.seed, f"shards-e{epoch}")).shuffle(urls)
     by_rank = functools.partial(_split_by_rank, rank=rank, world_size=world_size)

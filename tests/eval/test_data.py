@@ -475,3 +475,12 @@ def test_partner_index_names_a_tar_that_lacks_a_listed_sample(tmp_path):
     with pytest.raises(ValueError, match=rf"train-000000\.tar: no member {dropped['key']}\.png"):
         train_loader(f, FAST, input_kind="resized", epoch=0)
     train_loader(f, replace(FAST, mixes=1), input_kind="resized", epoch=0)  # no partners, no index
+
+
+def test_without_online_corruption_the_builds_corruption_section_is_not_needed(tmp_path):
+    f = build_folder(tmp_path / "noinfo", {"train": 1}, {"train": 1})
+    (f.path / "dataset_info.json").unlink()
+    f = open_benchmark(f.path)
+    assert len(_examples(train_loader(f, FAST, input_kind="resized", epoch=0))) == 6
+    with pytest.raises(Exception, match="dataset_info.json"):
+        train_loader(f, replace(FAST, online_corruption=True), input_kind="resized", epoch=0)
