@@ -31,8 +31,9 @@ def choose_corruption(key: str, split: str, seed: int, spec: CorruptionSpec) -> 
         pool, probability = names("seen", spec.unseen_set), spec.val_probability
     else:
         raise ValueError(f"unknown split {split!r}")
-    return draw_choice(derive_seed(seed, "corruption", key), derive_seed(seed, "corruption-noise", key),
-                       pool, probability, spec.severities)
+    return draw_choice(derive_seed(seed, "corruption", key),
+                       derive_seed(seed, "corruption-noise", key), pool, probability,
+                       spec.severities)
 
 
 def draw_choice(choice_seed: int, noise_seed: int, pool: Sequence[str], probability: float,

@@ -155,7 +155,8 @@ class BenchmarkFolder:
         try:
             return CorruptionSpec.model_validate(value).model_dump(mode="json")
         except ValidationError as exc:
-            raise BenchmarkError(f"{path}: 'corruptions' is not a corruption section:\n{exc}") from None
+            raise BenchmarkError(f"{path}: 'corruptions' is not a corruption section:\n"
+                                 f"{exc}") from None
 
     # ------------------------------------------------------------------ manifest
 

@@ -1,4 +1,4 @@
-"""Shards -> batches for training and evaluation: the webdataset pipeline, augmentation, RepMix pairs.
+"""Shards -> batches for training and evaluation: webdataset pipeline, augmentation, RepMix pairs.
 
 One chain of small webdataset stages (STYLE 14):
 
@@ -102,9 +102,11 @@ class DataSettings:
     def __post_init__(self) -> None:
         for name in ("resize", "crop", "eval_size", "batch_size", "mixes"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"DataSettings.{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"DataSettings.{name} must be at least 1, "
+                                 f"got {getattr(self, name)}")
         if self.crop > self.resize:
-            raise ValueError(f"DataSettings.crop ({self.crop}) must not exceed resize ({self.resize})")
+            raise ValueError(f"DataSettings.crop ({self.crop}) must not exceed "
+                             f"resize ({self.resize})")
         if not 0.0 <= self.corruption_probability <= 1.0:
             raise ValueError(f"DataSettings.corruption_probability must be in [0, 1], "
                              f"got {self.corruption_probability}")
@@ -137,7 +139,8 @@ def resize_shorter(image: np.ndarray, size: int) -> np.ndarray:
 
 def normalise(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (3, H, W) in [-1, 1]: ToTensor then Normalize(0.5, 0.5)."""
-    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+    x = x.permute(2, 0, 1).float().div_(255.0)
     return x.sub_(0.5).div_(0.5)
 
 
@@ -150,7 +153,8 @@ class Augmented:
 
 
 def augment(image: np.ndarray, *, input_kind: str, settings: DataSettings, sample_key: str,
-            epoch: int, corruptions: Sequence[str], apply_at: str, backend: str = "engine") -> Augmented:
+            epoch: int, corruptions: Sequence[str], apply_at: str,
+            backend: str = "engine") -> Augmented:
     """One training image's augmentation, a pure function of (image, settings, sample_key, epoch).
 
     `sample_key` names the draw: the sample's key for an example's own image, a longer string for a
@@ -173,15 +177,18 @@ def augment(image: np.ndarray, *, input_kind: str, settings: DataSettings, sampl
     image = np.ascontiguousarray(image)
     choice = CorruptionChoice(CLEAN, 0, 0)
     if settings.online_corruption:
-        choice = online_corruption.choose_online(sample_key, epoch, settings.seed, corruptions=corruptions,
-                                                 probability=settings.corruption_probability)
+        choice = online_corruption.choose_online(
+            sample_key, epoch, settings.seed, corruptions=corruptions,
+            probability=settings.corruption_probability)
         if choice.name != CLEAN:
-            image = online_corruption.corrupt_image(image, choice, apply_at=apply_at, backend=backend)
+            image = online_corruption.corrupt_image(image, choice, apply_at=apply_at,
+                                                    backend=backend)
     return Augmented(image=image, flipped=flip, crop_at=(top, left), corruption=choice)
 
 
 def mixing_weights(settings: DataSettings, key: str, epoch: int) -> np.ndarray:
-    """K weights summing to 1: Dirichlet([alpha] * K) (Beta(alpha, alpha) for K = 2); [1] for K = 1."""
+    """K weights summing to 1: Dirichlet([alpha] * K), i.e. Beta(alpha, alpha) for K = 2; [1] for
+    K = 1."""
     if settings.mixes == 1:
         return np.ones(1, dtype=np.float32)
     rng = np.random.default_rng(derive_seed(settings.seed, f"mix-e{epoch}", key))
@@ -190,7 +197,8 @@ def mixing_weights(settings: DataSettings, key: str, epoch: int) -> np.ndarray:
 
 
 def eval_image(image: np.ndarray, *, input_kind: str, settings: DataSettings) -> np.ndarray:
-    """The released test transform: resize to eval_size only ("resized"); the stored image ("stored")."""
+    """The released test transform: resize to eval_size only ("resized"); the stored image as it
+    is ("stored")."""
     if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     return resize_shorter(image, settings.eval_size) if input_kind == "resized" else image
@@ -199,9 +207,10 @@ def eval_image(image: np.ndarray, *, input_kind: str, settings: DataSettings) ->
 # ---------------------------------------------------------------- random access for partners
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=4096)
 def _tar_members(path: str, size: int, mtime_ns: int) -> dict[str, tuple[int, int]]:
-    """{member name: (data offset, size)} from one tar's headers (cached per file version)."""
+    """{member name: (data offset, size)} from one tar's headers, cached per file version, so a
+    trainer scans the train tars once, not every epoch."""
     with tarfile.open(path, "r:") as tar:
         return {m.name: (m.offset_data, m.size) for m in tar if m.isfile()}
 
@@ -224,12 +233,14 @@ class _PartnerIndex:
         self.where = np.zeros((len(self.keys), 5), dtype=np.int64)
         for i, (key, name) in enumerate(zip(self.keys, shard_names)):
             if name not in by_name:
-                raise ValueError(f"manifest: sample {key} is in shard {name}, which is not among the "
-                                 f"split's shards; the folder is incomplete or the manifest stale")
+                raise ValueError(f"manifest: sample {key} is in shard {name}, which is not among "
+                                 f"the split's shards; the folder is incomplete or the manifest "
+                                 f"stale")
             s = by_name[name]
             for ext in ("png", "json"):
                 if f"{key}.{ext}" not in members[s]:
-                    raise ValueError(f"{self.shards[s]}: no member {key}.{ext} (manifest says it is there)")
+                    raise ValueError(f"{self.shards[s]}: no member {key}.{ext}, which the manifest "
+                                     f"lists there")
             self.where[i] = (s, *members[s][f"{key}.png"], *members[s][f"{key}.json"])
         self._files: dict[int, Any] = {}
 
@@ -265,7 +276,8 @@ def _worker() -> int:
     return 0 if info is None else info.id
 
 
-def _seeded_shuffle(src: Iterable[Any], bufsize: int, seed: int, epoch: int, rank: int) -> Iterator[Any]:
+def _seeded_shuffle(src: Iterable[Any], bufsize: int, seed: int, epoch: int,
+                    rank: int) -> Iterator[Any]:
     """webdataset's buffer shuffle with an rng seeded per (epoch, rank, worker), never pid/time."""
     if bufsize < 2:
         yield from src
@@ -292,10 +304,12 @@ def _decode(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 class _MakeExample:
-    """Anchor -> K augmented images, their labels, and the mixing weights (picklable for workers)."""
+    """Anchor -> K augmented images, their labels and the mixing weights (picklable: it travels to
+    the DataLoader workers)."""
 
-    def __init__(self, settings: DataSettings, input_kind: str, epoch: int, corruptions: Sequence[str],
-                 apply_at: str, backend: str, partners: _PartnerIndex | None):
+    def __init__(self, settings: DataSettings, input_kind: str, epoch: int,
+                 corruptions: Sequence[str], apply_at: str, backend: str,
+                 partners: _PartnerIndex | None):
         self.settings, self.input_kind, self.epoch = settings, input_kind, epoch
         self.corruptions, self.apply_at, self.backend = tuple(corruptions), apply_at, backend
         self.partners = partners
@@ -309,8 +323,8 @@ class _MakeExample:
             for slot, i in enumerate(rng.integers(len(self.partners), size=s.mixes - 1), start=1):
                 members.append(self.partners.read(int(i)))
                 draw_keys.append(f"{key}+{slot}:{self.partners.keys[int(i)]}")
-        images = [normalise(augment(m["image"], input_kind=self.input_kind, settings=s, sample_key=dk,
-                                    epoch=self.epoch, corruptions=self.corruptions,
+        images = [normalise(augment(m["image"], input_kind=self.input_kind, settings=s,
+                                    sample_key=dk, epoch=self.epoch, corruptions=self.corruptions,
                                     apply_at=self.apply_at, backend=self.backend).image)
                   for m, dk in zip(members, draw_keys)]
         return {"image": torch.stack(images),
@@ -336,7 +350,8 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     for name in ("image", "label", "semantic", "mix"):
         if name in samples[0]:
             values = [s[name] for s in samples]
-            out[name] = torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
+            tensors = isinstance(values[0], torch.Tensor)
+            out[name] = torch.stack(values) if tensors else torch.tensor(values)
     return out
 
 
@@ -385,20 +400,22 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
     partners = None
     if settings.mixes > 1:
         partners = _PartnerIndex(shards, [r["key"] for r in rows], [r["shard"] for r in rows])
-    corruption = dict(folder.corruption_settings or {})
-    corruptions = corruption_names("seen", corruption.get("unseen_set", "repmix"))
-    make = _MakeExample(settings, input_kind, epoch, corruptions, corruption.get("apply_at", "stored"),
-                        corruption.get("backend", "engine"), partners)
+    corruptions, apply_at, backend = (), "stored", "engine"
+    if settings.online_corruption:  # the build's section: its seen set, apply_at and backend
+        corruption = folder.corruption_settings
+        corruptions = corruption_names("seen", corruption["unseen_set"])
+        apply_at, backend = corruption["apply_at"], corruption["backend"]
+    make = _MakeExample(settings, input_kind, epoch, corruptions, apply_at, backend, partners)
     urls = [str(p) for p in shards]
     random.Random(derive_seed(settings.seed, f"shards-e{epoch}")).shuffle(urls)
+    by_rank = functools.partial(_split_by_rank, rank=rank, world_size=world_size)
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False,
-                       nodesplitter=functools.partial(_split_by_rank, rank=rank, world_size=world_size),
-                       workersplitter=wds.split_by_worker)
+                       nodesplitter=by_rank, workersplitter=wds.split_by_worker)
         .map(_parse)
         .select(functools.partial(_keep, split="train", seen_only=settings.seen_only))
-        .compose(functools.partial(_seeded_shuffle, bufsize=settings.shuffle_buffer, seed=settings.seed,
-                                   epoch=epoch, rank=rank))
+        .compose(functools.partial(_seeded_shuffle, bufsize=settings.shuffle_buffer,
+                                   seed=settings.seed, epoch=epoch, rank=rank))
         .map(_decode)
         .map(make)
         .batched(settings.batch_size, collation_fn=_collate, partial=True)
@@ -407,7 +424,8 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
 
 
 def eval_loader(folder: BenchmarkFolder, split: str, settings: DataSettings, *, input_kind: str,
-                seen_only: bool | None = None, rank: int = 0, world_size: int = 1) -> Iterable[dict]:
+                seen_only: bool | None = None, rank: int = 0,
+                world_size: int = 1) -> Iterable[dict]:
     """Evaluation batches in a fixed order, no augmentation, never corrupted again:
     {"image": float (B, 3, H, W) in [-1, 1], "label": long (B,), "semantic": long (B,),
     "key": list[str]}; H = W = settings.eval_size ("resized") or the stored size ("stored").
@@ -416,10 +434,10 @@ def eval_loader(folder: BenchmarkFolder, split: str, settings: DataSettings, *, 
     _check_rank(rank, world_size)
     seen_only = settings.seen_only if seen_only is None else seen_only
     urls = [str(p) for p in folder.shards(split)]
+    by_rank = functools.partial(_split_by_rank, rank=rank, world_size=world_size)
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False,
-                       nodesplitter=functools.partial(_split_by_rank, rank=rank, world_size=world_size),
-                       workersplitter=wds.split_by_worker)
+                       nodesplitter=by_rank, workersplitter=wds.split_by_worker)
         .map(_parse)
         .select(functools.partial(_keep, split=split, seen_only=seen_only))
         .map(_decode)
@@ -429,10 +447,12 @@ def eval_loader(folder: BenchmarkFolder, split: str, settings: DataSettings, *, 
     return _loader(dataset, settings)
 
 
-def eval_count(folder: BenchmarkFolder, split: str, settings: DataSettings, seen_only: bool | None = None) -> int:
+def eval_count(folder: BenchmarkFolder, split: str, settings: DataSettings,
+               seen_only: bool | None = None) -> int:
     """Samples the eval loader yields for `split` (all ranks together)."""
     return len(_eligible(folder, split, settings.seen_only if seen_only is None else seen_only))
 
 
-__all__ = ["DataSettings", "Augmented", "INPUT_KINDS", "augment", "decode_png", "eval_count", "eval_image",
-           "eval_loader", "mixing_weights", "normalise", "resize_shorter", "train_count", "train_loader"]
+__all__ = ["DataSettings", "Augmented", "INPUT_KINDS", "augment", "decode_png", "eval_count",
+           "eval_image", "eval_loader", "mixing_weights", "normalise", "resize_shorter",
+           "train_count", "train_loader"]

@@ -17,7 +17,7 @@ Input transform (``DCTInput``, a differentiable module, so gradients reach the p
   registered buffers, saved with the run's weights; ``fit_input_statistics(model, batches)``
   fills them from training images before training. A coefficient constant over the training
   set (std below 1e-6) is divided by 1 instead. The forward refuses to run before the statistics are
-  fitted (or loaded with the weights).
+  fitted (or loaded with the weights). The transform runs in float32 even under AMP.
 
 Network (build_simple_cnn, 'same' padding, ReLU): conv 3x3 to 3 channels, conv 3x3 to 8,
 2x2 average pooling, conv 3x3 to 16, 2x2 average pooling, conv 3x3 to 32, flatten (our
@@ -102,9 +102,11 @@ class DCTInput(nn.Module):
         if images.dim() != 4 or images.shape[1:] != (3, self.resolution, self.resolution):
             raise ModelError(f"dct was built for (B, 3, {self.resolution}, {self.resolution}) images, "
                              f"got {tuple(images.shape)}; set option resolution to the stored size")
-        pixels = (images.float() + 1.0) * 127.5
-        coefficients = self.basis @ pixels @ self.basis.T
-        return torch.log(coefficients.abs() + LOG_EPSILON)
+        # float32 even under AMP: in bf16 the DCT of [0, 255] pixels keeps ~3 digits
+        with torch.autocast(images.device.type, enabled=False):
+            pixels = (images.float() + 1.0) * 127.5
+            coefficients = self.basis @ pixels @ self.basis.T
+            return torch.log(coefficients.abs() + LOG_EPSILON)
 
     def forward(self, images: Tensor) -> Tensor:
         if not bool(self.fitted):

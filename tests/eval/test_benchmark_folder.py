@@ -63,9 +63,10 @@ def test_reads_classes_semantics_settings_and_identity(folder):
     assert bench.semantics == (SemanticInfo("faces", 0, True), SemanticInfo("rooms", 1, False))
     assert bench.resolution == 64
     # the whole section, defaults filled in by the config schema
-    assert bench.corruption_settings == CorruptionSpec(apply_at="resized_224").model_dump(mode="json")
-    want = hashlib.sha256((folder / "manifest.parquet").read_bytes()).hexdigest()
-    assert bench.manifest_sha256 == want
+    want = CorruptionSpec(apply_at="resized_224").model_dump(mode="json")
+    assert bench.corruption_settings == want
+    digest = hashlib.sha256((folder / "manifest.parquet").read_bytes()).hexdigest()
+    assert bench.manifest_sha256 == digest
 
 
 def test_manifest_selects_columns_and_split(folder):

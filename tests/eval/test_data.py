@@ -3,88 +3,30 @@ benchmark.shards, a manifest by benchmark.manifest, classes.json), 36 px images.
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
-import sys
-import types
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
 
-from benchmark.corruption_policy import CLEAN, CorruptionChoice
+from benchmark import online_corruption
+from benchmark.corruption_policy import CLEAN
 from benchmark.corruptions import names as corruption_names
-from benchmark.keys import derive_seed
-from benchmark.manifest import MANIFEST_SCHEMA, read_manifest, write_manifest
+from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
 from benchmark.shards import ShardSample, write_shard
-
-# ----------------------------------------------------------------------------------------------
-# STAND-IN (issue 10 merge: delete this block once i10-layout's benchmark/online_corruption.py is
-# merged; the real module is used whenever it imports). Same contract: choose_online seeded per
-# (seed, key, epoch), CLEAN with probability 1 - p; corrupt_image through benchmark.corruptions.
-try:
-    importlib.import_module("benchmark.online_corruption")
-except ModuleNotFoundError:
-    import benchmark
-    from benchmark.corruptions import corrupt as _corrupt
-
-    _standin = types.ModuleType("benchmark.online_corruption")
-
-    def _choose_online(key, epoch, seed, *, corruptions, probability=0.95, severities=(1, 2, 3, 4, 5)):
-        rng = np.random.default_rng(derive_seed(seed, f"online-corruption-e{epoch}", key))
-        if rng.random() >= probability:
-            return CorruptionChoice(CLEAN, 0, 0)
-        name = corruptions[int(rng.integers(len(corruptions)))]
-        severity = severities[int(rng.integers(len(severities)))]
-        return CorruptionChoice(name, int(severity), derive_seed(seed, f"online-noise-e{epoch}", key))
-
-    def _corrupt_image(image, choice, *, apply_at, backend="engine"):
-        work = {"stored": None, "resized_224": 224}[apply_at]
-        return np.asarray(_corrupt(image[None], choice.name, choice.severity, [choice.seed],
-                                   backend=backend, work_size=work))[0]
-
-    _standin.choose_online, _standin.corrupt_image = _choose_online, _corrupt_image
-    sys.modules["benchmark.online_corruption"] = _standin
-    benchmark.online_corruption = _standin
-# ----------------------------------------------------------------------------------------------
-
-from benchmark import online_corruption  # noqa: E402
-from eval import data  # noqa: E402
-from eval.data import DataSettings, eval_loader, train_count, train_loader  # noqa: E402
+from eval import data
+from eval.benchmark_folder import BenchmarkFolder, open_benchmark
+from eval.data import DataSettings, eval_loader, train_count, train_loader
 
 CLASSES = ("real", "sngan", "progan")
 SEMANTICS = (("celeba", True), ("bedroom", True), ("cat", False))  # label order: seen first
 SIDE = 36
 UNSEEN_SET = "repmix"
-
-
-# ----------------------------------------------------------------------------------------------
-# STAND-IN (issue 10 merge: replace with eval.benchmark_folder.open_benchmark from i10-layout).
-@dataclass(frozen=True)
-class _Folder:
-    path: Path
-    classes: tuple[str, ...] = CLASSES
-    resolution: int = SIDE
-    corruption_settings: dict = None
-
-    def manifest(self, columns=None, split=None) -> pa.Table:
-        table = read_manifest(self.path / "manifest.parquet")
-        if split is not None:
-            table = table.filter(pa.compute.equal(table["split"], split))
-        return table.select(list(columns)) if columns is not None else table
-
-    def shards(self, split: str) -> list[Path]:
-        found = sorted(self.path.glob(f"{split}-*.tar"))
-        if not found:
-            raise FileNotFoundError(f"{self.path}: no {split} shards")
-        return found
-# ----------------------------------------------------------------------------------------------
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -99,9 +41,10 @@ def _image(i: int) -> np.ndarray:
 
 
 def build_folder(root: Path, per_cell: dict[str, int], shards: dict[str, int],
-                 corruption_settings: dict | None = None) -> _Folder:
+                 corruption_settings: dict | None = None) -> BenchmarkFolder:
     """per_cell[split] images per (class, semantic); the split's samples dealt over shards[split]
-    tars in key order. Val/test rows say they carry a corruption (the stored bytes are what they are)."""
+    tars in key order. Val/test rows say they carry a corruption (the stored bytes are what they
+    are)."""
     root.mkdir(parents=True, exist_ok=True)
     rows, n = [], 0
     for split, count in per_cell.items():
@@ -126,17 +69,22 @@ def build_folder(root: Path, per_cell: dict[str, int], shards: dict[str, int],
             members = samples[s::shards[split]]
             for pos, (row, _) in enumerate(members):
                 row.update(shard=name, position=pos)
-            write_shard(root / name, [ShardSample(r["key"], _png(img), dict(r)) for r, img in members])
+            write_shard(root / name,
+                        [ShardSample(r["key"], _png(img), dict(r)) for r, img in members])
             rows += [r for r, _ in members]
     write_manifest(rows, root / "manifest.parquet")
-    (root / "classes.json").write_text(json.dumps({"classes": list(CLASSES)}))
-    settings = corruption_settings or {"unseen_set": UNSEEN_SET, "apply_at": "stored", "backend": "engine"}
-    return _Folder(root, corruption_settings=settings)
+    semantics = [{"name": n, "label": i, "seen": seen} for i, (n, seen) in enumerate(SEMANTICS)]
+    (root / "classes.json").write_text(json.dumps({"classes": list(CLASSES),
+                                                   "semantics": semantics}))
+    corruptions = {"unseen_set": UNSEEN_SET, "apply_at": "stored", **(corruption_settings or {})}
+    info = {"resolution": SIDE, "corruptions": corruptions}
+    (root / "dataset_info.json").write_text(json.dumps(info))
+    return open_benchmark(root)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> _Folder:
-    """train: 3 classes x 3 semantics x 4 = 36 (24 seen) over 4 tars; val 9 in 1 tar; test 18 in 2."""
+def folder(tmp_path_factory) -> BenchmarkFolder:
+    """train: 3 classes x 3 semantics x 4 = 36 (24 seen) over 4 tars; val 9 in 1; test 18 in 2."""
     return build_folder(tmp_path_factory.mktemp("bench"), {"train": 4, "val": 1, "test": 2},
                         {"train": 4, "val": 1, "test": 2})
 
@@ -145,11 +93,11 @@ FAST = DataSettings(resize=40, crop=32, eval_size=32, batch_size=5, workers=0, s
                     mixes=2, online_corruption=False, seed=7)
 
 
-def _rows(folder: _Folder) -> dict[str, dict]:
+def _rows(folder: BenchmarkFolder) -> dict[str, dict]:
     return {r["key"]: r for r in folder.manifest().to_pylist()}
 
 
-def _stored(folder: _Folder, key: str) -> np.ndarray:
+def _stored(folder: BenchmarkFolder, key: str) -> np.ndarray:
     row = _rows(folder)[key]
     return _image(row["latent_seed"])
 
@@ -165,7 +113,8 @@ def _examples(loader) -> list[dict]:
 
 def _same(a: list[dict], b: list[dict]) -> bool:
     return len(a) == len(b) and all(
-        x["key"] == y["key"] and all(torch.equal(x[k], y[k]) for k in x if k != "key") for x, y in zip(a, b))
+        x["key"] == y["key"] and all(torch.equal(x[k], y[k]) for k in x if k != "key")
+        for x, y in zip(a, b))
 
 
 # ---------------------------------------------------------------------------------- training
@@ -208,8 +157,9 @@ def test_flip_and_crop_vary():
                          corruptions=(), apply_at="stored") for i in range(40)]
     assert {a.flipped for a in augs} == {True, False}
     assert len({a.crop_at for a in augs}) > 10
-    no_flip = [data.augment(image, input_kind="resized", settings=replace(s, flip=False), sample_key=f"k{i}",
-                            epoch=0, corruptions=(), apply_at="stored") for i in range(40)]
+    no_flip = [data.augment(image, input_kind="resized", settings=replace(s, flip=False),
+                            sample_key=f"k{i}", epoch=0, corruptions=(), apply_at="stored")
+               for i in range(40)]
     assert not any(a.flipped for a in no_flip)
 
 
@@ -248,14 +198,16 @@ def test_seen_only_filter(folder):
     rows = _rows(folder)
     seen = [k for k, r in rows.items() if r["split"] == "train" and r["seen"]]
     every = [k for k, r in rows.items() if r["split"] == "train"]
-    anchors = [ex["key"][0] for ex in _examples(train_loader(folder, FAST, input_kind="resized", epoch=0))]
+    anchors = [ex["key"][0] for ex in _examples(train_loader(folder, FAST, input_kind="resized",
+                                                             epoch=0))]
     assert sorted(anchors) == sorted(seen)  # each seen train sample exactly once per epoch
     partners = [k for ex in _examples(train_loader(folder, FAST, input_kind="resized", epoch=0))
                 for k in ex["key"][1:]]
     assert all(rows[k]["seen"] and rows[k]["split"] == "train" for k in partners)
     assert train_count(folder, FAST) == len(seen) == 24
     opened = replace(FAST, seen_only=False)
-    anchors = [ex["key"][0] for ex in _examples(train_loader(folder, opened, input_kind="resized", epoch=0))]
+    anchors = [ex["key"][0] for ex in _examples(train_loader(folder, opened, input_kind="resized",
+                                                             epoch=0))]
     assert sorted(anchors) == sorted(every)
     assert train_count(folder, opened) == 36
 
@@ -275,17 +227,20 @@ def test_epochs_and_seeds_differ(folder):
     assert [x["key"][0] for x in a] != [x["key"][0] for x in c]
     by_key_b = {x["key"][0]: x for x in b}
     # the same anchor gets another crop/flip, another partner, other weights in another epoch
-    assert sum(not torch.equal(x["image"][0], by_key_b[x["key"][0]]["image"][0]) for x in a) > len(a) // 2
+    assert sum(not torch.equal(x["image"][0], by_key_b[x["key"][0]]["image"][0])
+               for x in a) > len(a) // 2
     assert sum(x["key"][1] != by_key_b[x["key"][0]]["key"][1] for x in a) > len(a) // 2
     assert all(not torch.equal(x["mix"], by_key_b[x["key"][0]]["mix"]) for x in a)
 
 
 def test_shard_order_is_shuffled_per_epoch(folder, monkeypatch):
-    """The shard list is shuffled per epoch before the worker split (no buffer: shard order shows)."""
+    """The shard list is shuffled per epoch before the worker split (no buffer: the shard order
+    shows)."""
     s = replace(FAST, shuffle_buffer=0, mixes=1)
     firsts = set()
     for epoch in range(6):
-        keys = [ex["key"][0] for ex in _examples(train_loader(folder, s, input_kind="stored", epoch=epoch))]
+        keys = [ex["key"][0]
+                for ex in _examples(train_loader(folder, s, input_kind="stored", epoch=epoch))]
         shard_of = {k: r["shard"] for k, r in _rows(folder).items()}
         order = list(dict.fromkeys(shard_of[k] for k in keys))
         assert len(order) == 4  # shards read one after another
@@ -309,8 +264,9 @@ def test_workers_give_the_same_set_of_examples(folder):
 
 
 def test_ranks_read_disjoint_shards(folder):
-    parts = [[ex["key"][0] for ex in _examples(train_loader(folder, FAST, input_kind="resized", epoch=5,
-                                                             rank=r, world_size=2))] for r in (0, 1)]
+    parts = [[ex["key"][0] for ex in _examples(train_loader(folder, FAST, input_kind="resized",
+                                                             epoch=5, rank=r, world_size=2))]
+             for r in (0, 1)]
     assert not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == sorted(
         k for k, r in _rows(folder).items() if r["split"] == "train" and r["seen"])
@@ -333,12 +289,14 @@ def test_partners_uniform_over_the_seen_train_set(folder):
 
 
 def test_partner_images_are_the_partners_own(folder):
-    """A partner's pixels are an augmentation of the partner's stored image (read by random access)."""
+    """A partner's pixels are an augmentation of the partner's own stored image (read by random
+    access)."""
     s = replace(FAST, mixes=2)
     for ex in _examples(train_loader(folder, s, input_kind="stored", epoch=0)):
         partner = ex["key"][1]
         stored = _stored(folder, partner)
-        assert any(torch.equal(ex["image"][1], data.normalise(v)) for v in (stored, stored[:, ::-1]))
+        assert any(torch.equal(ex["image"][1], data.normalise(v))
+                   for v in (stored, stored[:, ::-1]))
 
 
 def test_mixing_weights_beta_and_dirichlet():
@@ -363,7 +321,8 @@ def test_mixing_weights_beta_and_dirichlet():
 SEEN = corruption_names("seen", UNSEEN_SET)
 
 
-def _augment(key: str, probability: float, epoch: int = 0, kind: str = "resized", apply_at: str = "stored"):
+def _augment(key: str, probability: float, epoch: int = 0, kind: str = "resized",
+             apply_at: str = "stored"):
     s = replace(FAST, online_corruption=True, corruption_probability=probability)
     return data.augment(_image(1), input_kind=kind, settings=s, sample_key=key, epoch=epoch,
                         corruptions=SEEN, apply_at=apply_at)
@@ -385,12 +344,12 @@ def test_corruption_changes_pixels_and_is_seeded_per_key_and_epoch():
     assert a.crop_at == clean.crop_at and a.flipped == clean.flipped
     assert not np.array_equal(a.image, clean.image)
     assert np.array_equal(a.image, _augment("k1", 1.0).image)
-    picks = {(_augment("k1", 1.0, epoch=e).corruption.name, _augment("k1", 1.0, epoch=e).corruption.severity)
-             for e in range(8)}
+    choices = [_augment("k1", 1.0, epoch=e).corruption for e in range(8)]
+    picks = {(c.name, c.severity) for c in choices}
     assert len(picks) > 1  # another corruption in another epoch
 
 
-def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, monkeypatch):
+def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, tmp_path, monkeypatch):
     """The released Compose corrupts the crop (RandomImagenetC after RandomCrop); apply_at comes
     from the build's corruption settings; only seen corruptions are drawn."""
     seen_calls = []
@@ -401,17 +360,18 @@ def test_corruption_after_resize_and_crop_with_the_builds_apply_at(folder, monke
         return real(image, choice, apply_at=apply_at, backend=backend)
 
     monkeypatch.setattr(online_corruption, "corrupt_image", spy)
-    f = replace(folder, corruption_settings={"unseen_set": UNSEEN_SET, "apply_at": "resized_224"})
+    f = build_folder(tmp_path / "at224", {"train": 1}, {"train": 1}, {"apply_at": "resized_224"})
     s = replace(FAST, online_corruption=True, corruption_probability=1.0, mixes=1)
     batches = list(train_loader(f, s, input_kind="resized", epoch=0))
-    assert len(seen_calls) == 24
+    assert len(seen_calls) == 6
     assert {c[0] for c in seen_calls} == {(32, 32, 3)}
     assert {c[2] for c in seen_calls} == {"resized_224"}
     assert {c[1] for c in seen_calls} <= set(SEEN)
     assert all(b["image"].shape[-1] == 32 for b in batches)
     seen_calls.clear()
     list(train_loader(folder, s, input_kind="stored", epoch=0))
-    assert {c[0] for c in seen_calls} == {(SIDE, SIDE, 3)} and {c[2] for c in seen_calls} == {"stored"}
+    assert {c[0] for c in seen_calls} == {(SIDE, SIDE, 3)}
+    assert {c[2] for c in seen_calls} == {"stored"}
     seen_calls.clear()
     list(train_loader(folder, replace(s, online_corruption=False), input_kind="stored", epoch=0))
     assert seen_calls == []
@@ -436,11 +396,13 @@ def test_eval_is_fixed_order_and_never_corrupted_again(folder, split, monkeypatc
     by_key = _rows(folder)
     for b in batches:
         n = len(b["key"])
-        assert b["image"].shape == (n, 3, 48, 48) and b["label"].shape == b["semantic"].shape == (n,)
+        assert b["image"].shape == (n, 3, 48, 48)
+        assert b["label"].shape == b["semantic"].shape == (n,)
         assert b["label"].tolist() == [by_key[k]["label"] for k in b["key"]]
         assert b["semantic"].tolist() == [by_key[k]["semantic_label"] for k in b["key"]]
         for i, k in enumerate(b["key"]):  # exactly the stored image, resized (test.py's 'clean')
-            assert torch.equal(b["image"][i], data.normalise(data.resize_shorter(_stored(folder, k), 48)))
+            resized = data.resize_shorter(_stored(folder, k), 48)
+            assert torch.equal(b["image"][i], data.normalise(resized))
     stored = list(eval_loader(folder, split, s, input_kind="stored", seen_only=True))
     for b in stored:
         for i, k in enumerate(b["key"]):
@@ -448,12 +410,17 @@ def test_eval_is_fixed_order_and_never_corrupted_again(folder, split, monkeypatc
     again = [k for b in eval_loader(folder, split, replace(s, workers=2), input_kind="resized",
                                     seen_only=True) for k in b["key"]]
     assert sorted(again) == sorted(expected)
+    repeat = [k for b in eval_loader(folder, split, replace(s, workers=2), input_kind="resized",
+                                     seen_only=True) for k in b["key"]]
+    assert repeat == again  # with N workers the order is fixed for that N
 
 
 def test_eval_seen_only_default_and_override(folder):
-    every = [k for b in eval_loader(folder, "test", FAST, input_kind="stored", seen_only=False) for k in b["key"]]
+    every = [k for b in eval_loader(folder, "test", FAST, input_kind="stored", seen_only=False)
+             for k in b["key"]]
     assert len(every) == 18 and {_rows(folder)[k]["seen"] for k in every} == {True, False}
-    default = [k for b in eval_loader(folder, "test", FAST, input_kind="stored", seen_only=None) for k in b["key"]]
+    default = [k for b in eval_loader(folder, "test", FAST, input_kind="stored", seen_only=None)
+               for k in b["key"]]
     assert len(default) == 12  # settings.seen_only (True)
     assert data.eval_count(folder, "test", FAST, seen_only=False) == 18
 
@@ -465,3 +432,55 @@ def test_settings_checked():
         DataSettings(corruption_probability=1.5)
     with pytest.raises(ValueError, match="input_kind"):
         data.eval_image(_image(0), input_kind="cropped", settings=FAST)
+
+
+@pytest.fixture(scope="module")
+def one_shard(tmp_path_factory) -> BenchmarkFolder:
+    """All 36 train samples in one tar, which also holds two samples whose JSON says val (not in
+    the manifest): the stream must drop them by their JSON."""
+    f = build_folder(tmp_path_factory.mktemp("one"), {"train": 4}, {"train": 1})
+    rows = sorted(_rows(f).values(), key=lambda r: r["position"])
+    samples = [ShardSample(r["key"], _png(_image(r["latent_seed"])), r) for r in rows]
+    for j in range(2):
+        meta = dict(rows[0], key=f"real-celeba-stray-s{j:04d}", split="val", position=len(rows) + j)
+        samples.append(ShardSample(meta["key"], _png(_image(1000 + j)), meta))
+    write_shard(f.path / "train-000000.tar", samples)
+    return f
+
+
+def test_split_filter_on_the_json(one_shard):
+    s = replace(FAST, mixes=1)
+    for seen_only in (True, False):
+        loader = train_loader(one_shard, replace(s, seen_only=seen_only), input_kind="stored",
+                              epoch=0)
+        keys = [ex["key"][0] for ex in _examples(loader)]
+        assert len(keys) == (24 if seen_only else 36) and not any("stray" in k for k in keys)
+
+
+def test_buffer_shuffle_is_seeded_per_epoch(one_shard):
+    """One shard of train samples: the order comes from the sample buffer alone."""
+    s = replace(FAST, mixes=1, shuffle_buffer=36, seen_only=False)
+    orders = [tuple(ex["key"][0] for ex in _examples(train_loader(one_shard, s, input_kind="stored",
+                                                                   epoch=e)))
+              for e in (0, 0, 1)]
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+    assert list(orders[0]) != sorted(orders[0])  # shuffled at all
+
+
+def test_partner_index_names_a_tar_that_lacks_a_listed_sample(tmp_path):
+    f = build_folder(tmp_path / "short", {"train": 1}, {"train": 1})
+    dropped, *rows = sorted(_rows(f).values(), key=lambda r: r["position"])
+    write_shard(f.path / "train-000000.tar",
+                [ShardSample(r["key"], _png(_image(r["latent_seed"])), r) for r in rows])
+    with pytest.raises(ValueError, match=rf"train-000000\.tar: no member {dropped['key']}\.png"):
+        train_loader(f, FAST, input_kind="resized", epoch=0)
+    train_loader(f, replace(FAST, mixes=1), input_kind="resized", epoch=0)  # no partners, no index
+
+
+def test_without_online_corruption_the_builds_corruption_section_is_not_needed(tmp_path):
+    f = build_folder(tmp_path / "noinfo", {"train": 1}, {"train": 1})
+    (f.path / "dataset_info.json").unlink()
+    f = open_benchmark(f.path)
+    assert len(_examples(train_loader(f, FAST, input_kind="resized", epoch=0))) == 6
+    with pytest.raises(Exception, match="dataset_info.json"):
+        train_loader(f, replace(FAST, online_corruption=True), input_kind="resized", epoch=0)

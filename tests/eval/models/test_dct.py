@@ -105,3 +105,13 @@ def test_training_on_one_batch_lowers_the_loss():
         optimiser.step()
         losses.append(value.item())
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_transform_stays_float32_under_autocast():
+    model = build_model("dct", 3, options={"resolution": R})
+    fit_input_statistics(model, [batch(4, 1)])
+    x = batch(2, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_amp = model.spectrum(x)
+    assert under_amp.dtype == torch.float32
+    torch.testing.assert_close(under_amp, model.spectrum(x))

@@ -192,3 +192,11 @@ def test_no_unsafe_loading_in_the_models_package():
         text = source.read_text()
         assert "weights_only=False" not in text, source
         assert text.count("torch.load(") == text.count("weights_only=True)"), source
+
+
+def test_default_backbone_is_resnet50_with_a_256d_embedding():
+    model = build_model("repmix", 8)
+    assert type(model.backbone).__name__ == "ResNet" and len(model.backbone.layer3) == 6  # resnet50
+    assert model.backbone.fc.weight.shape == (256, 2048)
+    assert model.detection.weight.shape == (2, 256) and model.attribution.weight.shape == (8, 256)
+    assert model.mixup_level == 5 and not any(p.numel() for p in model.mixing.parameters())
