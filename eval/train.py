@@ -397,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         info = {"model": cfg.model.name, "options": options, "classes": list(folder.classes),
                 "benchmark": str(Path(args.benchmark).resolve()),
                 "manifest_sha256": folder.manifest_sha256, **backbone_record(cfg),
-                "early_stop": cfg.early_stop.model_dump(), "torch": torch.__version__}
+                "early_stop": cfg.early_stop.model_dump(), "torch": torch.__version__,
+                "device": rt.device.type, "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype
+                else "off", "channels_last": rt.channels_last}
     except (ConfigError, RunError, BenchmarkError, ModelError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -297,6 +297,7 @@ def test_cli_trains_resumes_and_refuses_a_used_run(tiny, tmp_path, capsys):
     from eval.benchmark_folder import open_benchmark
     assert info["manifest_sha256"] == open_benchmark(tiny).manifest_sha256
     assert info["backbone_sha256"] == "scratch" and info["options"]["resolution"] == SIDE
+    assert (info["device"], info["amp"], info["early_stop"]["metric"]) == ("cpu", "off", "val_loss")
     assert [int(r["epoch"]) for r in _rows(run)] == [1, 2]
     # the DCT input statistics were fitted before epoch 1 and are kept with the weights
     weights = run_files.load_checkpoint(run, "best").weights
