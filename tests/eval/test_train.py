@@ -319,7 +319,7 @@ def test_mini_preset_resolves_for_every_model():
     preset = Path(__file__).resolve().parents[2] / "configs" / "train_mini.yaml"
     for name in ("repmix", "yu", "dct"):
         cfg = load_train_config(name, preset, model_defaults=models.train_defaults(name))
-        assert (cfg.data.resize, cfg.data.crop, cfg.data.eval_size) == (72, 64, 64)
+        assert (cfg.data.resize, cfg.data.crop, cfg.data.eval_size) == (64, 56, 56)
         assert cfg.optim.epochs <= 15
     repmix = load_train_config("repmix", preset, model_defaults=models.train_defaults("repmix"))
     assert repmix.model.options["arch"] == "resnet18"
