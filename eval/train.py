@@ -53,6 +53,8 @@ class TrainParts:
     val_batches: Callable[[], Iterable[dict]]  # -> {"image" (B,3,H,W), "label" (B,)}
     train_count: int  # examples per epoch (progress and ETA)
     mixing: bool  # the model takes (B, K, 3, H, W) + mix in training (RepMix)
+    images_per_example: int = 1  # K
+
 
 
 class EarlyStopping:
@@ -136,7 +138,8 @@ def train_one_epoch(model: nn.Module, parts: TrainParts, optimizer: torch.optim.
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(total=parts.train_count, unit="img", desc=f"epoch {epoch}",
+    images = 0  # examples x K (a RepMix pair is two images)
+    bar = tqdm(total=parts.train_count * parts.images_per_example, unit="img", desc=f"epoch {epoch}",
                disable=not cfg.runtime.progress, dynamic_ncols=True, leave=False)
     for batch in parts.train_batches(epoch):
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
@@ -156,14 +159,15 @@ def train_one_epoch(model: nn.Module, parts: TrainParts, optimizer: torch.optim.
         correct += int((output.logits.argmax(1) == target).sum())
         total_loss += float(loss.detach()) * n
         seen += n
-        bar.update(n)
+        images += labels.numel()
+        bar.update(labels.numel())
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
     bar.close()
     seconds = time.perf_counter() - start
     if seen == 0:
         raise RunError(f"epoch {epoch}: the training data yielded no batch")
     return {"train_loss": total_loss / seen, "train_acc": correct / seen,
-            "images_per_s": seen / seconds if seconds > 0 else 0.0}
+            "images_per_s": images / seconds if seconds > 0 else 0.0}
 
 
 @torch.no_grad()
@@ -366,7 +370,7 @@ def build_parts(cfg: TrainConfig, folder: BenchmarkFolder) -> tuple[TrainParts, 
         val_batches=lambda: data.eval_loader(folder, "val", settings, input_kind=kind,
                                              seen_only=cfg.data.seen_only),
         train_count=data.train_count(folder, settings),
-        mixing=mixes > 1)
+        mixing=mixes > 1, images_per_example=mixes)
     return parts, models.resolved_options(name, options)
 
 

@@ -362,3 +362,22 @@ def test_cuda_asked_without_one_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="--device cuda"):
         train.select_runtime(cfg, "cuda")
     assert train.select_runtime(cfg, "auto") == CPU
+
+
+def test_images_per_second_counts_every_image_of_a_mixed_example(monkeypatch):
+    class Mixing(TinyNet):
+        def forward(self, images, mix=None):
+            return super().forward(images[:, 0] if images.dim() == 5 else images)
+
+    p = parts()
+    p.model, p.mixing, p.images_per_example = Mixing(), True, 2
+    plain = p.train_batches
+    p.train_batches = lambda epoch: ({"image": torch.cat([b["image"]] * 2, 1),
+                                      "label": torch.cat([b["label"]] * 2, 1),
+                                      "mix": torch.full((4, 2), 0.5)} for b in plain(epoch))
+    ticks = iter([10.0, 12.0])  # the epoch's start and end: 2 seconds
+    monkeypatch.setattr(train.time, "perf_counter", lambda: next(ticks))
+    opt = torch.optim.Adam(p.model.parameters())
+    stats = train.train_one_epoch(p.model, p, opt, torch.amp.GradScaler("cpu", enabled=False), CPU,
+                                  config("runtime.progress=false"), 1)
+    assert stats["images_per_s"] == 3 * 4 * 2 / 2  # 3 batches of 4 pairs in 2 s
