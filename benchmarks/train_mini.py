@@ -99,7 +99,7 @@ def markdown_table(results: dict[str, dict], chance: dict[str, float]) -> str:
         return text
 
     row("attribution accuracy % (95% CI)", [attribution(reports[m]) for m in models], _pct(chance["all"]))
-    row("NMI % ", [_pct(reports[m]["nmi"]) for m in models], "0.0")
+    row("NMI %", [_pct(reports[m]["nmi"]) for m in models], "0.0")
     row("detection accuracy %", [_pct(reports[m]["detection_accuracy"]) for m in models],
         _pct(chance["detection"]))
     for group, key in (("seen", "by_semantic"), ("unseen", "by_semantic"),
@@ -111,6 +111,8 @@ def markdown_table(results: dict[str, dict], chance: dict[str, float]) -> str:
         row(f"attribution %, worst corruption {i}: {kind}",
             [_pct(per_corruption[m].get(kind)) for m in models], _pct(chance.get(kind)))
     row("test images", [str(reports[m]["count"]) for m in models], "")
+    row("epochs trained (best)", [f"{results[m].get('epochs', '–')} ({results[m].get('best_epoch', '–')})"
+                                  for m in models], "")
     row("train wall time (min)", [f"{results[m]['train_s'] / 60:.1f}" for m in models], "")
     row("predict wall time (s)", [f"{results[m]['predict_s']:.0f}" for m in models], "")
     return "\n".join(lines) + "\n"
@@ -146,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             sys.exit(f"scoring {preds} failed ({done.returncode})")
         results[model] = {"report": json.loads(report_path.read_text()), "train_s": train_s,
-                          "predict_s": predict_s}
+                          "predict_s": predict_s,
+                          "epochs": json.loads((out / "last.json").read_text())["epoch"],
+                          "best_epoch": json.loads((out / "best.json").read_text())["epoch"]}
     command = "python benchmarks/train_mini.py --benchmark " + str(args.benchmark) + (
         " " + " ".join(f"--set {s}" for s in args.set) if args.set else "")
     print(f"Test split of {args.benchmark} ({command}):\n")
