@@ -105,6 +105,11 @@ class RuntimeSection(_Section):
     # Mixed precision on CUDA (ignored on CPU): bf16 where the GPU supports it, else fp16.
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: bool = True  # on CUDA only
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
     progress: bool = True  # tqdm bar (img/s, loss, ETA) on stderr
 
 

@@ -381,3 +381,15 @@ def test_images_per_second_counts_every_image_of_a_mixed_example(monkeypatch):
     stats = train.train_one_epoch(p.model, p, opt, torch.amp.GradScaler("cpu", enabled=False), CPU,
                                   config("runtime.progress=false"), 1)
     assert stats["images_per_s"] == 3 * 4 * 2 / 2  # 3 batches of 4 pairs in 2 s
+
+
+def test_cuda_runtime_picks_amp_dtype_and_channels_last(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    cuda = torch.device("cuda")
+    assert train.select_runtime(config(), "auto") == train.Runtime(cuda, torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert train.select_runtime(config(), None).amp_dtype == torch.bfloat16
+    assert train.select_runtime(config("runtime.amp=off", "runtime.channels_last=false"), "cuda") == \
+        train.Runtime(cuda, None, False)
+    assert train.select_runtime(config(), "cpu") == CPU  # CPU: fp32, no channels_last
