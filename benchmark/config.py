@@ -189,7 +189,7 @@ class CorruptionSpec(_Section):
     @property
     def work_size(self) -> int | None:
         """The side at which corruptions are computed, None for the stored size."""
-        return {"stored": None, "resized_224": 224}[self.apply_at]
+        return a88.APPLY_AT_WORK_SIZE[self.apply_at]
 
     @field_validator("severities")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -30,9 +31,19 @@ def choose_corruption(key: str, split: str, seed: int, spec: CorruptionSpec) -> 
         pool, probability = names("seen", spec.unseen_set), spec.val_probability
     else:
         raise ValueError(f"unknown split {split!r}")
-    rng = np.random.default_rng(derive_seed(seed, "corruption", key))
+    return draw_choice(derive_seed(seed, "corruption", key),
+                       derive_seed(seed, "corruption-noise", key), pool, probability,
+                       spec.severities)
+
+
+def draw_choice(choice_seed: int, noise_seed: int, pool: Sequence[str], probability: float,
+                severities: Sequence[int]) -> CorruptionChoice:
+    """CLEAN with probability 1 - `probability`, else a uniform corruption of `pool` at a
+    uniform severity of `severities`; the draw order is fixed, since stored benchmarks depend
+    on it. The offline (stored val/test) and online (training) policies share it."""
+    rng = np.random.default_rng(choice_seed)
     if rng.random() >= probability:
         return CorruptionChoice(CLEAN, 0, 0)
     name = pool[int(rng.integers(len(pool)))]
-    severity = spec.severities[int(rng.integers(len(spec.severities)))]
-    return CorruptionChoice(name, int(severity), derive_seed(seed, "corruption-noise", key))
+    severity = severities[int(rng.integers(len(severities)))]
+    return CorruptionChoice(name, int(severity), noise_seed)

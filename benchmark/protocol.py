@@ -63,6 +63,10 @@ CORRUPTIONS = (
     "spatter", "saturate",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
+# Where a corruption is computed (the corruptions section's `apply_at`): the side it works at,
+# None for the stored size. `resized_224` is the RepMix code's route (it corrupts 224 px
+# inputs): bilinear up to 224, corrupt, area back down to the stored size.
+APPLY_AT_WORK_SIZE = {"stored": None, "resized_224": 224}
 
 # Which corruptions a model may see in training. `repmix`: the released RepMix code holds out
 # four blurs/weather types; `imagenet_c`: the official ImageNet-C split holds out its 4 extras.

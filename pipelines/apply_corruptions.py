@@ -15,8 +15,9 @@ import apache_beam as beam
 
 from benchmark.config import CorruptionSpec
 from benchmark.corruption_policy import CLEAN, choose_corruption
-from benchmark.corruptions import corrupt, names
+from benchmark.corruptions import names
 from benchmark.images import decode_image, encode_png
+from benchmark.online_corruption import corrupt_image
 from benchmark.shards import ShardSample
 from pipelines.stage_metrics import counter, timed
 
@@ -27,9 +28,9 @@ def corrupt_sample(sample: ShardSample, seed: int, spec: CorruptionSpec) -> Shar
         counter("clean").inc()
         return sample
     with timed("apply_corruptions"):
-        img = decode_image(sample.png)
-        out = corrupt(img[None], choice.name, choice.severity, [choice.seed],
-                      backend=spec.backend, work_size=spec.work_size)[0]
+        # the same function online training corrupts with, so both take the same route
+        out = corrupt_image(decode_image(sample.png), choice, apply_at=spec.apply_at,
+                            backend=spec.backend)
         png = encode_png(out)
     counter("corrupted").inc()
     meta = {**sample.meta, "corruption": choice.name, "severity": choice.severity,

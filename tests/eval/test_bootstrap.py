@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.bootstrap import headline_intervals, resample_tables
-from eval.metrics import HEADLINE, contingency, figures
+from eval.scoring.bootstrap import headline_intervals, resample_tables
+from eval.scoring.metrics import HEADLINE, contingency, figures
 
 
 def _table(seed=0, n=600, k=4, skill=0.6):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eval import leaderboard
-from eval.leaderboard import LeaderboardError, add_entry, render_md
+from eval.scoring import leaderboard
+from eval.scoring.leaderboard import LeaderboardError, add_entry, render_md
 from eval.score import main
 from tests.eval.conftest import make_benchmark, truth_rows
 

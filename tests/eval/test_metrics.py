@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, normalized_mutual_info_score
 
-from eval.metrics import breakdown, breakdown_ids, contingency, figures, full_report
+from eval.scoring.metrics import breakdown, breakdown_ids, contingency, figures, full_report
 
 
 def _sklearn(truth, pred):

@@ -16,7 +16,7 @@ import pytest
 from sklearn.metrics import accuracy_score, normalized_mutual_info_score
 
 from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
-from eval.metrics import breakdown, full_report, headline
+from eval.scoring.metrics import breakdown, full_report, headline
 from eval.score import main, score
 
 ROOT = Path(__file__).resolve().parents[2]

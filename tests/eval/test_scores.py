@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from eval.scores import score_report
+from eval.scoring.scores import score_report
 
 CLASSES = ("real", "a", "b")
 

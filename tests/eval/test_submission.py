@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from eval.keyindex import KeyIndex
+from eval.scoring.keyindex import KeyIndex
 from eval.score import main
-from eval.submission import SubmissionError, load_submission
+from eval.scoring.submission import SubmissionError, load_submission
 from tests.eval.conftest import CLASSES, make_benchmark, truth_rows
 
 SCORE_HEADER = "key,pred,score_real,score_sngan,score_progan,fake_score"
@@ -112,7 +112,7 @@ def bench2000(tmp_path):
 
 
 def test_a_file_larger_than_the_block_is_streamed_and_aligned(bench2000, tmp_path, monkeypatch):
-    import eval.submission as submission
+    import eval.scoring.submission as submission
 
     monkeypatch.setattr(submission, "CHUNK_ROWS", 300)  # several chunks, each of several blocks
     keys = [r["key"] for r in truth_rows(bench2000)]
@@ -131,7 +131,7 @@ def test_a_file_larger_than_the_block_is_streamed_and_aligned(bench2000, tmp_pat
     (lambda ls: ls[:1500] + ["nope-faces-s1,real,0,0,0,0"] + ls[1501:], "row 1501, column key: 'nope-faces-s1'"),
 ])
 def test_errors_deep_in_a_streamed_file_name_the_right_row(bench2000, tmp_path, monkeypatch, edit, message):
-    import eval.submission as submission
+    import eval.scoring.submission as submission
 
     monkeypatch.setattr(submission, "CHUNK_ROWS", 300)
     keys = [r["key"] for r in truth_rows(bench2000)]
@@ -141,7 +141,7 @@ def test_errors_deep_in_a_streamed_file_name_the_right_row(bench2000, tmp_path, 
 
 
 def test_parquet_row_groups_are_streamed_and_rows_numbered(bench2000, tmp_path, monkeypatch):
-    import eval.submission as submission
+    import eval.scoring.submission as submission
 
     monkeypatch.setattr(submission, "PARQUET_BATCH", 128)
     monkeypatch.setattr(submission, "CHUNK_ROWS", 256)
@@ -202,7 +202,7 @@ def _last_byte_hash(keys, width):
 
 
 def test_key_index_checks_the_strings_behind_a_hash_match(monkeypatch):
-    import eval.keyindex as keyindex
+    import eval.scoring.keyindex as keyindex
 
     monkeypatch.setattr(keyindex, "_hash", _last_byte_hash)
     index = KeyIndex(["a-1", "a-2", "a-3"])

@@ -13,7 +13,9 @@ from benchmark.corruption_policy import choose_corruption
 from benchmark.corruptions import corrupt
 from benchmark.corruptions.fidelity import synthetic_photos
 from benchmark.images import decode_image, encode_png
+from benchmark.online_corruption import corrupt_image
 from benchmark.shards import ShardSample
+from eval.benchmark_folder import open_benchmark
 from pipelines.apply_corruptions import ApplyCorruptions, corrupt_sample
 from pipelines.build_attribution88 import _finalize
 from tests.pipelines.staging import manifest_rows, stage, tiny_config
@@ -85,6 +87,21 @@ def test_stage_gives_the_same_bytes_as_the_function():
         assert_that(got, equal_to(want))
 
 
+@pytest.mark.parametrize("spec", [CorruptionSpec(), CorruptionSpec(apply_at="resized_224"),
+                                  CorruptionSpec(backend="reference", apply_at="resized_224")])
+def test_online_corrupt_image_is_what_the_stage_stores(spec):
+    """Training corrupts with benchmark.online_corruption.corrupt_image: for the same choice it
+    gives the pixels the build stores, on either route and backend."""
+    samples = [_sample(f"sngan-faces-s{i:08d}") for i in range(3)]
+    with test_pipeline.TestPipeline() as p:
+        got = (p | beam.Create(samples) | ApplyCorruptions(spec, 4)
+               | beam.Map(lambda s: (s.key, decode_image(s.png).tobytes())))
+        want = [(s.key, corrupt_image(IMAGE, choose_corruption(s.key, "test", 4, spec),
+                                      apply_at=spec.apply_at, backend=spec.backend).tobytes())
+                for s in samples]
+        assert_that(got, equal_to(want))
+
+
 def test_backend_and_route_are_saved_with_the_build_config(tmp_path):
     """The build's last step writes the config's `corruptions` section into dataset_info.json
     and config.json, so a dataset says how its images were corrupted."""
@@ -99,3 +116,5 @@ def test_backend_and_route_are_saved_with_the_build_config(tmp_path):
     assert info["corruptions"] == want
     assert json.loads((staging / "config.json").read_text())["corruptions"] == want
     assert CorruptionSpec.model_validate(info["corruptions"]) == cfg.corruptions
+    # ... and the benchmark reader hands the same section to training
+    assert open_benchmark(staging).corruption_settings == want

@@ -301,6 +301,22 @@ def test_folder_source_adds_a_class_of_pre_generated_images(photo_config):
     assert all(r["generator"] == "folder" and len(r["checkpoint_sha256"]) == 64 for r in blackbox)
 
 
+def test_the_benchmark_reader_opens_the_built_folder(built):
+    """eval.benchmark_folder reads what the build writes: classes, semantics, settings, shards."""
+    from eval.benchmark_folder import SemanticInfo, open_benchmark
+
+    folder = open_benchmark(built)
+    assert folder.classes == ("real", "sngan")
+    assert folder.semantics == (SemanticInfo("faces", 0, True), SemanticInfo("rooms", 1, False))
+    assert folder.resolution == 32 and folder.corruption_settings["apply_at"] == "stored"
+    digest = hashlib.sha256((built / "manifest.parquet").read_bytes()).hexdigest()
+    assert folder.manifest_sha256 == digest
+    for split, count in (("train", 24), ("val", 8), ("test", 8)):
+        assert folder.shards(split) == sorted(built.glob(f"{split}-*.tar"))
+        rows = folder.manifest(["key", "split"], split=split)
+        assert rows.column("split").to_pylist() == [split] * count
+
+
 def test_built_benchmark_scores_a_perfect_submission(built, tmp_path):
     from eval.score import main as score_main
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from eval.metrics import REAL
+from eval.scoring.metrics import REAL
 
 THRESHOLD = 0.5
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from benchmark.atomic import write_text
-from eval.metrics import HEADLINE
+from eval.scoring.metrics import HEADLINE
 
 JSON_NAME = "leaderboard.json"
 MD_NAME = "leaderboard.md"

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from eval.keyindex import KeyIndex
+from eval.scoring.keyindex import KeyIndex
 
 REQUIRED = ("key", "pred")
 FAKE_SCORE = "fake_score"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.metrics import HEADLINE, figures
+from eval.scoring.metrics import HEADLINE, figures
 
 LEVEL = 0.95
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eval.metrics import HEADLINE
+from eval.scoring.metrics import HEADLINE
 
 TITLES = {"attribution_accuracy": "Attribution accuracy", "nmi": "NMI",
           "detection_accuracy": "Detection accuracy"}

@@ -1,0 +1,87 @@
+"""What the attribution models share: their output, their error, option parsing and reading a
+local state dict (never a download, never an unpickler that can run code)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class ModelError(ValueError):
+    """A model name, option or weights file that cannot be used; the message names it."""
+
+
+@dataclass
+class ModelOutput:
+    """What every model's forward returns.
+
+    logits: (B, C) final class logits, class 0 real (RepMix: the gated attribution logits).
+    embedding: (B, D) the representation the logits are read from (RepMix: the 256-d fc output;
+        Yu et al.: the 512-d fingerprint; DCT-CNN: the flattened last feature map).
+    detection: (B, 2) RepMix's detection-head logits (real, fake); None for the other models.
+    """
+
+    logits: Tensor
+    embedding: Tensor
+    detection: Tensor | None = None
+
+
+def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
+    """A frozen options dataclass from a mapping: unknown keys are an error; int fields must be
+    integers within field.metadata["range"] (inclusive); str fields one of
+    field.metadata["choices"]. Defaults fill the rest."""
+    options = dict(options or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ModelError(f"unknown {name} options {unknown}; known: {sorted(fields)}")
+    for key, value in options.items():
+        meta = fields[key].metadata
+        if "choices" in meta:
+            if value not in meta["choices"]:
+                raise ModelError(f"{name} option {key}={value!r} must be one of {list(meta['choices'])}")
+        else:
+            low, high = meta["range"]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ModelError(f"{name} option {key}={value!r} must be an integer in [{low}, {high}]")
+    return cls(**options)
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a local .safetensors file, or a .pth/.pt file read with
+    torch.load(weights_only=True), so a file can never run code while being read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist (weights are only read from local files)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any parse failure means the same thing to the user
+        raise ModelError(f"weights file {path} cannot be read as a state dict "
+                         f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
+    return dict(state)
+
+
+def cross_entropy(name: str, output: ModelOutput, labels: Tensor, mix: Tensor, num_classes: int) -> Tensor:
+    """Mean cross entropy for a model that does not mix: labels and mix (B, 1), mix all ones."""
+    if labels.dim() != 2 or labels.shape[1] != 1 or mix.shape != labels.shape \
+            or output.logits.shape != (labels.shape[0], num_classes):
+        raise ModelError(f"{name} does not mix: labels and mix must be (B, 1) and logits (B, {num_classes}); "
+                         f"got labels {tuple(labels.shape)}, mix {tuple(mix.shape)}, "
+                         f"logits {tuple(output.logits.shape)}")
+    if not torch.all(mix == 1):
+        raise ModelError(f"{name} does not mix: mix weights must all be 1")
+    return F.cross_entropy(output.logits.float(), labels[:, 0])

@@ -1,0 +1,128 @@
+"""Predict a split of a benchmark with a trained run: `python -m eval.predict`.
+
+    python -m eval.predict --run RUN --benchmark OUT [--split test] --out preds.csv
+        [--checkpoint best|last] [--device auto|cpu|cuda] [--force]
+
+Writes a submission that `eval/score.py` accepts unchanged (eval/submission.py): `key`, `pred`
+(the class name with the highest final logit), `score_<class>` for every class (the softmax of
+the model's final logits; for RepMix the gated attribution logits) and `fake_score`: for RepMix
+the detection head's p_fake (softmax of its two logits, index 1), for Yu et al. and DCT-CNN
+1 - score_real. Every semantic of the split is predicted (seen and unseen).
+
+A run trained on another benchmark (its recorded manifest sha256 differs from --benchmark's) is
+refused, naming both hashes, unless --force. Errors exit with code 2 and write nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from benchmark.atomic import atomic_path
+from benchmark.config import ConfigError
+from eval import data, models, run_files
+from eval.benchmark_folder import BenchmarkError, open_benchmark
+from eval.models import ModelError
+from eval.run_files import RunError
+from eval.train import Runtime, _to_device, data_settings, select_runtime
+from eval.train_config import config_from_json
+
+
+@torch.no_grad()
+def predict_rows(model: nn.Module, batches: Iterable[dict], classes: tuple[str, ...],
+                 rt: Runtime) -> Iterable[dict]:
+    """One submission row per image: key, pred, score_<class>..., fake_score."""
+    model.eval()
+    for batch in batches:
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
+                            enabled=rt.amp_dtype is not None):
+            output = model(_to_device(batch["image"], rt))
+        scores = torch.softmax(output.logits.float(), dim=1).cpu()
+        if output.detection is not None:
+            fake = torch.softmax(output.detection.float(), dim=1)[:, 1].cpu()
+        else:
+            fake = 1.0 - scores[:, 0]
+        pred = scores.argmax(1)
+        for i, key in enumerate(batch["key"]):
+            row = {"key": key, "pred": classes[int(pred[i])]}
+            row.update({f"score_{c}": float(scores[i, j]) for j, c in enumerate(classes)})
+            row["fake_score"] = float(fake[i])
+            yield row
+
+
+def write_submission(path: Path, rows: Iterable[dict], classes: tuple[str, ...]) -> int:
+    fields = ["key", "pred", *(f"score_{c}" for c in classes), "fake_score"]
+    count = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+                count += 1
+    return count
+
+
+def check_benchmark(run: Path, recorded: str, actual: str, force: bool) -> None:
+    if recorded != actual and not force:
+        raise RunError(f"{run / run_files.RUN_INFO}: the run was trained on benchmark manifest "
+                       f"sha256 {recorded}, but --benchmark has {actual}; pass --force to predict "
+                       f"anyway")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m eval.predict", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, type=Path, help="a run folder of eval.train")
+    parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--out", required=True, type=Path, help="the submission CSV")
+    parser.add_argument("--checkpoint", default=run_files.BEST, choices=(run_files.BEST, run_files.LAST))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--force", action="store_true",
+                        help="predict even if the run was trained on another benchmark")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        info = run_files.read_json(args.run / run_files.RUN_INFO)
+        try:
+            cfg = config_from_json((args.run / run_files.CONFIG).read_text())
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{args.run / run_files.CONFIG}: cannot read the run's config ({exc})") from None
+        folder = open_benchmark(args.benchmark)
+        check_benchmark(args.run, info["manifest_sha256"], folder.manifest_sha256, args.force)
+        if tuple(info["classes"]) != folder.classes:
+            raise RunError(f"{args.run / run_files.RUN_INFO}: classes {info['classes']} differ from "
+                           f"the benchmark's {list(folder.classes)}")
+        ckpt = run_files.load_checkpoint(args.run, args.checkpoint)
+        rt = select_runtime(cfg, args.device)
+        name = cfg.model.name
+        # the options the run resolved (Yu / DCT: the stored resolution); the backbone file is
+        # not needed, every weight is in the checkpoint
+        model = models.build_model(name, len(folder.classes), options=info["options"], weights=None)
+        model.load_state_dict(ckpt.weights)  # strict: every tensor, DCT's input statistics included
+    except (ConfigError, RunError, BenchmarkError, ModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    model = model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    settings = data_settings(cfg, models.mixes(name))
+    batches = data.eval_loader(folder, args.split, settings, input_kind=models.input_kind(name),
+                               seen_only=False)
+    count = write_submission(args.out, predict_rows(model, batches, folder.classes, rt), folder.classes)
+    print(f"{args.out}: {count} predictions of {args.split} by {name} (epoch {ckpt.epoch})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
