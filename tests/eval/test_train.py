@@ -320,7 +320,8 @@ def test_mini_preset_resolves_for_every_model():
     for name in ("repmix", "yu", "dct"):
         cfg = load_train_config(name, preset, model_defaults=models.train_defaults(name))
         assert (cfg.data.resize, cfg.data.crop, cfg.data.eval_size) == (64, 56, 56)
-        assert cfg.optim.epochs <= 15
+        # the preset shortens every model's published schedule to fit a CPU
+        assert cfg.optim.epochs < models.train_defaults(name)["max_epochs"]
     repmix = load_train_config("repmix", preset, model_defaults=models.train_defaults("repmix"))
     assert repmix.model.options["arch"] == "resnet18"
     assert (repmix.optim.scheduler, repmix.optim.gamma, repmix.optim.weight_decay) == ("step", 0.85, 5e-4)
