@@ -352,7 +352,8 @@ def _resolve_paths(node: Any, base: Path, key: str = "") -> Any:
     return node
 
 
-def _apply_override(data: dict, assignment: str) -> None:
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """`--set key.path=value` as (key parts, value parsed as YAML); ConfigError when malformed."""
     if "=" not in assignment:
         raise ConfigError([f"--set {assignment}: expected KEY.PATH=VALUE"])
     dotted, raw = assignment.split("=", 1)
@@ -363,6 +364,12 @@ def _apply_override(data: dict, assignment: str) -> None:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise ConfigError([f"--set {dotted}: value is not valid YAML ({exc})"]) from None
+    return parts, value
+
+
+def _apply_override(data: dict, assignment: str) -> None:
+    parts, value = parse_override(assignment)
+    dotted = ".".join(parts)
     node = data
     for part in parts[:-1]:
         nxt = node.setdefault(part, {})

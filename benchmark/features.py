@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.atomic import sha256_file
+from benchmark.weights_file import WeightsFileError, read_state_dict
 
 __all__ = [
     "WeightsError",
@@ -58,25 +59,10 @@ class WeightsError(ValueError):
 
 def load_state_dict(path: str | Path, config_key: str) -> dict[str, torch.Tensor]:
     """Read a state dict from a local .safetensors or .pth/.pt file onto the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(config_key, path, "no such file")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            # weights_only: a weights file must never be able to run code.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any parse failure means the same thing to the user
-        raise WeightsError(config_key, path, f"cannot be read ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, Mapping) or not state:
-        raise WeightsError(config_key, path, f"does not hold a state dict (got {type(state).__name__})")
-    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(config_key, path, f"is not a flat name->tensor state dict (e.g. entry {bad[0]!r})")
-    return dict(state)
+        return read_state_dict(path)
+    except WeightsFileError as exc:
+        raise WeightsError(config_key, path, exc.problem) from exc
 
 
 def _sha256(path: Path) -> str:

@@ -113,17 +113,15 @@ class BenchmarkFolder:
     @cached_property
     def dataset_info(self) -> dict:
         """dataset_info.json, or {} for a folder without one (a hand-made truth folder)."""
-        path = self.path / DATASET_INFO
-        if not path.is_file():
-            return {}
-        data = _read_json(path)
-        if not isinstance(data, dict):
-            raise BenchmarkError(f"{path}: expected a JSON object")
-        return data
+        return self._optional_object(DATASET_INFO)
 
     @cached_property
     def _config(self) -> dict:
-        path = self.path / CONFIG
+        return self._optional_object(CONFIG)
+
+    def _optional_object(self, name: str) -> dict:
+        """A JSON object file of the folder, or {} when the folder has none."""
+        path = self.path / name
         if not path.is_file():
             return {}
         data = _read_json(path)

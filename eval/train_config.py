@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from benchmark.config import ConfigError, _format_errors
+from benchmark.config import ConfigError, _format_errors, parse_override
 
 MODEL_NAMES = ("repmix", "yu", "dct")
 SCRATCH = "scratch"
@@ -191,16 +191,8 @@ def _resolve_weights(data: dict, base: Path) -> dict:
 
 def _apply_override(data: dict, assignment: str) -> dict:
     """`key.path=value` (value parsed as YAML) set in a copy of `data`."""
-    if "=" not in assignment:
-        raise ConfigError([f"--set {assignment}: expected KEY.PATH=VALUE"])
-    dotted, raw = assignment.split("=", 1)
-    parts = dotted.strip().split(".")
-    if not all(parts):
-        raise ConfigError([f"--set {assignment}: empty key in {dotted!r}"])
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"--set {dotted}: value is not valid YAML ({exc})"]) from None
+    parts, value = parse_override(assignment)
+    dotted = ".".join(parts)
     patch: Any = value
     for part in reversed(parts):
         patch = {part: patch}

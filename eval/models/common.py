@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmark import weights_file
+
 
 class ModelError(ValueError):
     """A model name, option or weights file that cannot be used; the message names it."""
@@ -55,24 +57,12 @@ def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> An
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local .safetensors file, or a .pth/.pt file read with
-    torch.load(weights_only=True), so a file can never run code while being read."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist (weights are only read from local files)")
+    """A state dict from a local weights file (benchmark.weights_file: never runs code)."""
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any parse failure means the same thing to the user
-        raise ModelError(f"weights file {path} cannot be read as a state dict "
-                         f"({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
-    return dict(state)
+        return weights_file.read_state_dict(path)
+    except weights_file.WeightsFileError as exc:
+        raise ModelError(f"weights file {exc.path} {exc.problem} "
+                         f"(weights are only read from local files)") from exc
 
 
 def cross_entropy(name: str, output: ModelOutput, labels: Tensor, mix: Tensor, num_classes: int) -> Tensor:

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The same layer as ProGAN's: Yu et al.'s classifier reuses ProGAN's dense layers.
+from generators.progan import EqualizedLinear
 from eval.models.common import ModelError, ModelOutput, cross_entropy, parse_options
 
 NAME = "yu"
@@ -89,19 +91,6 @@ class EqualizedConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.pad(x, [self.pad] * 4, mode="reflect")
         return F.conv2d(x, self.weight * self.scale, self.bias)
-
-
-class EqualizedLinear(nn.Module):
-    """Dense layer with run-time He scaling (equalized learning rate)."""
-
-    def __init__(self, in_features: int, out_features: int, gain: float = math.sqrt(2)):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.scale = gain / math.sqrt(in_features)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
 
 
 class Block(nn.Module):
