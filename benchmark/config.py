@@ -395,23 +395,28 @@ def _format_errors(source: str, exc: ValidationError) -> list[str]:
     return messages
 
 
+def read_yaml_sections(path: Path) -> dict:
+    """A config file's top-level mapping ({} for an empty file); ConfigError naming the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] = (), output_dir: str | Path | None = None) -> BuildConfig:
     """Read a YAML config, apply `--set` overrides, validate; ConfigError lists every problem."""
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read config ({exc.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML ({exc})"]) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
-    data = _resolve_paths(data, path.parent.resolve())
+    data = _resolve_paths(read_yaml_sections(path), path.parent.resolve())
     for assignment in overrides:
         _apply_override(data, assignment)
     if output_dir is not None:

@@ -17,10 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from benchmark.config import ConfigError, _format_errors, parse_override
+from benchmark.config import ConfigError, _format_errors, parse_override, read_yaml_sections
 
 MODEL_NAMES = ("repmix", "yu", "dct")
 SCRATCH = "scratch"
@@ -163,20 +162,7 @@ def _merge(base: dict, top: Mapping) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{source}: cannot read config ({exc.strerror})"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{source}: not valid YAML ({exc})"]) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of sections"])
-    return _resolve_weights(data, path.parent.resolve())
+    return _resolve_weights(read_yaml_sections(path), path.parent.resolve())
 
 
 def _resolve_weights(data: dict, base: Path) -> dict:
