@@ -192,7 +192,7 @@ def evaluate(model: nn.Module, parts: TrainParts, rt: Runtime) -> dict:
     return {"val_loss": total_loss / seen, "val_acc": correct / seen, "val_det_acc": det_correct / seen}
 
 
-def write_metrics(run: Path, history: list[dict]) -> None:
+def write_metrics(run: Path, history: list[dict], title: str = "", best_epoch: int | None = None) -> None:
     """metrics.csv (one row per epoch; val columns empty when not validated) and curves.png."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
@@ -200,23 +200,31 @@ def write_metrics(run: Path, history: list[dict]) -> None:
     for row in history:
         writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
     write_text(run / run_files.METRICS, buf.getvalue())
-    write_bytes(run / run_files.CURVES, plot_curves(history))
+    write_bytes(run / run_files.CURVES, plot_curves(history, title, best_epoch))
 
 
-def plot_curves(history: list[dict]) -> bytes:
+def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = None) -> bytes:
+    """Loss and accuracy per epoch; `title` names the run, and a dashed line at `best_epoch`
+    shows which epoch the `best` checkpoint holds."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, keys, title in ((ax_loss, ("train_loss", "val_loss"), "loss"),
+    if title:
+        fig.suptitle(title)
+    for ax, keys, panel in ((ax_loss, ("train_loss", "val_loss"), "loss"),
                             (ax_acc, ("train_acc", "val_acc", "val_det_acc"), "accuracy")):
         for key in keys:
             points = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
             if points:
                 ax.plot(*zip(*points), marker="o", label=key)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label="best checkpoint")
         ax.set_xlabel("epoch")
-        ax.set_title(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(panel)
         ax.legend()
     fig.tight_layout()
     out = io.BytesIO()
@@ -281,7 +289,7 @@ def fit(run: Path, cfg: TrainConfig, parts: TrainParts, info: dict, rt: Runtime,
                          "cuda": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else []},
                  "history": history}
         run_files.save_checkpoint(run, run_files.LAST, epoch, model.state_dict(), info, metrics, state)
-        write_metrics(run, history)
+        write_metrics(run, history, f"{info['model']}: {run.name}", stopper.best_epoch)
         shown = ", ".join(f"{k} {row[k]:.4g}" for k in METRIC_COLUMNS[1:] if row.get(k) is not None)
         print(f"epoch {epoch}: {shown}", file=sys.stderr)
         if stopper.stopped_epoch is not None:

@@ -394,3 +394,20 @@ def test_cuda_runtime_picks_amp_dtype_and_channels_last(monkeypatch):
     assert train.select_runtime(config("runtime.amp=off", "runtime.channels_last=false"), "cuda") == \
         train.Runtime(cuda, None, False)
     assert train.select_runtime(config(), "cpu") == CPU  # CPU: fp32, no channels_last
+
+
+def test_curves_png_is_titled_and_marks_the_best_epoch():
+    import numpy as np
+
+    from benchmark.images import decode_image
+    from eval.train import plot_curves
+
+    history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "train_acc": e / 4,
+                "val_acc": e / 5, "val_det_acc": 0.9} for e in range(1, 4)]
+    plain = decode_image(plot_curves(history))
+    titled = decode_image(plot_curves(history, "repmix: run1"))
+    marked = decode_image(plot_curves(history, "repmix: run1", best_epoch=2))
+    assert plain.shape == titled.shape == marked.shape
+    # the title's ink sits above both panels; the best-epoch line adds grey pixels inside them
+    assert (titled[:10] < 128).any() and not (plain[:10] < 128).any()
+    assert not np.array_equal(titled, marked)
