@@ -61,10 +61,15 @@ def corruption_png(by_corruption_severity: dict[str, dict]) -> bytes:
             clean = values["attribution_accuracy"]
         else:
             lines.setdefault(corruption, []).append((int(severity), values["attribution_accuracy"]))
+    counts = [v["count"] for k, v in by_corruption_severity.items() if not k.startswith(CLEAN + "/")
+              and "count" in v]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for corruption in sorted(lines):
+    # 19 lines: tab20 gives each its own colour (the default cycle repeats after 10).
+    colours = plt.get_cmap("tab20").colors
+    for i, corruption in enumerate(sorted(lines)):
         points = sorted(lines[corruption])
-        ax.plot([s for s, _ in points], [a for _, a in points], marker="o", label=corruption)
+        ax.plot([s for s, _ in points], [a for _, a in points], marker="os^D"[i % 4],
+                color=colours[i % len(colours)], label=corruption)
     if clean is not None:
         ax.axhline(clean, color="black", linestyle="--", label="clean")
     ax.set_xlabel("severity")
@@ -76,5 +81,7 @@ def corruption_png(by_corruption_severity: dict[str, dict]) -> bytes:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     else:
         ax.text(0.5, 0.5, "no corrupted images in this split", ha="center", transform=ax.transAxes)
-    ax.set_title("Attribution accuracy per corruption")
+    # A reader needs the sample size to tell a real dip from noise.
+    ax.set_title("Attribution accuracy per corruption" + (
+        f" ({min(counts)}-{max(counts)} images per point)" if counts else ""))
     return _png(fig)
