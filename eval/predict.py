@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -89,38 +90,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class LoadedRun:
+    """A run's trained model on its device, with what it was loaded from."""
+
+    model: nn.Module
+    name: str
+    cfg: Any
+    info: dict
+    folder: Any
+    epoch: int
+    rt: Runtime
+
+
+def load_run(run: Path, benchmark: Path, checkpoint: str = run_files.BEST, device: str | None = None,
+             force: bool = False) -> LoadedRun:
+    """The run's model with its `checkpoint` weights, checked against `benchmark` (the manifest
+    sha256 and classes). Raises ConfigError, RunError, BenchmarkError or ModelError."""
+    info = run_files.read_json(run / run_files.RUN_INFO)
+    try:
+        cfg = config_from_json((run / run_files.CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{run / run_files.CONFIG}: cannot read the run's config ({exc})") from None
+    folder = open_benchmark(benchmark)
+    check_benchmark(run, info["manifest_sha256"], folder.manifest_sha256, force)
+    if tuple(info["classes"]) != folder.classes:
+        raise RunError(f"{run / run_files.RUN_INFO}: classes {info['classes']} differ from "
+                       f"the benchmark's {list(folder.classes)}")
+    ckpt = run_files.load_checkpoint(run, checkpoint)
+    rt = select_runtime(cfg, device)
+    name = cfg.model.name
+    # the options the run resolved (Yu / DCT: the stored resolution); the backbone file is
+    # not needed, every weight is in the checkpoint
+    model = models.build_model(name, len(folder.classes), options=info["options"], weights=None)
+    model.load_state_dict(ckpt.weights)  # strict: every tensor, DCT's input statistics included
+    model = model.to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedRun(model, name, cfg, info, folder, ckpt.epoch, rt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        info = run_files.read_json(args.run / run_files.RUN_INFO)
-        try:
-            cfg = config_from_json((args.run / run_files.CONFIG).read_text())
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{args.run / run_files.CONFIG}: cannot read the run's config ({exc})") from None
-        folder = open_benchmark(args.benchmark)
-        check_benchmark(args.run, info["manifest_sha256"], folder.manifest_sha256, args.force)
-        if tuple(info["classes"]) != folder.classes:
-            raise RunError(f"{args.run / run_files.RUN_INFO}: classes {info['classes']} differ from "
-                           f"the benchmark's {list(folder.classes)}")
-        ckpt = run_files.load_checkpoint(args.run, args.checkpoint)
-        rt = select_runtime(cfg, args.device)
-        name = cfg.model.name
-        # the options the run resolved (Yu / DCT: the stored resolution); the backbone file is
-        # not needed, every weight is in the checkpoint
-        model = models.build_model(name, len(folder.classes), options=info["options"], weights=None)
-        model.load_state_dict(ckpt.weights)  # strict: every tensor, DCT's input statistics included
+        loaded = load_run(args.run, args.benchmark, args.checkpoint, args.device, args.force)
     except (ConfigError, RunError, BenchmarkError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    model = model.to(rt.device)
-    if rt.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    settings = data_settings(cfg, models.mixes(name))
+    folder, name, rt = loaded.folder, loaded.name, loaded.rt
+    settings = data_settings(loaded.cfg, models.mixes(name))
     batches = data.eval_loader(folder, args.split, settings, input_kind=models.input_kind(name),
                                seen_only=False)
-    count = write_submission(args.out, predict_rows(model, batches, folder.classes, rt), folder.classes)
-    print(f"{args.out}: {count} predictions of {args.split} by {name} (epoch {ckpt.epoch})")
+    count = write_submission(args.out, predict_rows(loaded.model, batches, folder.classes, rt), folder.classes)
+    print(f"{args.out}: {count} predictions of {args.split} by {name} (epoch {loaded.epoch})")
     return 0
 
 
