@@ -205,3 +205,24 @@ def test_cli_bad_run_and_split_exit_2(tiny_run, tmp_path, capsys):
         attack.main(["--run", str(run), "--benchmark", str(bench), "--split", "dev", "--out", str(out)])
     assert exc.value.code == 2 and "--split" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_loader_batches_back_to_0_1_and_limited_in_order():
+    batches = [{"image": torch.tensor([-1.0, 0.0, 1.0]).view(3, 1, 1, 1).expand(3, 3, 2, 2),
+                "label": torch.tensor([0, 1, 2])},
+               {"image": torch.zeros(3, 3, 2, 2), "label": torch.tensor([3, 4, 5])}]
+    out = list(attack._batches01(batches, 4, torch.device("cpu")))
+    assert [b[1].tolist() for b in out] == [[0, 1, 2], [3]]
+    assert out[0][0][:, 0, 0, 0].tolist() == [0.0, 0.5, 1.0]
+    assert sum(len(b[1]) for b in attack._batches01(batches, None, torch.device("cpu"))) == 6
+
+
+def test_cli_split_without_images_exits_2_naming_it(tiny_run, tmp_path, capsys):
+    from tests.eval.test_train import build_tiny_benchmark
+
+    _, run = tiny_run
+    bench = build_tiny_benchmark(tmp_path / "no_test", {"train": 2, "val": 1})
+    out = tmp_path / "attack"
+    assert attack.main(["--run", str(run), "--benchmark", str(bench), "--force", "--out", str(out)]) == 2
+    assert "--split test" in capsys.readouterr().err
+    assert not out.exists()
