@@ -226,3 +226,20 @@ def test_cli_split_without_images_exits_2_naming_it(tiny_run, tmp_path, capsys):
     assert attack.main(["--run", str(run), "--benchmark", str(bench), "--force", "--out", str(out)]) == 2
     assert "--split test" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_repmix_is_attacked_on_its_gated_logits_with_mixing_off():
+    model = models.build_model("repmix", 3, options={"arch": "resnet18"}, weights=None)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(2, 3, 32, 32, generator=gen), torch.tensor([0, 2])
+    adv = attack.ifgsm(model, images, labels, eps=8 / 255, step=4 / 255, iterations=2)
+    assert adv.shape == images.shape and not torch.equal(adv, images)
+    assert (adv - images).abs().max() <= 8 / 255 + 1e-6
+    for k, v in model.state_dict().items():  # BatchNorm statistics included: eval mode
+        assert torch.equal(v, before[k]), k
+    model.eval()
+    with torch.no_grad():
+        assert (F.cross_entropy(model(adv * 2 - 1).logits, labels)
+                > F.cross_entropy(model(images * 2 - 1).logits, labels))
