@@ -21,8 +21,8 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -146,9 +146,10 @@ def _batches01(loader: Iterable[dict], limit: int | None, device: torch.device):
 def markdown_table(report: dict) -> str:
     eps = [_eps_label(e) for e in report["eps"]]
     rows = report["results"]
-    lines = [f"Attribution error (%) under I-FGSM ({report['iterations']} iterations, step = "
+    title = (f"Attribution error (%) under I-FGSM ({report['iterations']} iterations, step = "
              f"{report['step_factor']:g} x eps / {report['iterations']}), {report['split']} split, "
-             f"{report['images']} images; eps in 1/255 units.", "",
+             f"{report['images']} images; eps in 1/255 units.")
+    lines = [title, "",
              "| Model | " + " | ".join(f"eps={e}" for e in eps) + " |",
              "|---|" + "---:|" * len(eps),
              f"| {report['model']} | " + " | ".join(f"{100 * r['error']:.2f}" for r in rows) + " |", "",

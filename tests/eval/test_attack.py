@@ -4,7 +4,7 @@ model more as eps grows; the command writes its JSON, table and plot, and refuse
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from itertools import pairwise
 
 import pytest
 import torch
@@ -83,7 +83,7 @@ def test_error_is_zero_at_eps_0_and_grows_with_eps_on_a_trained_model():
     assert result["accuracy_before"] == 1.0
     errors = [r["error"] for r in result["by_eps"]]
     assert errors[0] == 0.0
-    assert all(b >= a for a, b in zip(errors, errors[1:])), errors
+    assert all(b >= a for a, b in pairwise(errors)), errors
     assert errors[-1] > 0.5
     for r in result["by_eps"]:
         assert r["error"] == pytest.approx(result["accuracy_before"] - r["accuracy_after"])
