@@ -169,6 +169,8 @@ def plot_error(report: dict, path: Path) -> None:
             label=f"{report['model']} ({Path(report['run']).name})")
     ax.set_xlabel("eps (1/255)")
     ax.set_ylabel("attribution error (%)")
+    # The whole 0-100 range: a zoomed axis makes a flat curve look steep.
+    ax.set_ylim(min(0, *(100 * r["error"] for r in report["results"])), 100)
     ax.set_title(f"I-FGSM, {report['iterations']} iterations, {report['images']} {report['split']} images")
     ax.set_xticks(report["eps"])
     ax.legend()
