@@ -65,19 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder = open_benchmark(args.benchmark)
         report = score(folder, args.submission, args.split, args.bootstrap, args.seed)
-        board = None
         if args.leaderboard:
             date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             entry = leaderboard.entry_from_report(report, args.name, date)
-            board = leaderboard.add_entry(leaderboard.load(args.leaderboard), entry, args.replace)
+            # read, add and rewrite under the board's lock: a concurrent scorer's entry survives
+            leaderboard.update(args.leaderboard, entry, args.replace)
     except (SubmissionError, BenchmarkError, leaderboard.LeaderboardError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     files = render_outputs(report, args.out) if args.out else {}
     for path, data in files.items():
         write_bytes(path, data)
-    if board is not None:
-        leaderboard.save(args.leaderboard, board)
     sys.stdout.write(report_json(report))
     return 0
 

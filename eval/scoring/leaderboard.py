@@ -6,6 +6,10 @@ figures would not be comparable. Names are unique; an entry with a name already 
 refused unless `replace` is given, which swaps the old entry for the new one. Entries are
 ranked by attribution accuracy, ties broken by NMI, then by name (so the order is total).
 Both files are rewritten atomically, JSON first (the Markdown is derived from it).
+
+Two scorers may add entries to one folder at the same moment (a grid of runs finishing
+together): `update` holds a lock file beside the board (filelock: an OS lock, released when the
+process dies) across read, add and rewrite, so neither entry is lost.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from benchmark.atomic import write_text
 from eval.scoring.metrics import HEADLINE
 
 JSON_NAME = "leaderboard.json"
 MD_NAME = "leaderboard.md"
+LOCK_NAME = ".leaderboard.lock"
+LOCK_TIMEOUT_S = 120.0
 
 
 class LeaderboardError(ValueError):
@@ -99,3 +107,20 @@ def save(folder: Path, board: dict) -> None:
     folder = Path(folder)
     write_text(folder / JSON_NAME, json.dumps(board, indent=2, sort_keys=True) + "\n")
     write_text(folder / MD_NAME, render_md(board))
+
+
+def update(folder: Path, entry: dict, replace: bool = False, timeout: float = LOCK_TIMEOUT_S) -> dict:
+    """Add `entry` to the board in `folder` under its lock: load, add, rewrite. Returns the new
+    board; raises LeaderboardError (nothing written) when the entry is refused or the lock is
+    not had within `timeout` seconds."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / LOCK_NAME)
+    try:
+        with lock.acquire(timeout=timeout):
+            board = add_entry(load(folder), entry, replace)
+            save(folder, board)
+    except Timeout:
+        raise LeaderboardError(f"{folder / LOCK_NAME}: another scorer held the leaderboard lock "
+                               f"for {timeout:.0f} s; try again") from None
+    return board

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import time
 
 import pytest
 
@@ -72,7 +74,8 @@ def test_cli_adds_ranked_entries_with_hashes_and_intervals(bench300, tmp_path, c
     low, high = strong["attribution_accuracy"]["ci"]
     assert low <= 0.9 <= high
     assert "| 1 | strong |" in (board / "leaderboard.md").read_text()
-    assert sorted(p.name for p in board.iterdir()) == ["leaderboard.json", "leaderboard.md"]
+    assert sorted(p.name for p in board.iterdir()) == [".leaderboard.lock", "leaderboard.json",
+                                                        "leaderboard.md"]
 
 
 def test_cli_refuses_a_mismatched_benchmark_and_writes_nothing(bench300, tmp_path, capsys):
@@ -116,3 +119,39 @@ def test_cli_needs_a_name_and_a_readable_leaderboard(bench300, tmp_path, capsys)
 def test_names_that_would_break_the_table_are_refused():
     with pytest.raises(LeaderboardError, match="without '|'"):
         leaderboard.entry_from_report({}, "a|b", "today")
+
+
+def _slow_update(args):
+    """A scorer whose read-add-rewrite takes 0.3 s: without the lock, writers that overlap
+    each rewrite the board they read and all but the last entry are lost."""
+    folder, name, value = args
+    original = leaderboard.add_entry
+
+    def slow(board, entry, replace=False):
+        time.sleep(0.3)
+        return original(board, entry, replace)
+
+    leaderboard.add_entry = slow
+    try:
+        leaderboard.update(folder, _entry(name, value, 0.5))
+    finally:
+        leaderboard.add_entry = original
+
+
+def test_concurrent_scorers_lose_no_entry(tmp_path):
+    names = [f"run{i}" for i in range(6)]
+    with multiprocessing.get_context("fork").Pool(len(names)) as pool:
+        pool.map(_slow_update, [(tmp_path, n, 0.1 * i) for i, n in enumerate(names)])
+    board = json.loads((tmp_path / "leaderboard.json").read_text())
+    assert sorted(e["name"] for e in board["entries"]) == names
+    assert [e["rank"] for e in board["entries"]] == list(range(1, len(names) + 1))
+    assert "| 6 | run0 |" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_a_held_lock_times_out_with_a_clear_error(tmp_path):
+    from filelock import FileLock
+
+    with FileLock(tmp_path / leaderboard.LOCK_NAME):
+        with pytest.raises(LeaderboardError, match="held the leaderboard lock"):
+            leaderboard.update(tmp_path, _entry("late", 0.5, 0.5), timeout=0.2)
+    assert not (tmp_path / "leaderboard.json").exists()
