@@ -60,6 +60,12 @@ class RealSpec(_Section):
     extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
     # Cap on the photos of a semantic that train its generators (the paper uses 100k).
     gan_train_max: int = Field(100_000, ge=1)
+    # Photos with a shorter side are refused (recorded in rejections.parquet); photos smaller
+    # than `resolution` but at least this are kept and upsampled, as the paper's CelebA is.
+    min_side: int = Field(8, ge=8)
+    # Photos with more pixels are refused from their header, before decoding (at most PIL's own
+    # hard limit, 2 x Image.MAX_IMAGE_PIXELS, above which it refuses a header itself).
+    max_pixels: int = Field(100_000_000, ge=1, le=178_956_970)
 
 
 class TrainSpec(_Section):

@@ -8,11 +8,21 @@ leaves survive storage; a lossy re-encode only happens as a corruption.
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import cv2
 import numpy as np
+from PIL import Image
 
 # Level 1: fastest lossless setting; the bytes stay deterministic for a pinned OpenCV/zlib.
 PNG_COMPRESSION = 1
+# Photos read from users' folders: a larger image is refused from its header, before any
+# pixel is allocated (a 100-megapixel photo decodes to 300 MB; a crafted PNG header can claim
+# gigapixels in a few hundred bytes). `real.max_pixels` in the config.
+MAX_PIXELS = 100_000_000
+MIN_SIDE = 8  # the smallest short side decode_image takes (`real.min_side` may ask for more)
+EXIF_ORIENTATION = 0x0112
 
 
 class ImageDecodeError(ValueError):
@@ -45,9 +55,66 @@ def decode_image(data: bytes) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     else:
         raise ImageDecodeError(f"unsupported channel count {img.shape[2]}")
-    if min(img.shape[:2]) < 8:
+    if min(img.shape[:2]) < MIN_SIDE:
         raise ImageDecodeError(f"image too small ({img.shape[1]}x{img.shape[0]})")
     return np.ascontiguousarray(img)
+
+
+def _header(data: bytes) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) from the file's header alone: PIL's open parses
+    headers and defers decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's own bomb warning: our limit decides
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                try:
+                    orientation = int(image.getexif().get(EXIF_ORIENTATION, 1))
+                except Exception:  # a malformed EXIF block: the pixels are still usable
+                    orientation = 1
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb refused from its header ({exc})") from None
+    except Exception as exc:  # PIL raises many types for a file it cannot identify
+        raise ImageDecodeError(f"not an image ({type(exc).__name__})") from None
+    return width, height, orientation if 1 <= orientation <= 8 else 1
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as the camera meant them to be seen (EXIF orientation 1..8; PIL's
+    ImageOps.exif_transpose in numpy)."""
+    if orientation in (5, 6, 7, 8):
+        img = img.transpose(1, 0, 2)  # swap the axes; each case then needs at most one flip
+    flip = {2: (False, True), 3: (True, True), 4: (True, False), 5: (False, False),
+            6: (False, True), 7: (True, True), 8: (True, False)}.get(orientation, (False, False))
+    if flip[0]:
+        img = img[::-1]
+    if flip[1]:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def decode_photo(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
+    """A user's photo (JPEG/PNG/WebP) to uint8 RGB (H, W, 3), EXIF orientation applied.
+
+    Stricter than decode_image, which reads our own PNGs: the size is checked from the header
+    before decoding (`max_pixels`), the short side must be at least `min_side` after the
+    orientation, and a decoder error of any kind is an ImageDecodeError. A photo smaller than the
+    build's resolution is kept (center_crop_resize upsamples it)."""
+    if not data:
+        raise ImageDecodeError("empty file")
+    width, height, orientation = _header(data)
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"decompression bomb: {width}x{height} = {width * height} pixels, "
+                               f"over real.max_pixels = {max_pixels}; refused before decoding")
+    try:
+        img = decode_image(data)
+    except cv2.error as exc:
+        raise ImageDecodeError(f"not a decodable image (OpenCV: {str(exc).strip().splitlines()[-1]})") from None
+    img = apply_orientation(img, orientation)
+    if min(img.shape[:2]) < min_side:
+        raise ImageDecodeError(f"image too small: {img.shape[1]}x{img.shape[0]}, short side under "
+                               f"real.min_side = {min_side}")
+    return img
 
 
 def center_crop_resize(img: np.ndarray, size: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.images import ImageDecodeError, center_crop_resize, decode_image
+from benchmark.images import ImageDecodeError, center_crop_resize, decode_photo
 from generators.base import GeneratorError, check_seeds
 
 NAME = "folder"
@@ -63,7 +63,7 @@ class FolderGenerator:
         """Image number `index` in name order as uint8 (resolution, resolution, 3) RGB."""
         file = self.files[index]
         try:
-            img = decode_image(file.read_bytes())
+            img = decode_photo(file.read_bytes())
         except ImageDecodeError as e:
             raise GeneratorError(f"image {file} cannot be decoded: {e.reason}") from e
         except OSError as e:

@@ -58,8 +58,12 @@ class BuildError(RuntimeError):
 def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
             compute: ComputeSettings):
     """Wire the stages; reads like the data flow of DESIGN.md."""
+    def read_photos() -> ReadRealImages:
+        return ReadRealImages(cfg.resolution, plan.roots, max_pixels=cfg.real.max_pixels,
+                              min_side=cfg.real.min_side)
+
     photos = (p | "CreatePhotoChunks" >> beam.Create(plan.real_chunks)
-              | "ReadPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
+              | "ReadPhotos" >> read_photos())
     rejections = [photos | "PhotoRejections" >> beam.FlatMap(lambda b: b.rejections)]
     real_class = photos | "RealClass" >> beam.Filter(lambda b: b.role == REAL_CLASS)
     reference = photos | "Reference" >> beam.Filter(lambda b: b.role == REFERENCE)
@@ -67,7 +71,7 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     models = [p | "CreateGivenModels" >> beam.Create(plan.models)] if plan.models else []
     if plan.train_tasks:
         extra = (p | "CreateTrainChunks" >> beam.Create(plan.train_chunks)
-                 | "ReadTrainPhotos" >> ReadRealImages(cfg.resolution, plan.roots))
+                 | "ReadTrainPhotos" >> read_photos())
         rejections.append(extra | "TrainPhotoRejections" >> beam.FlatMap(lambda b: b.rejections))
         train_photos = (reference, extra) | "TrainingPool" >> beam.Flatten()
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from benchmark.images import ImageDecodeError, center_crop_resize, decode_image, encode_png
+from benchmark.images import MAX_PIXELS, MIN_SIDE, ImageDecodeError, center_crop_resize, decode_photo, encode_png
 from benchmark.records import ImageBatch, RealChunk
 from pipelines.stage_metrics import counter, timed
 
@@ -15,9 +15,10 @@ log = logging.getLogger(__name__)
 
 
 class _ReadChunkFn(beam.DoFn):
-    def __init__(self, resolution: int, roots: dict[str, str]):
+    def __init__(self, resolution: int, roots: dict[str, str], max_pixels: int, min_side: int):
         self._resolution = resolution
         self._roots = roots  # semantic -> folder, to record paths relative to it
+        self._max_pixels, self._min_side = max_pixels, min_side
 
     def process(self, chunk: RealChunk):
         keys, pngs, ranks, origins, rejections = [], [], [], [], []
@@ -26,7 +27,8 @@ class _ReadChunkFn(beam.DoFn):
                 origin = Path(f.path).relative_to(self._roots[chunk.semantic]).as_posix()
                 try:
                     data = Path(f.path).read_bytes()
-                    img = center_crop_resize(decode_image(data), self._resolution)
+                    img = center_crop_resize(decode_photo(data, max_pixels=self._max_pixels,
+                                                          min_side=self._min_side), self._resolution)
                 except (ImageDecodeError, OSError) as exc:
                     reason = exc.reason if isinstance(exc, ImageDecodeError) else f"unreadable: {exc.strerror}"
                     counter("real_rejected").inc()
@@ -48,12 +50,15 @@ class _ReadChunkFn(beam.DoFn):
 class ReadRealImages(beam.PTransform):
     """RealChunks -> ImageBatches, each carrying the rejection rows of its undecodable files."""
 
-    def __init__(self, resolution: int, roots: dict[str, str]):
+    def __init__(self, resolution: int, roots: dict[str, str], *, max_pixels: int = MAX_PIXELS,
+                 min_side: int = MIN_SIDE):
         super().__init__()
         self._resolution = resolution
         self._roots = roots
+        self._max_pixels, self._min_side = max_pixels, min_side
 
     def expand(self, chunks):
         return (chunks
                 | "ReshuffleChunks" >> beam.Reshuffle()
-                | "DecodePhotos" >> beam.ParDo(_ReadChunkFn(self._resolution, self._roots)))
+                | "DecodePhotos" >> beam.ParDo(_ReadChunkFn(self._resolution, self._roots,
+                                                          self._max_pixels, self._min_side)))
