@@ -75,7 +75,7 @@ def _header(data: bytes) -> tuple[int, int, int]:
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"decompression bomb refused from its header ({exc})") from None
     except Exception as exc:  # PIL raises many types for a file it cannot identify
-        raise ImageDecodeError(f"not an image ({type(exc).__name__})") from None
+        raise ImageDecodeError(f"not a decodable image (its header: {type(exc).__name__}: {exc})") from None
     return width, height, orientation if 1 <= orientation <= 8 else 1
 
 
