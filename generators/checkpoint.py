@@ -114,14 +114,19 @@ def read_meta(path: Path | str) -> CheckpointMeta:
 
 def check_state_dict(source: str, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
                      target: str = "the model its sidecar describes") -> None:
-    """Raise GeneratorError naming missing, unexpected and misshapen keys of `found` (from `source`)."""
+    """Raise GeneratorError naming missing, unexpected, misshapen and non-finite keys of `found`
+    (from `source`)."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = sorted(f"{k} {tuple(found[k].shape)} != {tuple(expected[k].shape)}"
                    for k in set(expected) & set(found) if found[k].shape != expected[k].shape)
+    # A diverged training run saves NaN/inf weights that load fine and sample black or noise.
+    broken = sorted(k for k, v in found.items()
+                    if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()))
     problems = [f"{label}: {items[:_MAX_LISTED]}{' ...' if len(items) > _MAX_LISTED else ''}"
                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("shape mismatches (file != model)", wrong)) if items]
+                                     ("shape mismatches (file != model)", wrong),
+                                     ("NaN or infinite values in", broken)) if items]
     if problems:
         raise GeneratorError(f"{source} does not fit {target}; " + "; ".join(problems))
 

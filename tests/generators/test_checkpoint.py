@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import pickle
 import shutil
 
@@ -194,3 +195,21 @@ def test_sha256_file(tmp_path):
     data = bytes(range(256)) * 5000
     path.write_bytes(data)
     assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_nan_or_inf_weights_are_refused_by_key(copy):
+    from safetensors.torch import load_file, save_file
+
+    weights = copy.with_suffix(".safetensors")
+    state = load_file(str(weights))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(weights))
+    sidecar = copy.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["sha256"] = sha256_file(weights)
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(GeneratorError, match=f"NaN or infinite values in: \\['{re.escape(name)}'\\]") as e:
+        generators.load("sngan", checkpoint=copy, resolution=32)
+    assert str(weights) in str(e.value)
