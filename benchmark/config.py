@@ -260,6 +260,7 @@ class BuildConfig(_Section):
                         and src.train is None):
                     problems.append((f"sources.{name}.checkpoints.{sem}",
                                      "give a checkpoint, or a `train:` section to train one"))
+        problems += self._output_problems()
         kept = self.kept_per_cell
         if self.splits.total != kept:
             problems.append(("splits", f"train+val+test = {self.splits.total} but selection "
@@ -274,6 +275,23 @@ class BuildConfig(_Section):
         if problems:
             raise ValueError("; ".join(f"{k}: {m}" for k, m in problems))
         return self
+
+    def _output_problems(self) -> list[tuple[str, str]]:
+        """An output folder that is, holds or lies inside an input folder: a rerun would read
+        its own output as photos, and --overwrite would delete the inputs."""
+        out = Path(self.output_dir).resolve()
+        inputs = [(f"semantics.{name}.path", spec.path) for name, spec in self.semantics.items()]
+        inputs += [(f"sources.{name}.folders.{sem}", folder) for name, src in self.sources.items()
+                   for sem, folder in src.folders.items()]
+        problems = []
+        for key, folder in inputs:
+            folder = Path(folder).resolve()
+            if out == folder or folder in out.parents:
+                problems.append(("output_dir", f"{out} is or lies inside the input folder {key} ({folder})"))
+            elif out in folder.parents:
+                problems.append(("output_dir", f"{out} holds the input folder {key} ({folder}); "
+                                               f"--overwrite would delete it"))
+        return problems
 
     def _protocol_problems(self) -> list[str]:
         """How this config differs from the protocol it names; nothing for `custom`."""

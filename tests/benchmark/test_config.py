@@ -53,6 +53,14 @@ def test_valid_config_resolves_paths_against_its_file(tmp_path):
      "sources.sngan.folders.faces: generator sngan reads checkpoints, not folders"),
     (BASE.replace("generator: sngan, train: {steps: 2}}", "generator: ddpm, folders: {faces: photos/a}}"),
      "sources.sngan.checkpoints.rooms: give a checkpoint"),
+    (BASE.replace("output_dir: out", "output_dir: photos/a"), "output_dir: "),
+    (BASE.replace("output_dir: out", "output_dir: photos/a/built"), "lies inside the input folder semantics.faces.path"),
+    (BASE.replace("output_dir: out", "output_dir: photos"), "holds the input folder semantics.faces.path"),
+    (BASE.replace("chunk_size: 8", "chunk_size: 0"), "sampling.chunk_size"),
+    (BASE.replace("train: 6", "train: -1"), "splits.train"),
+    (BASE + "corruptions: {unseen_set: snowy}\n", "corruptions.unseen_set"),
+    (BASE + "corruptions: {severities: [0, 6]}\n", "severities must be distinct values in 1..5"),
+    (BASE + "real: {min_side: 4}\n", "real.min_side"),
 ])
 def test_bad_config_names_file_and_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
