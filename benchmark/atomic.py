@@ -6,8 +6,10 @@ A reader, a resumed build or a crash therefore only ever sees a complete file or
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -44,3 +46,22 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Errors that mean "this output cannot be written here", not a bug: a full disk or quota, a
+# read-only or forbidden folder.
+OUTPUT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# Beam re-raises a worker's exception as RuntimeError("OSError: [Errno 28] ... [while running
+# 'Step']"), so the errno is read back from the message.
+_WRAPPED = re.compile(r"\b(?:[A-Za-z]*Error): \[Errno (\d+)\] ([^\n]*)")
+
+
+def output_error(exc: BaseException) -> str | None:
+    """`strerror: filename` when `exc` is (or, from a pipeline worker, carries) an OSError of
+    OUTPUT_ERRNOS; None for any other error."""
+    if isinstance(exc, OSError) and exc.errno in OUTPUT_ERRNOS:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror)
+    match = _WRAPPED.search(str(exc))
+    if match and int(match.group(1)) in OUTPUT_ERRNOS:
+        return match.group(2)
+    return None

@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 import generators
 from benchmark import protocol
-from benchmark.atomic import write_text
+from benchmark.atomic import output_error, write_text
 from benchmark.config import BuildConfig, ConfigError, load_config
 from benchmark.dataset_files import check_counts, write_card, write_classes, write_grids
 from benchmark.manifest import read_manifest
@@ -308,6 +308,16 @@ def main(argv: list[str] | None = None) -> int:
         info = build(cfg, beam_args, overwrite=args.overwrite)
     except BuildError as exc:
         print(f"build failed: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        reason = output_error(exc)
+        if reason is None:  # a bug, not the disk: keep the traceback
+            raise
+        # OUT only appears by renaming a finished staging folder, so nothing is there yet
+        print(f"build failed: cannot write the output ({reason}). Nothing was written to "
+              f"{cfg.output_dir}; work already done stays in the hidden "
+              f".{cfg.output_dir.name}.partial-* folder beside it, and a rerun with room to "
+              f"write reuses it (delete it to reclaim the space).", file=sys.stderr)
         return 1
     stats = info["build_stats"]
     print(f"built {info['samples']} samples in {len(info['shards'])} shards at {cfg.output_dir} "

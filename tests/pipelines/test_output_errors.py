@@ -1,0 +1,74 @@
+"""A full disk or a read-only output folder: a clear error, exit 1, and no OUT folder."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+import pipelines.write_shards
+from benchmark.atomic import output_error
+from pipelines.build_attribution88 import main
+from tests.conftest import write_photos
+from tests.pipelines.test_verify import TINY
+
+
+@pytest.fixture
+def config(tmp_path) -> Path:
+    write_photos(tmp_path / "photos" / "faces", 24, 0, size=(40, 48))
+    write_photos(tmp_path / "photos" / "rooms", 24, 1, size=(64, 40))
+    (tmp_path / "cfg.yaml").write_text(TINY)
+    return tmp_path / "cfg.yaml"
+
+
+def test_no_space_left_while_writing_shards(config, monkeypatch, capsys):
+    """The fault is raised inside a Beam worker (the shard writer), which Beam re-raises wrapped."""
+    def full(path, samples):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(pipelines.write_shards, "write_shard", full)
+    out = config.parent / "out"
+    assert main(["--config", str(config), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "build failed: cannot write the output (No space left on device" in err
+    assert ".tar" in err and "a rerun with room to write reuses it" in err
+    assert not out.exists()
+
+
+def test_read_only_output_folder(config, monkeypatch, capsys):
+    real_mkdir = Path.mkdir
+
+    def forbidden(self, *args, **kwargs):
+        if ".partial-" in self.name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", forbidden)
+    out = config.parent / "ro" / "out"
+    assert main(["--config", str(config), "--out", str(out), "--quiet"]) == 1
+    assert "cannot write the output (Permission denied" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_output_error_reads_direct_and_wrapped_errors():
+    assert output_error(OSError(errno.ENOSPC, "No space left on device", "/o/x.tar")) == \
+        "No space left on device: /o/x.tar"
+    wrapped = RuntimeError("OSError: [Errno 30] Read-only file system: '/o/x' [while running 'WriteShards/WriteTar']")
+    assert output_error(wrapped) == "Read-only file system: '/o/x' [while running 'WriteShards/WriteTar']"
+    # not the disk: left to the traceback
+    assert output_error(FileNotFoundError(errno.ENOENT, "No such file", "/x")) is None
+    assert output_error(RuntimeError("ValueError: bad [Errno 28] is not an OSError")) is None
+    assert output_error(ValueError("x")) is None
+
+
+def test_a_bug_keeps_its_traceback(config, monkeypatch):
+    import pipelines.build_attribution88 as driver
+
+    def bug(*args, **kwargs):
+        raise KeyError("not a disk error")
+
+    monkeypatch.setattr(driver, "plan_build", bug)
+    with pytest.raises(Exception, match="not a disk error"):
+        main(["--config", str(config), "--out", str(config.parent / "out"), "--quiet"])
