@@ -209,3 +209,50 @@ def test_key_index_checks_the_strings_behind_a_hash_match(monkeypatch):
     assert index.positions(pa.array(["a-2", "b-1", "a-3", "zz3"])).tolist() == [1, -1, 2, -1]
     colliding = KeyIndex(["a-1", "b-1", "c-2"])  # the split's own hashes collide: dict fallback
     assert colliding.positions(pa.array(["b-1", "a-1", "d-1"])).tolist() == [1, 0, -1]
+
+
+# ------------------------------------------------------------------ bounded fuzzing
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ_KEYS = ["a-1", "b-2", "c-3"]
+FUZZ_CLASSES = ("real", "x", "y")
+_VALID = "key,pred,score_real,score_x,score_y,fake_score\na-1,real,0.9,0.05,0.05,0.1\n" \
+         "b-2,x,0.1,0.8,0.1,0.9\nc-3,2,0.2,0.2,0.6,0.8\n"
+_FIELDS = st.sampled_from(["", "a-1", "b-2", "c-3", "real", "x", "y", "0", "2", "3", "-1", "0.5", "nan",
+                           "1e309", "inf", '"', "\"a,b\"", "\x00", "é", " ", "score_x", "key"])
+
+
+def _check_fuzzed(tmp_path, data: bytes, name: str = "s.csv") -> None:
+    """Either a well-formed Submission aligned to the keys, or a SubmissionError naming the file."""
+    sub = tmp_path / name
+    sub.write_bytes(data)
+    try:
+        result = load_submission(sub, FUZZ_KEYS, FUZZ_CLASSES)
+    except SubmissionError as exc:
+        assert str(sub) in str(exc)
+    else:
+        assert result.pred.shape == (3,) and set(result.pred.tolist()) <= {0, 1, 2}
+        if result.class_scores is not None:
+            assert result.class_scores.shape == (3, 3) and np.isfinite(result.class_scores).all()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_FIELDS, min_size=1, max_size=7), min_size=0, max_size=6),
+       st.sampled_from(["key,pred", "key,pred,score_real,score_x,score_y,fake_score", "key,pred,fake_score",
+                        "key,pred,score_x", "pred,key", ""]))
+def test_fuzz_csv_rows_are_scored_or_refused_by_name(tmp_path, rows, header):
+    lines = [header] + [",".join(r) for r in rows]
+    _check_fuzzed(tmp_path, ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+
+
+# pyarrow fails to decode an invalid-UTF-8 line for the invalid-row callback and reports that
+# as an unraisable exception; the file is still refused with a SubmissionError.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, len(_VALID)), st.binary(max_size=12), st.booleans())
+def test_fuzz_damaged_bytes_of_a_valid_file_are_scored_or_refused(tmp_path, at, noise, cut):
+    data = _VALID.encode()
+    data = data[:at] + noise if cut else data[:at] + noise + data[at + len(noise):]
+    _check_fuzzed(tmp_path, data)
