@@ -26,6 +26,8 @@ class BuildPlan:
     models: tuple[ModelRef, ...]  # sources with checkpoints or folders
     train_tasks: tuple[TrainTask, ...]  # sources trained by the build
     roots: dict[str, str]  # semantic -> its photo folder
+    # files the folder listings refused (symlink loops, duplicates): rejection rows
+    listing_rejections: tuple[dict, ...] = ()
 
 
 def _chunks(semantic: str, role: str, files: tuple[RealFile, ...], first_rank: int) -> list[RealChunk]:
@@ -43,10 +45,11 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
     """`folder_counts` / `checkpoint_sha256` give, per (source, semantic), what the driver read
     off the given folders and weights files (kept out of here so planning does no heavy I/O)."""
     keep = cfg.kept_per_cell
-    pools, real_chunks, train_chunks, roots = {}, [], [], {}
+    pools, real_chunks, train_chunks, roots, refused = {}, [], [], {}, []
     for semantic, sem in cfg.semantics.items():
-        files = list_real_files(semantic, sem.path, cfg.real.extensions)
-        pool = partition_pools(semantic, files, seed=cfg.seed, real_class=keep,
+        listing = list_real_files(semantic, sem.path, cfg.real.extensions)
+        refused += listing.rejections
+        pool = partition_pools(semantic, list(listing.files), seed=cfg.seed, real_class=keep,
                                gan_train_max=cfg.real.gan_train_max, folder=sem.path)
         pools[semantic] = pool
         roots[semantic] = str(sem.path)
@@ -81,4 +84,5 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
                                        options=dict(t.options), checkpoint_every=t.checkpoint_every,
                                        seed=derive_seed(cfg.seed, "train", f"{source}-{semantic}")))
     return BuildPlan(pools=pools, real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
-                     models=tuple(models), train_tasks=tuple(tasks), roots=roots)
+                     models=tuple(models), train_tasks=tuple(tasks), roots=roots,
+                     listing_rejections=tuple(refused))

@@ -65,6 +65,8 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     photos = (p | "CreatePhotoChunks" >> beam.Create(plan.real_chunks)
               | "ReadPhotos" >> read_photos())
     rejections = [photos | "PhotoRejections" >> beam.FlatMap(lambda b: b.rejections)]
+    if plan.listing_rejections:
+        rejections.append(p | "ListingRejections" >> beam.Create(list(plan.listing_rejections)))
     real_class = photos | "RealClass" >> beam.Filter(lambda b: b.role == REAL_CLASS)
     reference = photos | "Reference" >> beam.Filter(lambda b: b.role == REFERENCE)
 

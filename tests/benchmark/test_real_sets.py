@@ -1,6 +1,8 @@
 import hashlib
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 
 from benchmark.keys import derive_seed, real_key, synthetic_key
@@ -26,20 +28,20 @@ def test_listing_is_sorted_recursive_and_filtered(tmp_path):
     write_photos(tmp_path / "b", 2, 0)
     write_photos(tmp_path / "a", 2, 1)
     (tmp_path / "notes.txt").write_text("x")
-    files = list_real_files("s", tmp_path, ("jpg",))
+    files = list_real_files("s", tmp_path, ("jpg",)).files
     assert [f.key for f in files] == ["real-s-a_00000", "real-s-a_00001", "real-s-b_00000", "real-s-b_00001"]
 
 
 def test_colliding_keys_are_an_error(tmp_path):
     write_photos(tmp_path, 1, 0)
-    (tmp_path / "00000.png").write_bytes((tmp_path / "00000.jpg").read_bytes())
+    (tmp_path / "00000.png").write_bytes((tmp_path / "00000.jpg").read_bytes() + b"other bytes")
     with pytest.raises(RealSetError, match="both map to key real-s-00000"):
         list_real_files("s", tmp_path, ("jpg", "png"))
 
 
 def test_pools_are_disjoint_sized_and_stable_when_a_photo_is_added(tmp_path):
     write_photos(tmp_path, 120, 0)
-    files = list_real_files("s", tmp_path, ("jpg",))
+    files = list_real_files("s", tmp_path, ("jpg",)).files
     pools = partition_pools("s", files, seed=0, real_class=50, gan_train_max=1000)
     real = {f.key for f in pools.real_class}
     train = {f.key for f in pools.gan_train}
@@ -48,7 +50,7 @@ def test_pools_are_disjoint_sized_and_stable_when_a_photo_is_added(tmp_path):
     # The new photo ranks among the Real candidates, so it pushes the last candidate into the
     # training pool; no other photo crosses from one pool to the other.
     write_photos(tmp_path / "new", 1, 9)
-    more = partition_pools("s", list_real_files("s", tmp_path, ("jpg",)), seed=0, real_class=50,
+    more = partition_pools("s", list_real_files("s", tmp_path, ("jpg",)).files, seed=0, real_class=50,
                            gan_train_max=1000)
     more_real = {f.key for f in more.real_class}
     more_train = {f.key for f in more.gan_train}
@@ -60,7 +62,7 @@ def test_pools_are_disjoint_sized_and_stable_when_a_photo_is_added(tmp_path):
 
 def test_pools_cap_training_photos_and_refuse_small_folders(tmp_path):
     write_photos(tmp_path, 30, 0)
-    files = list_real_files("s", tmp_path, ("jpg",))
+    files = list_real_files("s", tmp_path, ("jpg",)).files
     assert len(partition_pools("s", files, seed=0, real_class=10, gan_train_max=5).gan_train) == 5
     with pytest.raises(RealSetError, match="semantics.s.path"):
         partition_pools("s", files, seed=0, real_class=30, gan_train_max=5)
@@ -118,3 +120,36 @@ def test_adding_a_photo_moves_only_the_photos_at_the_pool_boundaries(lands_in):
     # The last Real candidate drops into training; the last training photo falls past the cap.
     assert moved == ({last_real, last_train} if lands_in == "real" else {last_train})
     assert now.get(last_train) is None
+
+
+def test_symlink_loops_broken_links_and_duplicates_are_refused_with_reasons(tmp_path):
+    import os
+
+    write_photos(tmp_path / "a", 3, 0)
+    (tmp_path / "a" / "copy.jpg").write_bytes((tmp_path / "a" / "00001.jpg").read_bytes())
+    os.symlink(tmp_path / "a" / "self.jpg", tmp_path / "a" / "self.jpg")  # a loop
+    os.symlink(tmp_path / "nowhere.jpg", tmp_path / "a" / "dangling.jpg")
+    os.symlink(tmp_path / "a", tmp_path / "a" / "folder_loop")  # a folder link: not descended
+    os.symlink(tmp_path / "a" / "00002.jpg", tmp_path / "a" / "zlink.jpg")  # a link to a photo
+    listing = list_real_files("s", tmp_path, ("jpg",))
+    assert [f.key for f in listing.files] == ["real-s-a_00000", "real-s-a_00001", "real-s-a_00002"]
+    reasons = {Path(r["path"]).name: r["reason"] for r in listing.rejections}
+    assert reasons["self.jpg"] == "symlink loop"
+    assert reasons["dangling.jpg"].startswith("broken symlink to")
+    # the kept copy is the first path in sort order; a link to a listed photo is a duplicate too
+    assert reasons["copy.jpg"] == "duplicate: the same bytes as a/00001.jpg"
+    assert reasons["zlink.jpg"] == "duplicate: the same bytes as a/00002.jpg"
+    assert {r["stage"] for r in listing.rejections} == {"list_real"}
+    assert all(r["key"].startswith("real-s-a_") and r["semantic"] == "s" for r in listing.rejections)
+
+
+def test_a_folder_without_photos_names_the_key(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(RealSetError, match=r"semantics.s.path .*no photos with an extension in real.extensions \['jpg'\]"):
+        list_real_files("s", tmp_path, ("jpg",))
+
+
+def test_same_size_different_bytes_are_both_kept(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x" * 100)
+    (tmp_path / "b.jpg").write_bytes(b"y" * 100)
+    assert len(list_real_files("s", tmp_path, ("jpg",)).files) == 2
