@@ -44,10 +44,10 @@ MAX_PERPLEXITY = 30.0
 # A fixed zip timestamp (the earliest zip allows): np.savez stamps the current time.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 REAL_COLOUR = "#9e9e9e"
-# Qualitative, no repeats for 12 sources: tab10 without its grey (kept for real), then three
-# more that stand apart from it.
+# Qualitative, no repeats for 12 sources (or semantics): tab10 without its grey (kept for real),
+# then black, magenta and teal, which stay apart from tab10's hues at a few pixels per point.
 SOURCE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-                  "#bcbd22", "#17becf", "#000000", "#e6ab02", "#7fc97f")
+                  "#bcbd22", "#17becf", "#000000", "#f032e6", "#469990")
 MARKERS = "osD^v<>"  # a second (third...) round of the colours changes the marker
 
 
@@ -265,11 +265,11 @@ def plot_tsne(xy: np.ndarray, labels: np.ndarray, semantics: np.ndarray, classes
         ax.set_ylabel("t-SNE 2")
 
     panel(ax_class, labels, class_colours(classes), list(classes), "coloured by class",
-          "class (images)")
+          "class (points)")
     sem_styles = [(SOURCE_COLOURS[i % len(SOURCE_COLOURS)], "o" if seen else "x")
                   for i, seen in enumerate(semantic_seen)]
     sem_names = [name if seen else f"{name} (unseen)" for name, seen in zip(semantic_names, semantic_seen)]
-    panel(ax_sem, semantics, sem_styles, sem_names, "coloured by semantic", "semantic (images)")
+    panel(ax_sem, semantics, sem_styles, sem_names, "coloured by semantic", "semantic (points)")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
