@@ -19,7 +19,8 @@ PCA to 50 dimensions when the embedding is wider, scikit-learn's Barnes-Hut TSNE
 perplexity min(30, (M - 1) / 3), PCA initialisation and `tsne_seed`. When the split has more
 than `--tsne-points` images, the points are a seeded sample stratified by (class, semantic)
 cell, each cell getting its share (largest remainders). `--tsne-points 0` writes no figure.
-Same run, split and settings give the same bytes (a fixed zip timestamp, no PNG metadata).
+Same run, split and settings give the same bytes on the same libraries and core count (a fixed
+zip timestamp, no PNG metadata; the Barnes-Hut gradient is summed by OpenMP threads).
 """
 
 from __future__ import annotations
