@@ -2,12 +2,16 @@
 
     python -m eval.predict --run RUN --benchmark OUT [--split test] --out preds.csv
         [--checkpoint best|last] [--device auto|cpu|cuda] [--force]
+        [--embeddings [PATH] [--tsne-points N] [--tsne-seed S]]
 
 Writes a submission that `eval/score.py` accepts unchanged (eval/submission.py): `key`, `pred`
 (the class name with the highest final logit), `score_<class>` for every class (the softmax of
 the model's final logits; for RepMix the gated attribution logits) and `fake_score`: for RepMix
 the detection head's p_fake (softmax of its two logits, index 1), for Yu et al. and DCT-CNN
 1 - score_real. Every semantic of the split is predicted (seen and unseen).
+
+`--embeddings` also writes, from the same forward pass, each image's embedding (.npz) and a
+t-SNE figure by class and by semantic (eval/embeddings.py).
 
 A run trained on another benchmark (its recorded manifest sha256 differs from --benchmark's) is
 refused, naming both hashes, unless --force. Errors exit with code 2 and write nothing.
@@ -28,7 +32,7 @@ from torch import nn
 
 from benchmark.atomic import atomic_path
 from benchmark.config import ConfigError
-from eval import data, models, run_files
+from eval import data, embeddings, models, run_files
 from eval.benchmark_folder import BenchmarkError, open_benchmark
 from eval.models import ModelError
 from eval.run_files import RunError
@@ -88,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--force", action="store_true",
                         help="predict even if the run was trained on another benchmark")
+    embeddings.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -134,8 +139,10 @@ def load_run(run: Path, benchmark: Path, checkpoint: str = run_files.BEST, devic
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        extra = embeddings.outputs_from_args(args, args.out)
         loaded = load_run(args.run, args.benchmark, args.checkpoint, args.device, args.force)
-    except (ConfigError, RunError, BenchmarkError, ModelError) as exc:
+        meta = embedding_meta(args, loaded) if extra else None
+    except (ConfigError, RunError, BenchmarkError, ModelError, embeddings.EmbeddingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -143,9 +150,33 @@ def main(argv: list[str] | None = None) -> int:
     settings = data_settings(loaded.cfg, models.mixes(name))
     batches = data.eval_loader(folder, args.split, settings, input_kind=models.input_kind(name),
                                seen_only=False)
-    count = write_submission(args.out, predict_rows(loaded.model, batches, folder.classes, rt), folder.classes)
+    if extra is None:
+        count = write_submission(args.out, predict_rows(loaded.model, batches, folder.classes, rt),
+                                 folder.classes)
+    else:
+        # one forward pass for both; rows held until the embedding files are ready, so a
+        # failure writes nothing
+        try:
+            with embeddings.EmbeddingRecorder(loaded.model) as recorder:
+                rows = list(predict_rows(loaded.model, recorder.tap(batches), folder.classes, rt))
+            files = embeddings.render(recorder.table(), meta, extra)
+        except embeddings.EmbeddingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        count = write_submission(args.out, rows, folder.classes)
+        embeddings.write_files(files)
+        print(f"{', '.join(str(p) for p in files)}: embeddings of the {count} images")
     print(f"{args.out}: {count} predictions of {args.split} by {name} (epoch {loaded.epoch})")
     return 0
+
+
+def embedding_meta(args: argparse.Namespace, loaded: LoadedRun) -> embeddings.Meta:
+    semantics = loaded.folder.semantics  # read before predicting: a folder without them fails early
+    return embeddings.Meta(
+        model=loaded.name, run=str(args.run), checkpoint=args.checkpoint, epoch=loaded.epoch,
+        split=args.split, manifest_sha256=loaded.folder.manifest_sha256,
+        classes=loaded.folder.classes, semantic_names=tuple(s.name for s in semantics),
+        semantic_seen=tuple(s.seen for s in semantics))
 
 
 if __name__ == "__main__":
