@@ -4,8 +4,7 @@
 
 With DDP_TEST_REPORT=FOLDER each rank records, in FOLDER/rank<r>.json, every file it created,
 wrote, renamed or removed under DDP_TEST_WATCH (a Python audit hook) and what it printed, and
-saves its final model weights to FOLDER/rank<r>.safetensors. With DDP_TEST_CRASH_EPOCH=E every
-rank raises at the start of epoch E (a crash to --resume from)."""
+saves its final model weights to FOLDER/rank<r>.safetensors."""
 
 from __future__ import annotations
 
@@ -42,23 +41,17 @@ def main() -> int:
 
     rank = int(os.environ["RANK"])
     report = os.environ.get("DDP_TEST_REPORT")
-    crash = int(os.environ.get("DDP_TEST_CRASH_EPOCH", "0"))
     events: list = []
     if report:
         _watch(os.environ["DDP_TEST_WATCH"], events)
-    real_epoch, real_fit = train.train_one_epoch, train.fit
+    real_fit = train.fit
     models = []
-
-    def epoch(*args, **kwargs):
-        if args[-1] == crash:
-            raise KeyboardInterrupt(f"test crash at epoch {crash}")
-        return real_epoch(*args, **kwargs)
 
     def fit(run, cfg, parts, *args, **kwargs):
         models.append(parts.model)
         return real_fit(run, cfg, parts, *args, **kwargs)
 
-    train.train_one_epoch, train.fit = epoch, fit
+    train.fit = fit
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = train.main(sys.argv[1:])
