@@ -405,7 +405,8 @@ def _eligible(folder: BenchmarkFolder, split: str, seen_only: bool):
 
 
 def train_count(folder: BenchmarkFolder, settings: DataSettings) -> int:
-    """Examples per epoch (all ranks together): the train samples the loader keeps."""
+    """Examples per epoch: the train samples the loader keeps (with several ranks, all ranks
+    together but for the few `examples_per_rank` leaves out)."""
     return len(_eligible(folder, "train", settings.seen_only))
 
 
