@@ -157,8 +157,9 @@ def _fit_on_rank(rank: int, port: int, world_size: int, out: str) -> None:
         torch.rand(7)
         distributed.restore_rng(state, rt.device, rank, world_size)
         result |= {"draw": first, "replayed": torch.rand(4)}
-        # a failed check on rank 1 stops both ranks
+        # a failed check on rank 1 stops both ranks; rank 0's metrics decide on both
         result["failed"] = torch.tensor(distributed.failed_ranks(ranks, rank == 1))
+        result["metric"] = torch.tensor(distributed.from_main({"val_acc": rank + 0.5}, world_size)["val_acc"])
         torch.save({k: v.detach().clone() for k, v in result.items()}, Path(out) / f"rank{rank}.pt")
     finally:
         distributed.close()
@@ -178,7 +179,7 @@ def test_fit_on_two_ranks_keeps_weights_and_buffers_identical(tmp_path):
     assert not torch.equal(r0["draw"], r1["draw"])
     for r in (r0, r1):
         assert torch.equal(r["draw"], r["replayed"])
-        assert r["failed"].tolist() == [1]
+        assert r["failed"].tolist() == [1] and float(r["metric"]) == 0.5
     # rank 0 saved the unwrapped model: plain keys, and every rank's RNG state
     last = run_files.load_checkpoint(tmp_path / "run", "last", with_state=True)
     assert set(last.weights) == set(BNNet().state_dict())
