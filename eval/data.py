@@ -35,7 +35,7 @@ Determinism, all from `DataSettings.seed` and the epoch, never pid or time:
 - shard order: the sorted shard list shuffled with a seed per epoch BEFORE the rank and worker
   split (webdataset's own `shardshuffle` runs after its splitters, which would pin the same shards
   to the same worker every epoch);
-- sample buffer: seeded per (epoch, rank, worker);
+- sample buffer: seeded per (epoch, worker), the same on every rank (see Rank below);
 - partners, mixing weights, crops, flips and corruptions: seeded per (epoch, sample key, slot),
   so they do not depend on the worker count, the buffer or the batch at all.
 What holds: with 0 or 1 worker, the same settings, seed and epoch give the same batches, bit for
@@ -45,8 +45,21 @@ shuffles its own shards' samples and batches them; the DataLoader takes batches 
 in turn), and are the same for the same N. Each worker's last batch may be short.
 The eval loader reads the split's shards in sorted order, no shuffle: with 0 or 1 worker the
 order is the manifest's (shard, position); with N workers it is fixed for that N.
-Rank: `rank` / `world_size` split the epoch's shuffled shard list (every rank computes the same
-list), so ranks read disjoint shards; ranks get equal sample counts only when the shards allow.
+Rank (DistributedDataParallel, eval/distributed.py): ranks split samples, not shards, so every
+rank gets the same number of batches whatever the shard sizes (DDP needs the same count of
+steps on every rank, else it hangs). Every rank reads every shard of the epoch's list, with
+the same worker split and the same buffer shuffle, so DataLoader worker w of every rank sees
+the same sample stream; rank r keeps the r-th sample of each consecutive group of world_size,
+before decoding (a rank decodes and augments only its own share; reading the other ranks' tar
+bytes is the price of the equal split). In training an incomplete last group is dropped: each
+rank keeps floor(n_w / world_size) of worker w's n_w samples, so at most world_size - 1
+samples per worker stream sit out an epoch (`examples_per_rank` counts them; which ones
+changes with the epoch's shuffle, none with world_size 1). The union of the ranks' examples
+is then exactly the single-process epoch minus those, each example the same tensors (partners,
+weights, crops and corruptions are seeded by key, never by rank), and with 0 or 1 worker the
+ranks' j-th batches together are the single-process j-th batch of world_size x batch_size
+examples: DDP's averaged gradient is that batch's gradient. Evaluation keeps the incomplete
+group (ranks differ by at most one sample; the caller sums counts over ranks).
 """
 
 from __future__ import annotations
@@ -57,8 +70,8 @@ import json
 import os
 import random
 import tarfile
+from collections import Counter
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
@@ -267,8 +280,25 @@ class _PartnerIndex:
 # ---------------------------------------------------------------- pipeline stages
 
 
-def _split_by_rank(src: Iterable[Any], rank: int, world_size: int) -> Iterator[Any]:
-    yield from islice(src, rank, None, world_size)
+def _every_rank_reads_all(src: Iterable[Any]) -> Iterator[Any]:
+    """The node splitter: no shard split between ranks (they split samples, `_take_rank`)."""
+    yield from src
+
+
+def _take_rank(src: Iterable[Any], rank: int, world_size: int, drop_tail: bool) -> Iterator[Any]:
+    """The `rank`-th sample of each consecutive group of `world_size`; `drop_tail` drops an
+    incomplete last group, so every rank yields the same count."""
+    if world_size == 1:
+        yield from src
+        return
+    group: list[Any] = []
+    for sample in src:
+        group.append(sample)
+        if len(group) == world_size:
+            yield group[rank]
+            group = []
+    if not drop_tail and rank < len(group):
+        yield group[rank]
 
 
 def _worker() -> int:
@@ -276,13 +306,13 @@ def _worker() -> int:
     return 0 if info is None else info.id
 
 
-def _seeded_shuffle(src: Iterable[Any], bufsize: int, seed: int, epoch: int,
-                    rank: int) -> Iterator[Any]:
-    """webdataset's buffer shuffle with an rng seeded per (epoch, rank, worker), never pid/time."""
+def _seeded_shuffle(src: Iterable[Any], bufsize: int, seed: int, epoch: int) -> Iterator[Any]:
+    """webdataset's buffer shuffle with an rng seeded per (epoch, worker), never pid/time; the
+    same on every rank, which then split the shuffled stream."""
     if bufsize < 2:
         yield from src
         return
-    rng = random.Random(derive_seed(seed, f"buffer-e{epoch}-r{rank}-w{_worker()}"))
+    rng = random.Random(derive_seed(seed, f"buffer-e{epoch}-w{_worker()}"))
     yield from wds.filters.shuffle(bufsize, initial=bufsize, rng=rng)(src)
 
 
@@ -375,8 +405,27 @@ def _eligible(folder: BenchmarkFolder, split: str, seen_only: bool):
 
 
 def train_count(folder: BenchmarkFolder, settings: DataSettings) -> int:
-    """Examples per epoch (all ranks together): the train samples the loader keeps."""
+    """Examples per epoch: the train samples the loader keeps (with several ranks, all ranks
+    together but for the few `examples_per_rank` leaves out)."""
     return len(_eligible(folder, "train", settings.seen_only))
+
+
+def examples_per_rank(folder: BenchmarkFolder, settings: DataSettings, epoch: int,
+                      world_size: int) -> int:
+    """Examples each rank's train loader yields in `epoch` (every rank the same): per DataLoader
+    worker stream (its shards of the epoch's shuffled list), floor(samples / world_size)."""
+    _check_rank(0, world_size)
+    counts = Counter(r["shard"] for r in _eligible(folder, "train", settings.seen_only))
+    names = [Path(p).name for p in _epoch_shards(folder, settings, epoch)]
+    streams = max(settings.workers, 1)
+    return sum(sum(counts[n] for n in names[w::streams]) // world_size for w in range(streams))
+
+
+def _epoch_shards(folder: BenchmarkFolder, settings: DataSettings, epoch: int) -> list[str]:
+    """The train shards in the epoch's order: sorted, shuffled with a seed per epoch."""
+    urls = [str(p) for p in folder.shards("train")]
+    random.Random(derive_seed(settings.seed, f"shards-e{epoch}")).shuffle(urls)
+    return urls
 
 
 def _loader(dataset: Any, settings: DataSettings) -> torch.utils.data.DataLoader:
@@ -389,7 +438,9 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
     """Training batches for one epoch:
     {"image": float (B, K, 3, H, W) in [-1, 1], "label": long (B, K), "mix": float (B, K) summing to
     1 over K, "semantic": long (B, K), "key": list (B) of lists (K) of str}; K = settings.mixes, the
-    example's own image first. H = W = settings.crop ("resized") or the stored size ("stored")."""
+    example's own image first. H = W = settings.crop ("resized") or the stored size ("stored").
+    With world_size > 1, rank r's share (module docstring): every rank the same number of
+    batches, `examples_per_rank` examples."""
     _check_kind(input_kind)
     _check_rank(rank, world_size)
     rows = _eligible(folder, "train", settings.seen_only)
@@ -406,16 +457,15 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
         corruptions = corruption_names("seen", corruption["unseen_set"])
         apply_at, backend = corruption["apply_at"], corruption["backend"]
     make = _MakeExample(settings, input_kind, epoch, corruptions, apply_at, backend, partners)
-    urls = [str(p) for p in shards]
-    random.Random(derive_seed(settings.seed, f"shards-e{epoch}")).shuffle(urls)
-    by_rank = functools.partial(_split_by_rank, rank=rank, world_size=world_size)
     dataset = (
-        wds.WebDataset(urls, shardshuffle=False, empty_check=False,
-                       nodesplitter=by_rank, workersplitter=wds.split_by_worker)
+        wds.WebDataset(_epoch_shards(folder, settings, epoch), shardshuffle=False,
+                       empty_check=False, nodesplitter=_every_rank_reads_all,
+                       workersplitter=wds.split_by_worker)
         .map(_parse)
         .select(functools.partial(_keep, split="train", seen_only=settings.seen_only))
         .compose(functools.partial(_seeded_shuffle, bufsize=settings.shuffle_buffer,
-                                   seed=settings.seed, epoch=epoch, rank=rank))
+                                   seed=settings.seed, epoch=epoch))
+        .compose(functools.partial(_take_rank, rank=rank, world_size=world_size, drop_tail=True))
         .map(_decode)
         .map(make)
         .batched(settings.batch_size, collation_fn=_collate, partial=True)
@@ -429,17 +479,18 @@ def eval_loader(folder: BenchmarkFolder, split: str, settings: DataSettings, *, 
     """Evaluation batches in a fixed order, no augmentation, never corrupted again:
     {"image": float (B, 3, H, W) in [-1, 1], "label": long (B,), "semantic": long (B,),
     "key": list[str]}; H = W = settings.eval_size ("resized") or the stored size ("stored").
-    `seen_only` None takes settings.seen_only."""
+    `seen_only` None takes settings.seen_only. With world_size > 1, rank r gets every
+    world_size-th sample from the r-th (counts differ by at most one between ranks)."""
     _check_kind(input_kind)
     _check_rank(rank, world_size)
     seen_only = settings.seen_only if seen_only is None else seen_only
     urls = [str(p) for p in folder.shards(split)]
-    by_rank = functools.partial(_split_by_rank, rank=rank, world_size=world_size)
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False,
-                       nodesplitter=by_rank, workersplitter=wds.split_by_worker)
+                       nodesplitter=_every_rank_reads_all, workersplitter=wds.split_by_worker)
         .map(_parse)
         .select(functools.partial(_keep, split=split, seen_only=seen_only))
+        .compose(functools.partial(_take_rank, rank=rank, world_size=world_size, drop_tail=False))
         .map(_decode)
         .map(_MakeEvalExample(settings, input_kind))
         .batched(settings.batch_size, collation_fn=_collate, partial=True)
@@ -454,5 +505,5 @@ def eval_count(folder: BenchmarkFolder, split: str, settings: DataSettings,
 
 
 __all__ = ["DataSettings", "Augmented", "INPUT_KINDS", "augment", "decode_png", "eval_count",
-           "eval_image", "eval_loader", "mixing_weights", "normalise", "resize_shorter",
+           "eval_image", "eval_loader", "examples_per_rank", "mixing_weights", "normalise", "resize_shorter",
            "train_count", "train_loader"]

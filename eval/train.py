@@ -13,6 +13,11 @@ states are restored). An existing non-empty RUN without --resume is refused.
 
 A bad config, benchmark or run folder exits with code 2 and a message naming the file and key;
 nothing is written.
+
+Several GPUs (or CPU processes): `python -m torch.distributed.run --nproc_per_node N -m
+eval.train ...` trains with DistributedDataParallel (eval/distributed.py); `data.batch_size` is
+per process, the ranks split each epoch's samples (eval/data.py), and rank 0 alone writes the
+run folder and logs. run.json records world_size; --resume needs the same one.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from tqdm import tqdm
 
 from benchmark.atomic import sha256_file, write_bytes, write_text
 from benchmark.config import ConfigError
-from eval import data, models, run_files
+from eval import data, distributed, models, run_files
 from eval.benchmark_folder import BenchmarkError, BenchmarkFolder, open_benchmark
 from eval.models import ModelError
 from eval.run_files import RunError
@@ -97,21 +102,31 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # autocast dtype on CUDA, None for fp32
     channels_last: bool
+    rank: int = 0  # this process among world_size (torchrun); rank 0 writes files and logs
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
-def select_runtime(cfg: TrainConfig, device: str | None = None) -> Runtime:
-    """The device (auto: CUDA when there is one), AMP dtype and memory format."""
+def select_runtime(cfg: TrainConfig, device: str | None = None,
+                   ranks: distributed.Ranks = distributed.Ranks()) -> Runtime:
+    """The device (auto: CUDA when there is one; under torchrun GPU LOCAL_RANK), AMP dtype and
+    memory format."""
     want = device or cfg.runtime.device
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError(["--device cuda: no CUDA device is available"])
     use_cuda = want == "cuda" or (want == "auto" and torch.cuda.is_available())
+    where = {"rank": ranks.rank, "world_size": ranks.world_size}
     if not use_cuda:
-        return Runtime(torch.device("cpu"), None, False)
+        return Runtime(torch.device("cpu"), None, False, **where)
     amp = cfg.runtime.amp
     if amp == "auto":
         amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return Runtime(torch.device("cuda"), dtype, cfg.runtime.channels_last)
+    gpu = torch.device("cuda", ranks.local_rank) if ranks.world_size > 1 else torch.device("cuda")
+    return Runtime(gpu, dtype, cfg.runtime.channels_last, **where)
 
 
 def _to_device(images: torch.Tensor, rt: Runtime) -> torch.Tensor:
@@ -139,8 +154,10 @@ def train_one_epoch(model: nn.Module, parts: TrainParts, optimizer: torch.optim.
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     images = 0  # examples x K (a RepMix pair is two images)
-    bar = tqdm(total=parts.train_count * parts.images_per_example, unit="img", desc=f"epoch {epoch}",
-               disable=not cfg.runtime.progress, dynamic_ncols=True, leave=False)
+    # rank 0's share of the epoch (eval.data: each rank about train_count / world_size)
+    bar = tqdm(total=parts.train_count // rt.world_size * parts.images_per_example, unit="img",
+               desc=f"epoch {epoch}", disable=not (cfg.runtime.progress and rt.is_main),
+               dynamic_ncols=True, leave=False)
     for batch in parts.train_batches(epoch):
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
                             enabled=rt.amp_dtype is not None):
@@ -164,6 +181,9 @@ def train_one_epoch(model: nn.Module, parts: TrainParts, optimizer: torch.optim.
         bar.set_postfix(loss=f"{total_loss / seen:.4f}")
     bar.close()
     seconds = time.perf_counter() - start
+    # every rank's sums: the epoch's metrics over all its examples, images/s of all ranks
+    total_loss, correct, seen, images = distributed.sum_across(
+        [total_loss, correct, seen, images], rt.world_size)
     if seen == 0:
         raise RunError(f"epoch {epoch}: the training data yielded no batch")
     return {"train_loss": total_loss / seen, "train_acc": correct / seen,
@@ -187,6 +207,8 @@ def evaluate(model: nn.Module, parts: TrainParts, rt: Runtime) -> dict:
         correct += int((pred == labels).sum())
         det_correct += int(((pred != 0) == (labels != 0)).sum())
         seen += n
+    total_loss, correct, det_correct, seen = distributed.sum_across(
+        [total_loss, correct, det_correct, seen], rt.world_size)
     if seen == 0:
         raise RunError("validation: the val data yielded no batch")
     return {"val_loss": total_loss / seen, "val_acc": correct / seen, "val_det_acc": det_correct / seen}
@@ -235,9 +257,10 @@ def plot_curves(history: list[dict], title: str = "", best_epoch: int | None = N
 
 def fit(run: Path, cfg: TrainConfig, parts: TrainParts, info: dict, rt: Runtime,
         resume: bool = False) -> EarlyStopping:
-    """The training loop; `info` (model, benchmark identity, backbone) goes into every sidecar."""
+    """The training loop; `info` (model, benchmark identity, backbone) goes into every sidecar.
+    On several ranks every rank calls it; rank 0 alone writes files and logs."""
     run = Path(run)
-    model = parts.model.to(rt.device)
+    model = distributed.sync_batchnorm(parts.model, rt.device, rt.world_size).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
@@ -257,37 +280,43 @@ def fit(run: Path, cfg: TrainConfig, parts: TrainParts, info: dict, rt: Runtime,
             scheduler.load_state_dict(ckpt.state["scheduler"])
         scaler.load_state_dict(ckpt.state["scaler"])
         stopper.load_state_dict(ckpt.state["early_stop"])
-        torch.set_rng_state(ckpt.state["rng"]["torch"])
-        if rt.device.type == "cuda" and ckpt.state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(list(ckpt.state["rng"]["cuda"]))
+        distributed.restore_rng(ckpt.state["rng"], rt.device, rt.rank, rt.world_size)
         history = list(ckpt.state["history"])
         start_epoch = ckpt.epoch + 1
+    else:
+        distributed.seed_ranks(cfg.seed, rt.rank, rt.world_size)
     if stopper.stopped_epoch is not None or start_epoch > cfg.optim.epochs:
-        print(f"{run}: finished at epoch {start_epoch - 1}; nothing to resume", file=sys.stderr)
+        if rt.is_main:
+            print(f"{run}: finished at epoch {start_epoch - 1}; nothing to resume", file=sys.stderr)
         return stopper
+    net = distributed.wrap(model, rt.device, rt.world_size)  # trains; `model` is saved
 
     for epoch in range(start_epoch, cfg.optim.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        row: dict = {"epoch": epoch, "lr": lr, **train_one_epoch(model, parts, optimizer, scaler, rt, cfg, epoch)}
+        row: dict = {"epoch": epoch, "lr": lr, **train_one_epoch(net, parts, optimizer, scaler, rt, cfg, epoch)}
         if scheduler is not None:
             scheduler.step()
         validate = epoch % cfg.early_stop.validate_every == 0 or epoch == cfg.optim.epochs
         improved = False
         if validate:
-            row.update(evaluate(model, parts, rt))
+            distributed.sync_buffers(model, rt.world_size)
+            row.update(distributed.from_main(evaluate(model, parts, rt), rt.world_size))
             improved = stopper.update(epoch, row[cfg.early_stop.metric])
         row["seconds"] = time.perf_counter() - start
         history.append(row)
         metrics = {k: row.get(k) for k in METRIC_COLUMNS if k != "epoch"}
+        rng = distributed.rng_state(rt.device, rt.world_size)  # every rank's, gathered
+        if not rt.is_main:  # the other ranks write nothing; they stop when rank 0 does
+            if stopper.stopped_epoch is not None:
+                break
+            continue
         if improved:
             run_files.save_checkpoint(run, run_files.BEST, epoch, model.state_dict(), info, metrics)
         state = {"optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict() if scheduler is not None else None,
                  "scaler": scaler.state_dict(), "early_stop": stopper.state_dict(),
-                 "rng": {"torch": torch.get_rng_state(),
-                         "cuda": torch.cuda.get_rng_state_all() if rt.device.type == "cuda" else []},
-                 "history": history}
+                 "rng": rng, "history": history}
         run_files.save_checkpoint(run, run_files.LAST, epoch, model.state_dict(), info, metrics, state)
         write_metrics(run, history, f"{info['model']}: {run.name}", stopper.best_epoch)
         shown = ", ".join(f"{k} {row[k]:.4g}" for k in METRIC_COLUMNS[1:] if row.get(k) is not None)
@@ -310,6 +339,17 @@ def check_run_folder(run: Path, resume: bool) -> None:
     elif run.exists() and (not run.is_dir() or any(run.iterdir())):
         raise RunError(f"{run}: exists and is not empty; pass --resume to continue it, or choose "
                        f"another --out")
+
+
+def check_world_size(run: Path, world_size: int) -> None:
+    """A resumed run continues as the uninterrupted one would only with the same world size (the
+    global batch and each rank's share of the data depend on it); run.json of runs from before
+    multi-process training records none: one process."""
+    recorded = int(run_files.read_json(run / run_files.RUN_INFO).get("world_size", 1))
+    if recorded != world_size:
+        raise RunError(f"{run / run_files.RUN_INFO}: the run trained on {recorded} process(es), "
+                       f"this is {world_size}; resume with torchrun --nproc_per_node {recorded}"
+                       f"{' (or without torchrun)' if recorded == 1 else ''}")
 
 
 def backbone_record(cfg: TrainConfig) -> dict:
@@ -356,8 +396,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_parts(cfg: TrainConfig, folder: BenchmarkFolder) -> tuple[TrainParts, dict]:
-    """The model (freshly initialised) and data of a run, and the model's resolved options."""
+def build_parts(cfg: TrainConfig, folder: BenchmarkFolder, rank: int = 0,
+                world_size: int = 1) -> tuple[TrainParts, dict]:
+    """The model (freshly initialised) and data of a run, and the model's resolved options;
+    the data are rank `rank`'s share of train and val (eval.data)."""
     name, classes = cfg.model.name, len(folder.classes)
     model_mixes = models.mixes(name)
     mixes = cfg.data.mixes if cfg.data.mixes is not None else model_mixes
@@ -374,9 +416,11 @@ def build_parts(cfg: TrainConfig, folder: BenchmarkFolder) -> tuple[TrainParts, 
     parts = TrainParts(
         model=model,
         loss=lambda out, labels, mix: models.loss(name, out, labels, mix, classes),
-        train_batches=lambda epoch: data.train_loader(folder, settings, input_kind=kind, epoch=epoch),
+        train_batches=lambda epoch: data.train_loader(folder, settings, input_kind=kind, epoch=epoch,
+                                                      rank=rank, world_size=world_size),
         val_batches=lambda: data.eval_loader(folder, "val", settings, input_kind=kind,
-                                             seen_only=cfg.data.seen_only),
+                                             seen_only=cfg.data.seen_only, rank=rank,
+                                             world_size=world_size),
         train_count=data.train_count(folder, settings),
         mixing=mixes > 1, images_per_example=mixes)
     return parts, models.resolved_options(name, options)
@@ -396,6 +440,21 @@ def data_settings(cfg: TrainConfig, model_mixes: int) -> data.DataSettings:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        ranks = distributed.ranks_from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    distributed.init(ranks)
+    try:
+        return _train(args, ranks)
+    finally:
+        distributed.close()
+
+
+def _train(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
+    """The command on one rank: checks on every rank, then rank 0 writes the run's first files."""
+    error = None
+    try:
         cfg = resolve_config(args, models.train_defaults(args.model))
         check_run_folder(args.out, args.resume)
         folder = open_benchmark(args.benchmark)
@@ -404,30 +463,41 @@ def main(argv: list[str] | None = None) -> int:
             if recorded != folder.manifest_sha256:
                 raise RunError(f"{args.out / run_files.RUN_INFO}: the run trained on benchmark manifest "
                                f"sha256 {recorded}, --benchmark has {folder.manifest_sha256}")
-        rt = select_runtime(cfg, args.device)
-        parts, options = build_parts(cfg, folder)
+            check_world_size(args.out, ranks.world_size)
+        rt = select_runtime(cfg, args.device, ranks)
+        parts, options = build_parts(cfg, folder, rt.rank, rt.world_size)
         info = {"model": cfg.model.name, "options": options, "classes": list(folder.classes),
                 "benchmark": str(Path(args.benchmark).resolve()),
                 "manifest_sha256": folder.manifest_sha256, **backbone_record(cfg),
                 "early_stop": cfg.early_stop.model_dump(), "torch": torch.__version__,
                 "device": rt.device.type, "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype
-                else "off", "channels_last": rt.channels_last}
+                else "off", "channels_last": rt.channels_last, "world_size": rt.world_size}
     except (ConfigError, RunError, BenchmarkError, ModelError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        error = exc
+    # All ranks stop if any failed (before anyone writes); the first failed one says why.
+    failed = distributed.failed_ranks(ranks, error is not None)
+    if failed:
+        if failed[0] == ranks.rank:
+            where = f"rank {ranks.rank}: " if ranks.rank else ""
+            print(f"error: {where}{error}", file=sys.stderr)
         return 2
 
     if not args.resume:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text(args.out / run_files.CONFIG, cfg.to_json())
-        run_files.write_json(args.out / run_files.RUN_INFO, info)
+        if rt.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            write_text(args.out / run_files.CONFIG, cfg.to_json())
+            run_files.write_json(args.out / run_files.RUN_INFO, info)
+        # every rank fits the same statistics; DDP starts all ranks from rank 0's anyway
         if cfg.model.name == "dct":  # the input statistics, from the training data, before epoch 1
             settings = data_settings(cfg, 1)
             used = models.fit_input_statistics(parts.model, (b["image"] for b in data.eval_loader(
                 folder, "train", settings, input_kind=models.input_kind("dct"),
                 seen_only=cfg.data.seen_only)))
-            print(f"dct input statistics from {used} training images", file=sys.stderr)
+            if rt.is_main:
+                print(f"dct input statistics from {used} training images", file=sys.stderr)
     stopper = fit(args.out, cfg, parts, info, rt, resume=args.resume)
-    print(f"{args.out}: best {stopper.metric} {stopper.best} at epoch {stopper.best_epoch}")
+    if rt.is_main:
+        print(f"{args.out}: best {stopper.metric} {stopper.best} at epoch {stopper.best_epoch}")
     return 0
 
 

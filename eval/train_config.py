@@ -57,7 +57,8 @@ class DataSection(_Section):
     corruption_probability: float = Field(0.95, ge=0, le=1)
     # Train and validate on the seen semantics only (the paper's protocol).
     seen_only: bool = True
-    batch_size: int = Field(32, ge=1, le=8192)  # examples (RepMix: pairs) per step; also eval
+    # examples (RepMix: pairs) per step of each process (torchrun: world_size x this); also eval
+    batch_size: int = Field(32, ge=1, le=8192)
     workers: int = Field(2, ge=0, le=64)  # DataLoader worker processes (0: in the main one)
     shuffle_buffer: int = Field(1000, ge=1)
     mixes: int | None = Field(None, ge=1, le=8)  # images per example; None: the model's own

@@ -21,7 +21,7 @@ from benchmark.manifest import MANIFEST_SCHEMA, write_manifest
 from benchmark.shards import ShardSample, write_shard
 from eval import data
 from eval.benchmark_folder import BenchmarkFolder, open_benchmark
-from eval.data import DataSettings, eval_loader, train_count, train_loader
+from eval.data import DataSettings, eval_loader, examples_per_rank, train_count, train_loader
 
 CLASSES = ("real", "sngan", "progan")
 SEMANTICS = (("celeba", True), ("bedroom", True), ("cat", False))  # label order: seen first
@@ -263,15 +263,65 @@ def test_workers_give_the_same_set_of_examples(folder):
     assert _same(two, again)
 
 
-def test_ranks_read_disjoint_shards(folder):
-    parts = [[ex["key"][0] for ex in _examples(train_loader(folder, FAST, input_kind="resized",
-                                                             epoch=5, rank=r, world_size=2))]
-             for r in (0, 1)]
-    assert not set(parts[0]) & set(parts[1])
-    assert sorted(parts[0] + parts[1]) == sorted(
-        k for k, r in _rows(folder).items() if r["split"] == "train" and r["seen"])
+@pytest.fixture(scope="module")
+def uneven(tmp_path_factory) -> BenchmarkFolder:
+    """36 train samples over 5 tars (8, 7, 7, 7, 7; 4 to 6 seen each), val 9 over 2 tars."""
+    return build_folder(tmp_path_factory.mktemp("uneven"), {"train": 4, "val": 1},
+                        {"train": 5, "val": 2})
+
+
+@pytest.mark.parametrize("world_size, workers", [(2, 0), (3, 2)])
+def test_ranks_get_equal_batches_and_the_single_process_examples(uneven, world_size, workers):
+    """Ranks split samples, not shards: the same batch count on every rank however uneven the
+    shards; disjoint shares; together the single-process epoch minus at most world_size - 1
+    samples per worker stream, each example the same tensors (partners and weights drawn by
+    key, not by rank)."""
+    s = replace(FAST, workers=workers, batch_size=3)
+    one = {x["key"][0]: x for x in _examples(train_loader(uneven, s, input_kind="resized", epoch=3))}
+    per_rank = examples_per_rank(uneven, s, 3, world_size)
+    batches, shares = [], []
+    for r in range(world_size):
+        got = list(train_loader(uneven, s, input_kind="resized", epoch=3, rank=r,
+                                world_size=world_size))
+        batches.append([len(b["key"]) for b in got])
+        shares.append(_examples(got))
+    assert all(b == batches[0] for b in batches)  # DDP takes the same steps on every rank
+    assert all(len(x) == per_rank for x in shares)
+    keys = [x["key"][0] for share in shares for x in share]
+    assert len(set(keys)) == len(keys)  # disjoint
+    dropped = set(one) - set(keys)
+    assert set(keys) <= set(one) and len(dropped) == len(one) - world_size * per_rank
+    assert len(dropped) <= (world_size - 1) * max(workers, 1)
+    for x in (x for share in shares for x in share):
+        y = one[x["key"][0]]
+        assert x["key"] == y["key"]
+        assert all(torch.equal(x[k], y[k]) for k in ("image", "label", "mix", "semantic"))
     with pytest.raises(ValueError, match="rank"):
-        train_loader(folder, FAST, input_kind="resized", epoch=0, rank=2, world_size=2)
+        train_loader(uneven, FAST, input_kind="resized", epoch=0, rank=2, world_size=2)
+
+
+def test_rank_batches_together_are_the_single_process_batch(uneven):
+    """With 0 workers, rank r's j-th batch of b is every 2nd example of the single process's
+    j-th batch of 2b, from the r-th: DDP's mean of the ranks' mean gradients is that batch's."""
+    one = list(train_loader(uneven, replace(FAST, batch_size=6), input_kind="stored", epoch=1))
+    ranks = [list(train_loader(uneven, replace(FAST, batch_size=3), input_kind="stored", epoch=1,
+                               rank=r, world_size=2)) for r in (0, 1)]
+    assert len(one) == len(ranks[0]) == len(ranks[1]) == 4  # 24 seen samples
+    for j, whole in enumerate(one):
+        for r in (0, 1):
+            assert ranks[r][j]["key"] == whole["key"][r::2]
+            assert torch.equal(ranks[r][j]["image"], whole["image"][r::2])
+
+
+def test_eval_ranks_split_the_split_without_dropping(uneven):
+    one = [x["key"] for x in _examples(eval_loader(uneven, "val", FAST, input_kind="resized"))]
+    shares = [[x["key"] for x in _examples(eval_loader(uneven, "val", FAST, input_kind="resized",
+                                                       rank=r, world_size=2))] for r in (0, 1)]
+    assert len(one) == 6 and [len(x) for x in shares] == [3, 3]
+    assert sorted(shares[0] + shares[1]) == sorted(one)
+    odd = [[x["key"] for x in _examples(eval_loader(uneven, "val", FAST, input_kind="resized",
+                                                    rank=r, world_size=4))] for r in range(4)]
+    assert [len(x) for x in odd] == [2, 2, 1, 1] and sorted(sum(odd, [])) == sorted(one)
 
 
 def test_partners_uniform_over_the_seen_train_set(folder):
