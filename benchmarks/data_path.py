@@ -9,8 +9,10 @@ default; photo-like images, a PNG each, dealt over 4 tars), through eval.data's 
 loader (RepMix: resize 256, flip, random crop 224, the online corruption, normalise; a partner
 per example read by random access), it prints:
 
-1. loader images/s with 0, 1, 2 DataLoader workers, online corruption on (p 0.95, the 15 seen
-   types, severity 1..5) and off; per worker = total / workers (0 workers: the main process).
+1. loader images/s with 0, 1, 2 DataLoader workers, online corruption off, on in the loader (p
+   0.95, the 15 seen types, severity 1..5), and on with `corruption_device: device` (the 9
+   per-pixel and convolutional ones left to the training step); per worker = total / workers
+   (0 workers: the main process).
    Timed from the first batch to the last, so worker start-up is left out.
 2. the per-corruption cost at the training crop: ms per image of each seen corruption through
    the loader's own call (benchmark.online_corruption.corrupt_image), the mean over severities
@@ -24,8 +26,10 @@ per example read by random access), it prints:
    and decode a PNG, resize + flip + crop, normalise, collate) beside the expected corruption.
 6. the verdict: `--gpu-rate` (images/s of one GPU's ResNet50 training step at 224; default 2470,
    NVIDIA DeepLearningExamples ResNet50 v1.5 PyTorch, 1x A100 80GB, AMP) divided by the
-   measured per-worker rate, with corruption on and off: the workers one GPU needs, vs
-   `--cores`, and the share of a worker's time the corruption takes.
+   measured per-worker rate (1 worker: a worker with a core of its own), with corruption in
+   the loader, with the device ones deferred, and off: the workers one GPU needs, vs `--cores`,
+   and the share of a worker's time the corruption takes.
+7. the device path (eval.device_corruption) run on this CPU vs the CPU engine, ms per image.
 
 Figures are rates on this machine, in one run; on a shared machine quote the ratios.
 """
@@ -45,6 +49,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Sequence  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -60,21 +65,19 @@ from benchmark.corruptions.fidelity import synthetic_photos  # noqa: E402
 from benchmark.manifest import MANIFEST_SCHEMA, write_manifest  # noqa: E402
 from benchmark.protocol import SEVERITIES  # noqa: E402
 from benchmark.shards import ShardSample, write_shard  # noqa: E402
-from eval import data, models  # noqa: E402
+from eval import data, device_corruption, models  # noqa: E402
 from eval.benchmark_folder import BenchmarkFolder, open_benchmark  # noqa: E402
 
 CLASSES = ("real", "sngan", "progan")
+# the loader's corruption settings each rate is measured with
+MODES = {"off": {"online_corruption": False},
+         "loader": {"online_corruption": True, "corruption_device": "loader"},
+         "device": {"online_corruption": True, "corruption_device": "device"}}
 SEMANTICS = (("celeba", True), ("bedroom", True))
 UNSEEN_SET = "repmix"
 # NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md, "Training
 # performance: NVIDIA DGX A100 (8x A100 80GB)", 1 GPU, mixed precision (pytorch-21.03 container).
 DLE_A100_AMP = 2470.0
-# The seen corruptions a GPU could run as batched torch ops (per-pixel or convolutional); the
-# others (frost's photo layers, fog's diamond-square map, JPEG, spatter's Canny and distance
-# transform) stay on the CPU.
-DEVICE_CANDIDATES = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-                     "brightness", "contrast", "saturate", "gaussian_blur", "defocus_blur",
-                     "pixelate", "elastic_transform")
 DLE_SOURCE = ("https://github.com/NVIDIA/DeepLearningExamples/blob/master/PyTorch/Classification/"
               "ConvNets/resnet50v1.5/README.md (1x A100 80GB, AMP)")
 
@@ -313,6 +316,28 @@ def model_rate(arch: str = "resnet50", size: int = 224, pairs: int = 8, steps: i
     return steps * pairs * 2 / (time.perf_counter() - t0)
 
 
+def device_path_costs(crops: list[np.ndarray], names: Sequence[str],
+                      repeats: int = 1) -> dict[str, float]:
+    """ms per image of eval.device_corruption on this CPU, the crops as one batch, mean over
+    severities 1..5 (best of `repeats` each); one untimed run per corruption first."""
+    levels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float()
+    seeds = list(range(len(crops)))
+    out = {}
+    for name in names:
+        device_corruption.corrupt(levels[:1], [name], [1], seeds[:1])
+        per_severity = []
+        for severity in SEVERITIES:
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                device_corruption.corrupt(levels, [name] * len(crops), [severity] * len(crops),
+                                          seeds)
+                best = min(best, time.perf_counter() - t0)
+            per_severity.append(best * 1000 / len(crops))
+        out[name] = float(np.mean(per_severity))
+    return out
+
+
 def workers_needed(gpu_rate: float, per_worker: float) -> float:
     return gpu_rate / per_worker
 
@@ -356,13 +381,15 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n1. loader (eval.data.train_loader), images/s")
         print(f"{'workers':>7} {'corruption':>10} {'total':>9} {'per worker':>11}")
-        rates: dict[tuple[int, bool], LoaderRate] = {}
+        rates: dict[tuple[int, str], LoaderRate] = {}
         for workers in args.workers:
-            for corrupt in (False, True):
-                rate = loader_rate(folder, replace(base, workers=workers, online_corruption=corrupt))
-                rates[workers, corrupt] = rate
-                print(f"{workers:>7} {'on' if corrupt else 'off':>10} {rate.images_per_s:9.1f} "
+            for mode, settings in MODES.items():
+                rate = loader_rate(folder, replace(base, workers=workers, **settings))
+                rates[workers, mode] = rate
+                print(f"{workers:>7} {mode:>10} {rate.images_per_s:9.1f} "
                       f"{rate.per_worker:11.1f}", flush=True)
+        print("(off: no online corruption; loader: all in the workers, the default; device: "
+              "the workers leave eval.device_corruption's 9 to the training step)")
 
         images = decoded_images(folder, args.cost_images)
         crops = augmented_crops(images, base)
@@ -398,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         # a worker with a core of its own, as on the host (the main process only waits on it):
         # 1 worker when measured; on a 2-core shared machine 2 workers share the cores
         workers = 1 if 1 in args.workers else max(args.workers)
-        on, off = rates[workers, True].per_worker, rates[workers, False].per_worker
-        movable = {n: c for n, c in costs.items() if n in DEVICE_CANDIDATES}
+        on, off = rates[workers, "loader"].per_worker, rates[workers, "off"].per_worker
+        deferred = rates[workers, "device"].per_worker
+        movable = {n: c for n, c in costs.items() if n in device_corruption.NAMES}
         movable_ms = expected_corruption_ms(movable, base.corruption_probability) * len(movable) \
             / len(costs)
         print(f"\n6. verdict. One GPU trains ResNet50 at 224 at {args.gpu_rate:.0f} img/s "
@@ -407,14 +435,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   per worker ({workers} worker{'s' * (workers != 1)}): {on:.1f} img/s with "
               f"corruption, {off:.1f} without: the corruption takes {100 * (1 - on / off):.0f}% "
               f"of a worker's time ({1000 / on:.2f} ms vs {1000 / off:.2f} ms per image)")
-        for label, rate in (("with corruption", on), ("without corruption", off)):
+        for label, rate in (("with corruption", on), ("corruption_device", deferred),
+                            ("without corruption", off)):
             need = workers_needed(args.gpu_rate, rate)
             verdict = (f"keeps up, {args.cores / need:.2f}x to spare" if need <= args.cores
                        else f"STARVES the GPU, {need / args.cores:.2f}x short")
             print(f"   {label:19s}: {need:5.1f} workers per GPU vs {args.cores} cores: {verdict}")
-        print(f"   the per-pixel and convolutional corruptions ({len(movable)} of {len(costs)}) "
-              f"cost {movable_ms:.2f} ms per training image: moved to the GPU, a worker would "
-              f"gain at most {1000 / on / (1000 / on - movable_ms):.2f}x")
+        print(f"   eval.device_corruption's {len(movable)} of the {len(costs)} cost {movable_ms:.2f} "
+              f"ms per training image in the engine: off the workers, a worker gains at most "
+              f"{1000 / on / (1000 / on - movable_ms):.2f}x (measured: {deferred / on:.2f}x)")
+
+        dev = device_path_costs(crops, device_corruption.NAMES, repeats=1 if args.quick else 2)
+        print(f"\n7. the device path on this CPU (torch, 1 thread, batches of {len(crops)}) vs the "
+              f"CPU engine (one image a call, as the loader), ms/img, mean of severities")
+        for name in device_corruption.NAMES:
+            engine = float(np.mean(list(costs[name].values())))
+            print(f"{name:18s} torch {dev[name]:6.2f}  engine {engine:6.2f}  "
+                  f"(torch / engine {dev[name] / engine:5.2f})")
+        torch_sum = sum(dev.values())
+        engine_sum = sum(float(np.mean(list(costs[n].values()))) for n in device_corruption.NAMES)
+        print(f"{'sum':18s} torch {torch_sum:6.2f}  engine {engine_sum:6.2f}  "
+              f"(torch / engine {torch_sum / engine_sum:5.2f})")
     return 0
 
 

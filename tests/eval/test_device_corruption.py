@@ -23,7 +23,12 @@ SEEDS = [101, 202]
 
 @pytest.fixture(scope="module")
 def photos() -> np.ndarray:
-    return synthetic_photos(2, 128, seed=5)
+    """Photo-like, with flat blocks: where the defocus disk's sum of 1 - 4e-9 shows (a flat area
+    truncates a level down in float64, not in float32)."""
+    x = synthetic_photos(2, 128, seed=5)
+    x[:, :40, :40] = 77
+    x[:, 70:110, 60:120] = (200, 31, 140)
+    return x
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +210,16 @@ def test_config_setting_reaches_the_loader_settings():
     with pytest.raises(ConfigError, match="corruption_device"):
         load_train_config("repmix", None, ["data.corruption_device=gpu"])
     assert device_corruption.NAMES == NAMES
+
+
+def test_fft_correlation_keeps_whole_levels_whole():
+    """An identity kernel through the float64 FFT lands a third of the values ~1e-13 below their
+    level; the slack lifts them back, so truncation gives the level (the direct sum would)."""
+    import torch.nn.functional as F
+
+    x = _levels(synthetic_photos(2, 40, seed=1)).double()
+    kernel = torch.zeros(5, 5, dtype=torch.float64)
+    kernel[2, 2] = 1.0
+    y = device_corruption._fft_correlate(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel)
+    assert torch.equal(torch.floor(y + device_corruption.FFT_SLACK), x)
+    assert device_corruption.FFT_SLACK < 4e-9  # below the disk's own hair (1 - 4e-9)
