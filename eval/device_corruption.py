@@ -28,6 +28,7 @@ would give alone, whatever the batch composition (the tests check it).
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from functools import lru_cache
 from typing import Sequence
@@ -220,11 +221,26 @@ def corrupt(levels: torch.Tensor, names: Sequence[str], severities: Sequence[int
             raise ValueError(f"image {i}: severity must be 1..5, got {severity!r}")
         groups[name, int(severity)].append(i)
     out = levels.clone()
-    for (name, severity), index in groups.items():
-        gens = [generator(seeds[i], levels.device) for i in index]
-        at = torch.tensor(index, device=levels.device)
-        out[at] = CORRUPTIONS[name](levels[at], severity, gens)
+    with _exact(levels.device):
+        for (name, severity), index in groups.items():
+            gens = [generator(seeds[i], levels.device) for i in index]
+            at = torch.tensor(index, device=levels.device)
+            out[at] = CORRUPTIONS[name](levels[at], severity, gens)
     return out
+
+
+@contextlib.contextmanager
+def _exact(device: torch.device):
+    """The formulas' own precision: no autocast (the training step runs under it, which would
+    blur in bf16) and no TF32 convolutions (10-bit mantissas: a quarter level off at 255)."""
+    with torch.autocast(device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                         deterministic=True, allow_tf32=False):
+            yield
 
 
 def record(name: str, severity: int, seed: int) -> list[int]:

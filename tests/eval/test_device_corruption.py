@@ -223,3 +223,20 @@ def test_fft_correlation_keeps_whole_levels_whole():
     y = device_corruption._fft_correlate(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel)
     assert torch.equal(torch.floor(y + device_corruption.FFT_SLACK), x)
     assert device_corruption.FFT_SLACK < 4e-9  # below the disk's own hair (1 - 4e-9)
+
+
+def test_corruptions_run_outside_autocast(monkeypatch):
+    """The training step calls the hook under autocast: the formulas must keep their own
+    precision (a bf16 blur is levels off), so corrupt() switches autocast off around them."""
+    seen = []
+
+    def spy(x, severity, generators):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return x
+
+    monkeypatch.setitem(device_corruption.CORRUPTIONS, "brightness", spy)
+    x = _levels(synthetic_photos(1, 32))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        corrupt(x, ["brightness"], [1], [0])
+    assert seen == [False]
