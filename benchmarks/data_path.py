@@ -121,7 +121,8 @@ def build_shards(root: Path, images: int, side: int = 128, shards: int = 4,
     write_manifest(rows, root / "manifest.parquet")
     (root / "classes.json").write_text(json.dumps({
         "classes": list(CLASSES),
-        "semantics": [{"name": n, "label": i, "seen": seen} for i, (n, seen) in enumerate(SEMANTICS)]}))
+        "semantics": [{"name": n, "label": i, "seen": seen}
+                      for i, (n, seen) in enumerate(SEMANTICS)]}))
     (root / "dataset_info.json").write_text(json.dumps({
         "resolution": side, "corruptions": {"unseen_set": UNSEEN_SET, "apply_at": apply_at}}))
     return open_benchmark(root)
@@ -181,7 +182,8 @@ def augmented_crops(images: list[np.ndarray], settings: data.DataSettings) -> li
                          corruptions=(), apply_at="stored").image for i, img in enumerate(images)]
 
 
-def corruption_costs(crops: list[np.ndarray], corruptions: tuple[str, ...], apply_at: str = "stored",
+def corruption_costs(crops: list[np.ndarray], corruptions: tuple[str, ...],
+                     apply_at: str = "stored",
                      repeats: int = 1) -> dict[str, dict[int, float]]:
     """{corruption: {severity: ms per image}} through the loader's own call, one image a call,
     each image its own seed; best of `repeats`. Warmed up first (Numba, tables, frost files)."""
@@ -195,8 +197,8 @@ def corruption_costs(crops: list[np.ndarray], corruptions: tuple[str, ...], appl
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 for i, crop in enumerate(crops):
-                    online_corruption.corrupt_image(crop, CorruptionChoice(name, severity, 1000 + i),
-                                                    apply_at=apply_at)
+                    choice = CorruptionChoice(name, severity, 1000 + i)
+                    online_corruption.corrupt_image(crop, choice, apply_at=apply_at)
                 best = min(best, time.perf_counter() - t0)
             out[name][severity] = best * 1000 / len(crops)
     return out
@@ -441,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
             verdict = (f"keeps up, {args.cores / need:.2f}x to spare" if need <= args.cores
                        else f"STARVES the GPU, {need / args.cores:.2f}x short")
             print(f"   {label:19s}: {need:5.1f} workers per GPU vs {args.cores} cores: {verdict}")
-        print(f"   eval.device_corruption's {len(movable)} of the {len(costs)} cost {movable_ms:.2f} "
+        print(f"   eval.device_corruption's {len(movable)} of the {len(costs)} cost "
+              f"{movable_ms:.2f} "
               f"ms per training image in the engine: off the workers, a worker gains at most "
               f"{1000 / on / (1000 / on - movable_ms):.2f}x (measured: {deferred / on:.2f}x)")
 

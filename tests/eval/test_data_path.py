@@ -77,7 +77,8 @@ def test_script_prints_every_section(bench, capsys):
     assert bench.main(["--images", "24", "--side", "40", "--workers", "0", "--batch", "4",
                        "--cost-images", "2", "--model-steps", "0", "--gpu-rate", "100"]) == 0
     out = capsys.readouterr().out
-    for label in ("1. loader", "2. online corruption cost", "torchvision v2", "5. one image's steps",
+    for label in ("1. loader", "2. online corruption cost", "torchvision v2",
+                  "5. one image's steps",
                   "6. verdict", "--gpu-rate, given", "workers per GPU vs 16 cores"):
         assert label in out, label
     assert "4. CPU" not in out  # --model-steps 0 skips the model
