@@ -6,6 +6,10 @@ One chain of small webdataset stages (STYLE 14):
     -> read tars -> parse the JSON -> keep split / seen -> sample buffer shuffle (seeded)
     -> decode the PNG (once) -> draw partners, augment each image, draw mixing weights -> batch
 
+`corruption_device: device` moves the per-pixel and convolutional corruptions to the training
+step (eval.device_corruption): the draw is the same, the loader records it instead of applying
+it. The default, `loader`, gives the same batches as before, byte for byte.
+
 What follows the released RepMix code (TuBui/image_attribution):
 - train transform (`utils/augment_imagenetc.get_transforms`): Resize(256), RandomHorizontalFlip,
   RandomCrop(224), then RandomImagenetC(phase='train', p=0.95): one of the 15 seen ImageNet-C
@@ -84,11 +88,14 @@ from benchmark import online_corruption
 from benchmark.corruption_policy import CLEAN, CorruptionChoice
 from benchmark.corruptions import names as corruption_names
 from benchmark.keys import derive_seed
+from benchmark.protocol import APPLY_AT_WORK_SIZE
+from eval import device_corruption
 
 if TYPE_CHECKING:
     from eval.benchmark_folder import BenchmarkFolder
 
 INPUT_KINDS = ("resized", "stored")
+CORRUPTION_DEVICES = ("loader", "device")
 MIN_CORRUPT_SIDE = 32  # benchmark.corruptions refuses smaller images
 
 
@@ -111,6 +118,9 @@ class DataSettings:
     mixes: int = 2  # K images per training example (RepMix 2; Yu / DCT 1)
     mix_alpha: float = 0.4  # Dirichlet concentration (Beta(0.4, 0.4) for K = 2)
     seed: int = 0
+    # where the online corruptions run: "loader" (all on the CPU, in the loader) or "device"
+    # (those of eval.device_corruption.NAMES recorded per image and applied by the training step)
+    corruption_device: str = "loader"
 
     def __post_init__(self) -> None:
         for name in ("resize", "crop", "eval_size", "batch_size", "mixes"):
@@ -127,6 +137,9 @@ class DataSettings:
             raise ValueError("DataSettings.workers and shuffle_buffer must be >= 0")
         if self.mix_alpha <= 0:
             raise ValueError(f"DataSettings.mix_alpha must be > 0, got {self.mix_alpha}")
+        if self.corruption_device not in CORRUPTION_DEVICES:
+            raise ValueError(f"DataSettings.corruption_device must be one of "
+                             f"{CORRUPTION_DEVICES}, got {self.corruption_device!r}")
 
 
 # ---------------------------------------------------------------- pure per-image functions
@@ -163,6 +176,8 @@ class Augmented:
     flipped: bool
     crop_at: tuple[int, int]  # (top, left) of the crop; (0, 0) without a crop
     corruption: CorruptionChoice
+    # the corruption is left to the training step (corruption_device "device"): `image` is clean
+    deferred: bool = False
 
 
 def augment(image: np.ndarray, *, input_kind: str, settings: DataSettings, sample_key: str,
@@ -189,14 +204,28 @@ def augment(image: np.ndarray, *, input_kind: str, settings: DataSettings, sampl
         image = image[top:top + settings.crop, left:left + settings.crop]
     image = np.ascontiguousarray(image)
     choice = CorruptionChoice(CLEAN, 0, 0)
+    deferred = False
     if settings.online_corruption:
         choice = online_corruption.choose_online(
             sample_key, epoch, settings.seed, corruptions=corruptions,
             probability=settings.corruption_probability)
-        if choice.name != CLEAN:
+        deferred = _on_device(choice, settings, apply_at, image.shape[:2])
+        if choice.name != CLEAN and not deferred:
             image = online_corruption.corrupt_image(image, choice, apply_at=apply_at,
                                                     backend=backend)
-    return Augmented(image=image, flipped=flip, crop_at=(top, left), corruption=choice)
+    return Augmented(image=image, flipped=flip, crop_at=(top, left), corruption=choice,
+                     deferred=deferred)
+
+
+def _on_device(choice: CorruptionChoice, settings: DataSettings, apply_at: str,
+               shape: tuple[int, int]) -> bool:
+    """Whether the training step applies `choice`: a device corruption, and a route that
+    corrupts the image at its own size (`resized_224` on another size resizes around the
+    corruption, which only the loader does)."""
+    if settings.corruption_device != "device" or choice.name not in device_corruption.NAMES:
+        return False
+    work = APPLY_AT_WORK_SIZE.get(apply_at)
+    return work is None or tuple(shape) == (work, work)
 
 
 def mixing_weights(settings: DataSettings, key: str, epoch: int) -> np.ndarray:
@@ -353,16 +382,25 @@ class _MakeExample:
             for slot, i in enumerate(rng.integers(len(self.partners), size=s.mixes - 1), start=1):
                 members.append(self.partners.read(int(i)))
                 draw_keys.append(f"{key}+{slot}:{self.partners.keys[int(i)]}")
-        images = [normalise(augment(m["image"], input_kind=self.input_kind, settings=s,
-                                    sample_key=dk, epoch=self.epoch, corruptions=self.corruptions,
-                                    apply_at=self.apply_at, backend=self.backend).image)
-                  for m, dk in zip(members, draw_keys)]
-        return {"image": torch.stack(images),
-                "label": torch.tensor([int(m["meta"]["label"]) for m in members], dtype=torch.long),
-                "semantic": torch.tensor([int(m["meta"]["semantic_label"]) for m in members],
-                                         dtype=torch.long),
-                "mix": torch.from_numpy(mixing_weights(s, key, self.epoch)),
-                "key": [m["key"] for m in members]}
+        augmented = [augment(m["image"], input_kind=self.input_kind, settings=s, sample_key=dk,
+                             epoch=self.epoch, corruptions=self.corruptions,
+                             apply_at=self.apply_at, backend=self.backend)
+                     for m, dk in zip(members, draw_keys)]
+        images = [normalise(a.image) for a in augmented]
+        example = {
+            "image": torch.stack(images),
+            "label": torch.tensor([int(m["meta"]["label"]) for m in members], dtype=torch.long),
+            "semantic": torch.tensor([int(m["meta"]["semantic_label"]) for m in members],
+                                     dtype=torch.long),
+            "mix": torch.from_numpy(mixing_weights(s, key, self.epoch)),
+            "key": [m["key"] for m in members]}
+        if s.corruption_device == "device":  # what the training step applies, per image
+            example["device_corruption"] = torch.tensor(
+                [device_corruption.record(a.corruption.name, a.corruption.severity,
+                                          a.corruption.seed) if a.deferred
+                 else device_corruption.record(CLEAN, 0, 0) for a in augmented],
+                dtype=torch.long)
+        return example
 
 
 class _MakeEvalExample:
@@ -377,7 +415,7 @@ class _MakeEvalExample:
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"key": [s["key"] for s in samples]}
-    for name in ("image", "label", "semantic", "mix"):
+    for name in ("image", "label", "semantic", "mix", "device_corruption"):
         if name in samples[0]:
             values = [s[name] for s in samples]
             tensors = isinstance(values[0], torch.Tensor)
@@ -440,7 +478,10 @@ def train_loader(folder: BenchmarkFolder, settings: DataSettings, *, input_kind:
     1 over K, "semantic": long (B, K), "key": list (B) of lists (K) of str}; K = settings.mixes, the
     example's own image first. H = W = settings.crop ("resized") or the stored size ("stored").
     With world_size > 1, rank r's share (module docstring): every rank the same number of
-    batches, `examples_per_rank` examples."""
+    batches, `examples_per_rank` examples.
+    With settings.corruption_device "device", also "device_corruption": long (B, K, 3), the
+    corruption each image still needs (eval.device_corruption.record; its images are clean), for
+    the training step's eval.device_corruption.apply_recorded."""
     _check_kind(input_kind)
     _check_rank(rank, world_size)
     rows = _eligible(folder, "train", settings.seen_only)

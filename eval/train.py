@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from benchmark.atomic import sha256_file, write_bytes, write_text
 from benchmark.config import ConfigError
-from eval import data, distributed, models, run_files
+from eval import data, device_corruption, distributed, models, run_files
 from eval.benchmark_folder import BenchmarkError, BenchmarkFolder, open_benchmark
 from eval.models import ModelError
 from eval.run_files import RunError
@@ -138,7 +138,8 @@ def _to_device(images: torch.Tensor, rt: Runtime) -> torch.Tensor:
 
 def _forward(model: nn.Module, batch: dict, rt: Runtime, mixing: bool) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """Training forward: (output, labels (B, K), mix (B, K))."""
-    images = batch["image"].to(rt.device, non_blocking=True)
+    images = device_corruption.apply_recorded(batch["image"].to(rt.device, non_blocking=True),
+                                              batch.get("device_corruption"))
     labels = batch["label"].to(rt.device)
     mix = batch["mix"].to(rt.device, dtype=torch.float32)
     if mixing:
@@ -434,7 +435,7 @@ def data_settings(cfg: TrainConfig, model_mixes: int) -> data.DataSettings:
         online_corruption=d.online_corruption, corruption_probability=d.corruption_probability,
         seen_only=d.seen_only, batch_size=d.batch_size, workers=d.workers,
         shuffle_buffer=d.shuffle_buffer, mixes=d.mixes if d.mixes is not None else model_mixes,
-        mix_alpha=d.mix_alpha, seed=cfg.seed)
+        mix_alpha=d.mix_alpha, seed=cfg.seed, corruption_device=d.corruption_device)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,9 @@ class DataSection(_Section):
     online_corruption: bool = True  # one random seen ImageNet-C corruption per training image
     # Probability that a training image gets one random seen corruption online.
     corruption_probability: float = Field(0.95, ge=0, le=1)
+    # Where the per-pixel and convolutional online corruptions run: in the loader's CPU workers,
+    # or on the batch in the training step (eval.device_corruption).
+    corruption_device: Literal["loader", "device"] = "loader"
     # Train and validate on the seen semantics only (the paper's protocol).
     seen_only: bool = True
     # examples (RepMix: pairs) per step of each process (torchrun: world_size x this); also eval
