@@ -107,6 +107,38 @@ def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str
     write_text(path, "\n".join(lines))
 
 
+def write_dataset_info(path: Path, cfg: BuildConfig, manifest: pa.Table, *, rejected: int,
+                       weights_id: str, generator_options: dict[tuple[str, str], dict | None],
+                       software: dict[str, str]) -> dict:
+    """dataset_info.json: what was built, from what, with what; returns what it wrote.
+
+    `generator_options` gives each (source, semantic) network's recorded options (None for
+    folders and other projects' files). Written last by the driver: its presence marks the
+    folder as a complete benchmark.
+    """
+    models = sorted({(r["source"], r["semantic"], r["generator"], r["checkpoint_sha256"])
+                     for r in manifest.select(["source", "semantic", "generator",
+                                               "checkpoint_sha256"]).to_pylist()
+                     if r["source"] != protocol.REAL})
+    splits = manifest.column("split").to_pylist()
+    info = {
+        "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
+        "paper_scale": cfg.paper_scale,
+        "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
+        "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
+        "splits": {s: sum(1 for x in splits if x == s) for s in protocol.SPLIT_NAMES},
+        "shards": sorted(set(manifest.column("shard").to_pylist())),
+        "features": {"extractor": cfg.selection.extractor, "weights": weights_id},
+        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h,
+                        "options": generator_options.get((s, m))}
+                       for s, m, a, h in models],
+        "corruptions": cfg.corruptions.model_dump(mode="json"),
+        "software": software,
+    }
+    write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
 def check_counts(manifest: pa.Table, cfg: BuildConfig) -> list[str]:
     """Every (class, semantic, split) cell holds exactly the configured count."""
     counts = count_table(manifest)

@@ -112,6 +112,17 @@ def read_meta(path: Path | str) -> CheckpointMeta:
                           train=raw.get("train"), sha256=raw["sha256"])
 
 
+def recorded_options(path: Path | str) -> dict[str, Any] | None:
+    """A network's options (sampling ones such as truncation_psi included) from its sidecar;
+    None for another project's file or a weights file without a sidecar."""
+    if external.is_external(path):
+        return None
+    paths = checkpoint_paths(path)
+    if not paths.sidecar.is_file():
+        return None
+    return read_meta(paths.sidecar).options
+
+
 def check_state_dict(source: str, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
                      target: str = "the model its sidecar describes") -> None:
     """Raise GeneratorError naming missing, unexpected and misshapen keys of `found` (from `source`)."""
