@@ -1,5 +1,6 @@
 """SNGAN networks, seed -> image determinism, training steps and the training CLI."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -170,6 +171,10 @@ def test_cli_trains_from_a_photo_folder(tmp_path):
 
 
 def test_package_function_train_is_not_shadowed():
+    assert callable(generators.train) and generators.train.__module__ == "generators.training"
+    # The -m entry point refuses an import, which would bind the module over the function.
+    with pytest.raises(ImportError, match="generators.cli"):
+        importlib.import_module("generators.train")
     assert callable(generators.train) and generators.train.__module__ == "generators.training"
     assert generators.family("sngan").NAME == "sngan"
     assert generators.family("folder").NAME == "folder"
