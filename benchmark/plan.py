@@ -13,6 +13,7 @@ from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig
 from benchmark.keys import derive_seed
 from benchmark.real_sets import RealFile, RealPools, list_real_files, partition_pools
 from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE, ModelRef, RealChunk, TrainTask
+from generators.training import GeneratorTraining
 
 # Photos per read batch: large enough to amortise per-element cost, small enough to spread.
 REAL_CHUNK = 256
@@ -89,12 +90,13 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
     for (source, semantic), cell in cells.items():
         if cell.kind == TRAIN:
             t = cfg.sources[source].train
+            training = GeneratorTraining(
+                steps=t.steps, batch_size=t.batch_size, lr_g=t.lr_g, lr_d=t.lr_d, n_dis=t.n_dis,
+                seed=derive_seed(cfg.seed, "train", f"{source}-{semantic}"))
             tasks.append(TrainTask(source=source, semantic=semantic, arch=cell.arch,
-                                   checkpoint=cell.path, steps=t.steps, batch_size=t.batch_size,
-                                   lr_g=t.lr_g, lr_d=t.lr_d, n_dis=t.n_dis,
+                                   checkpoint=cell.path, training=training,
                                    samples=cfg.sampling.per_model, options=dict(t.options),
-                                   checkpoint_every=t.checkpoint_every,
-                                   seed=derive_seed(cfg.seed, "train", f"{source}-{semantic}")))
+                                   checkpoint_every=t.checkpoint_every))
             continue
         samples = cfg.sampling.per_model
         if cell.kind == FOLDER:

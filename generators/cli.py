@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from generators.base import GeneratorError
 from generators.folder import FolderGenerator
-from generators.training import StepStats, train
+from generators.training import GeneratorTraining, StepStats, train
 
 # Images decoded per call: bounds the temporary arrays while filling the training set.
 _LOAD_CHUNK = 256
@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix(d_loss=f"{stats.d_loss:.3f}", g_loss=f"{stats.g_loss:.3f}", refresh=False)
                 bar.refresh()
 
-            path = train(args.arch, images, args.out, steps=args.steps, batch_size=args.batch_size,
-                         seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d, n_dis=args.n_dis,
-                         options=options, grid_every=args.grid_every,
+            config = GeneratorTraining(steps=args.steps, batch_size=args.batch_size,
+                                       seed=args.seed, lr_g=args.lr_g, lr_d=args.lr_d,
+                                       n_dis=args.n_dis)
+            path = train(args.arch, images, args.out, config, options, grid_every=args.grid_every,
                          checkpoint_every=args.checkpoint_every, progress=progress,
                          device=args.device)
     except GeneratorError as e:
