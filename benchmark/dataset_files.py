@@ -99,7 +99,7 @@ def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str
         for semantic in cfg.semantics:
             c = [counts.get((source, semantic, s), 0) for s in protocol.SPLIT_NAMES]
             lines.append(f"| {source} | {semantic} | {c[0]} | {c[1]} | {c[2]} |")
-    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != "none")
+    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != protocol.CLEAN)
     lines += ["", f"Val/test corruptions ({sum(corrupted.values())} images): "
               + ", ".join(f"{k} {v}" for k, v in sorted(corrupted.items())) + ".", ""]
     for split, name in grids.items():

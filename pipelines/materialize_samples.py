@@ -11,7 +11,7 @@ import math
 
 import apache_beam as beam
 
-from benchmark.protocol import REAL
+from benchmark.protocol import CLEAN, REAL
 from benchmark.repmix import semantic_labels
 from benchmark.shards import ShardSample, shard_name
 from pipelines.stage_metrics import counter
@@ -48,7 +48,7 @@ class _MaterializeFn(beam.DoFn):
                 "latent_seed": -1 if real else int(batch.latent_seeds[i]),
                 "origin": batch.origins[i] if real else "",
                 "cluster": p.cluster, "distance": None if math.isnan(p.distance) else p.distance,
-                "filled": p.filled, "corruption": "none", "severity": 0, "corruption_seen": True,
+                "filled": p.filled, "corruption": CLEAN, "severity": 0, "corruption_seen": True,
                 "corruption_seed": 0, "shard": shard_name(p.split, p.shard), "position": p.position,
                 "sha256": hashlib.sha256(png).hexdigest(), "png_bytes": len(png),
             }
