@@ -9,6 +9,7 @@ from pathlib import Path
 import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -18,7 +19,7 @@ from benchmark.keys import synthetic_key
 from benchmark.real_sets import RealFile
 from benchmark.records import (CANDIDATE, REAL_CLASS, REFERENCE, FeatureBatch, ImageBatch, ModelRef,
                                Placement, RealChunk)
-from benchmark.shards import ShardSample
+from benchmark.manifest import SampleRecord, StoredSample
 from benchmark.splits import assign_shards
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
@@ -121,20 +122,24 @@ def test_assign_shards_places_each_split_by_key_hash():
                                    for i, k in enumerate(keys)]))
 
 
-def _sample(key: str, shard: str, position: int) -> ShardSample:
-    return ShardSample(key=key, png=encode_png(_rgb(position)),
-                       meta={"key": key, "shard": shard, "position": position})
+def _sample(key: str, split: str, position: int) -> StoredSample:
+    png = encode_png(_rgb(position))
+    placement = Placement(key=key, chunk_id="c", source="sngan", semantic="faces", split=split,
+                          shard=0, position=position, cluster=0, distance=0.5)
+    batch = ImageBatch("c", "sngan", "faces", CANDIDATE, (key,), (png,), (position,), ("",),
+                       "sngan", "0" * 64, latent_seeds=(position,))
+    return StoredSample(SampleRecord.clean(placement, batch, 0, label=1, semantic_label=0, seen=True), png)
 
 
 def test_write_shards_writes_each_tar_in_position_order_and_emits_its_rows(tmp_path):
-    samples = [_sample("b", "val-000000.tar", 1), _sample("a", "val-000000.tar", 0),
-               _sample("c", "test-000000.tar", 0)]
+    samples = [_sample("b", "val", 1), _sample("a", "val", 0), _sample("c", "test", 0)]
     with test_pipeline.TestPipeline() as p:
-        out = p | beam.Create(samples) | WriteShards(str(tmp_path)) | beam.Map(lambda r: r["key"])
+        out = p | beam.Create(samples) | WriteShards(str(tmp_path)) | beam.Map(lambda r: r.key)
         assert_that(out, equal_to(["a", "b", "c"]))
     with tarfile.open(tmp_path / "val-000000.tar") as tar:
         assert tar.getnames() == ["a.json", "a.png", "b.json", "b.png"]
-        assert json.loads(tar.extractfile("b.json").read()) == samples[0].meta
+        assert json.loads(tar.extractfile("b.json").read()) == samples[0].record.row()
+        assert tar.extractfile("b.png").read() == samples[0].png
 
 
 def test_write_records_writes_both_tables_sorted(tmp_path):
@@ -156,3 +161,11 @@ def test_write_records_writes_both_tables_sorted(tmp_path):
         assert_that(out, equal_to([3]))
     assert pq.read_table(tmp_path / "manifest.parquet").column("key").to_pylist() == ["v0", "v1", "t1"]
     assert pq.read_table(tmp_path / "rejections.parquet").to_pylist() == [rejection]
+
+
+def test_assign_shards_refuses_a_doubled_key_instead_of_dropping_it():
+    twice = [Placement(key="k0", chunk_id=c, source="sngan", semantic="faces", split="val")
+             for c in ("c0", "c1")]
+    with pytest.raises(Exception, match=r"split val: duplicate keys \['k0'\]"):
+        with test_pipeline.TestPipeline() as p:
+            _ = p | beam.Create(twice) | AssignShards(seed=9, max_samples=2)
