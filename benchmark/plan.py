@@ -1,4 +1,4 @@
-"""Plan a build from its config, before any pixel is touched: pools, chunks, models, tasks.
+"""Plan a build from its config, before any pixel is touched: cells, chunks, models, tasks.
 
 Everything here is decided by the config and the folder listings alone, so the plan (and with
 it every key) is the same on any machine; the Beam stages only carry it out.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig
 from benchmark.keys import derive_seed
-from benchmark.real_sets import RealFile, RealPools, list_real_files, partition_pools
+from benchmark.real_sets import RealFile, list_real_files, partition_pools
 from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE, ModelRef, RealChunk, TrainTask
 from generators.training import GeneratorTraining
 
@@ -31,7 +31,6 @@ class Cell:
 
 @dataclass(frozen=True)
 class BuildPlan:
-    pools: dict[str, RealPools]
     real_chunks: tuple[RealChunk, ...]  # Real-class candidates and reference photos
     train_chunks: tuple[RealChunk, ...]  # the rest of the training pool (read only if training)
     models: tuple[ModelRef, ...]  # sources with checkpoints or folders
@@ -73,12 +72,11 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
     """`folder_counts` / `checkpoint_sha256` give, per (source, semantic), what the driver read
     off the given folders and weights files (kept out of here so planning does no heavy I/O)."""
     keep = cfg.kept_per_cell
-    pools, real_chunks, train_chunks, roots = {}, [], [], {}
+    real_chunks, train_chunks, roots = [], [], {}
     for semantic, sem in cfg.semantics.items():
         files = list_real_files(semantic, sem.path, cfg.real.extensions)
         pool = partition_pools(semantic, files, seed=cfg.seed, real_class=keep,
                                gan_train_max=cfg.real.gan_train_max, folder=sem.path)
-        pools[semantic] = pool
         roots[semantic] = str(sem.path)
         n_ref = min(cfg.selection.reference_count, len(pool.gan_train))
         real_chunks += _chunks(semantic, REAL_CLASS, pool.real_class, 0)
@@ -109,6 +107,6 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
         folder = "" if cell.kind == CHECKPOINT else cell.path
         models.append(ModelRef(source, semantic, cell.arch, weights, folder,
                                checkpoint_sha256[(source, semantic)], samples))
-    return BuildPlan(pools=pools, real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
+    return BuildPlan(real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
                      models=tuple(models), train_tasks=tuple(tasks), roots=roots,
                      cells=cells)

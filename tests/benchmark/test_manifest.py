@@ -80,3 +80,21 @@ def test_a_duplicate_key_is_an_error_naming_it():
         assign_splits(["a", "a"], {"train": 2, "val": 0, "test": 0}, 0)
     with pytest.raises(DuplicateKeyError, match="one split"):
         assign_shards(["a", "a"], 0, 10)
+
+
+# KEY.json of _sampled() as the code before SampleRecord wrote it (pipelines/materialize_samples
+# assembled the dict itself): the record must keep every stored byte.
+BEFORE_SAMPLE_RECORD = (
+    '{"checkpoint_sha256":"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",'
+    '"cluster":1,"corruption":"none","corruption_seed":0,"corruption_seen":true,"distance":0.25,'
+    '"filled":true,"generator":"sngan","key":"sngan-faces-s00000003","label":1,"latent_seed":71,'
+    '"origin":"","png_bytes":3,"position":5,"sample_index":3,"seen":true,"semantic":"faces",'
+    '"semantic_label":0,"severity":0,'
+    '"sha256":"8f8cbb7dcf46e0bc7d53265749a6c17d116093a6ba95e442764060c76fd4a86c",'
+    '"shard":"val-000002.tar","source":"sngan","split":"val"}')
+
+
+def test_the_stored_json_is_byte_identical_to_the_dict_it_replaced():
+    from benchmark.shards import encode_meta
+
+    assert encode_meta(_sampled().row()).decode() == BEFORE_SAMPLE_RECORD
