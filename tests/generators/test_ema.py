@@ -140,7 +140,9 @@ def _grid(net):
 
 def test_checkpoint_and_grids_are_the_ema_not_the_trained_generator(monkeypatch, tmp_path):
     monkeypatch.setattr(stylegan2, "EMA", SLOW)
-    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", GeneratorTraining(steps=2, batch_size=4, seed=0), options=TINY, grid_every=1)
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0),
+                            options=TINY, grid_every=1)
     with isolated_rng(0):
         init = stylegan2.build_generator(32, stylegan2.parse_options(TINY)).state_dict()
     # stylegan2 has no schedule, so a 1-step run is the first step of a 2-step one.
@@ -164,5 +166,7 @@ def test_checkpoint_and_grids_are_the_ema_not_the_trained_generator(monkeypatch,
 
 
 def test_families_without_ema_record_none(tmp_path):
-    path = generators.train("sngan", random_photos(8), tmp_path / "g", GeneratorTraining(steps=1, batch_size=4, seed=0, n_dis=1), options=TINY_OPTIONS["sngan"])
+    path = generators.train("sngan", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=1, batch_size=4, seed=0, n_dis=1),
+                            options=TINY_OPTIONS["sngan"])
     assert json.loads(path.with_suffix(".json").read_text())["train"]["ema"] is None

@@ -300,7 +300,9 @@ def test_losses_are_wgan_gp_with_drift():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "progan_tiny"
-    return generators.train("progan", photos(), out, GeneratorTraining(steps=4, batch_size=8, seed=5), options=progan.options_dict(TINY))
+    return generators.train("progan", photos(), out,
+                            GeneratorTraining(steps=4, batch_size=8, seed=5),
+                            options=progan.options_dict(TINY))
 
 
 def test_checkpoint_round_trip(trained):

@@ -157,7 +157,9 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    path = generators.train("stylegan", random_photos(8), tmp_path / "g", GeneratorTraining(steps=2, batch_size=4, seed=0), options={**TINY, "truncation_psi": 0.7})
+    path = generators.train("stylegan", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0),
+                            options={**TINY, "truncation_psi": 0.7})
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["options"]["truncation_psi"] == 0.7
     assert (meta["train"]["lr_g"], meta["train"]["betas"], meta["train"]["n_dis"]) == (0.001, [0.0, 0.99], 1)
