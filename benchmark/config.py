@@ -85,6 +85,13 @@ class TrainSpec(_Section):
 # Generators whose models can be a folder: images made elsewhere, or a diffusers model folder.
 FOLDER_GENERATORS = ("folder", "ddpm")
 
+# Where a (source, semantic) cell's images come from, settled once by SourceSpec.kind: the
+# plan carries it, and the driver and the stages read it instead of re-deriving it.
+FOLDER = "folder"  # pre-generated images
+DIFFUSERS = "diffusers"  # a local diffusers model folder
+CHECKPOINT = "checkpoint"  # a given weights file
+TRAIN = "train"  # trained by the build
+
 
 class SourceSpec(_Section):
     generator: Literal[a88.GENERATOR_ARCHS]  # type: ignore[valid-type]
@@ -95,6 +102,17 @@ class SourceSpec(_Section):
     # folder (generator: ddpm)
     folders: dict[str, ExistingDir] = {}
     train: TrainSpec | None = None
+
+    def kind(self, semantic: str) -> str | None:
+        """FOLDER, DIFFUSERS, CHECKPOINT or TRAIN for `semantic`; None when the source gives
+        no way to get its images (a config error that BuildConfig reports)."""
+        if self.generator == "folder":
+            return FOLDER if semantic in self.folders else None
+        if semantic in self.folders:
+            return DIFFUSERS
+        if semantic in self.checkpoints:
+            return CHECKPOINT
+        return TRAIN if self.train is not None else None
 
 
 class SamplingSpec(_Section):
@@ -256,8 +274,7 @@ class BuildConfig(_Section):
                                      f"generator {src.generator} reads checkpoints, not folders"))
                 if sem in src.folders and sem in src.checkpoints:
                     problems.append((f"sources.{name}.checkpoints.{sem}", "give a checkpoint or a folder, not both"))
-                if (src.generator != "folder" and sem not in src.checkpoints and sem not in src.folders
-                        and src.train is None):
+                if src.generator != "folder" and src.kind(sem) is None:
                     problems.append((f"sources.{name}.checkpoints.{sem}",
                                      "give a checkpoint, or a `train:` section to train one"))
         problems += self._output_problems()

@@ -10,8 +10,7 @@ import numpy as np
 from benchmark.config import CorruptionSpec
 from benchmark.corruptions import names
 from benchmark.keys import derive_seed
-
-CLEAN = "none"
+from benchmark.protocol import CLEAN
 
 
 @dataclass(frozen=True)

@@ -99,12 +99,44 @@ def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str
         for semantic in cfg.semantics:
             c = [counts.get((source, semantic, s), 0) for s in protocol.SPLIT_NAMES]
             lines.append(f"| {source} | {semantic} | {c[0]} | {c[1]} | {c[2]} |")
-    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != "none")
+    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != protocol.CLEAN)
     lines += ["", f"Val/test corruptions ({sum(corrupted.values())} images): "
               + ", ".join(f"{k} {v}" for k, v in sorted(corrupted.items())) + ".", ""]
     for split, name in grids.items():
         lines += [f"## {split} samples (a row per class, in class order)", "", f"![{split}]({name})", ""]
     write_text(path, "\n".join(lines))
+
+
+def write_dataset_info(path: Path, cfg: BuildConfig, manifest: pa.Table, *, rejected: int,
+                       weights_id: str, generator_options: dict[tuple[str, str], dict | None],
+                       software: dict[str, str]) -> dict:
+    """dataset_info.json: what was built, from what, with what; returns what it wrote.
+
+    `generator_options` gives each (source, semantic) network's recorded options (None for
+    folders and other projects' files). Written last by the driver: its presence marks the
+    folder as a complete benchmark.
+    """
+    models = sorted({(r["source"], r["semantic"], r["generator"], r["checkpoint_sha256"])
+                     for r in manifest.select(["source", "semantic", "generator",
+                                               "checkpoint_sha256"]).to_pylist()
+                     if r["source"] != protocol.REAL})
+    splits = manifest.column("split").to_pylist()
+    info = {
+        "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
+        "paper_scale": cfg.paper_scale,
+        "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
+        "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
+        "splits": {s: sum(1 for x in splits if x == s) for s in protocol.SPLIT_NAMES},
+        "shards": sorted(set(manifest.column("shard").to_pylist())),
+        "features": {"extractor": cfg.selection.extractor, "weights": weights_id},
+        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h,
+                        "options": generator_options.get((s, m))}
+                       for s, m, a, h in models],
+        "corruptions": cfg.corruptions.model_dump(mode="json"),
+        "software": software,
+    }
+    write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
 
 
 def check_counts(manifest: pa.Table, cfg: BuildConfig) -> list[str]:

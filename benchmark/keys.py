@@ -11,8 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+class DuplicateKeyError(ValueError):
+    """The one policy for a sample key seen twice: an error, never a silent de-duplication."""
+
+
+def check_unique(keys: Iterable[str], where: str) -> None:
+    """Raise DuplicateKeyError naming `where` and the first repeated keys."""
+    seen: set[str] = set()
+    repeated = sorted({k for k in keys if k in seen or seen.add(k)})
+    if repeated:
+        raise DuplicateKeyError(f"{where}: duplicate keys {repeated[:5]}"
+                                f"{' ...' if len(repeated) > 5 else ''}")
 
 
 def derive_seed(seed: int, purpose: str, key: str = "") -> int:

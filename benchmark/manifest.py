@@ -6,41 +6,105 @@ Parquet bytes; the dataset card, the RepMix CSVs and the scorer all read from th
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark.atomic import atomic_path
+from benchmark.protocol import CLEAN, REAL
+from benchmark.shards import shard_name
 
-MANIFEST_SCHEMA = pa.schema([
-    ("key", pa.string()),
-    ("split", pa.string()),
-    ("source", pa.string()),
-    ("label", pa.int32()),  # class index, real = 0
-    ("semantic", pa.string()),
-    ("semantic_label", pa.int32()),  # seen semantics first (benchmark.repmix.semantic_labels)
-    ("seen", pa.bool_()),  # semantic seen in training
-    ("generator", pa.string()),  # architecture, `photo` for real
-    ("checkpoint_sha256", pa.string()),  # weights (or folder listing) hash, "" for real
+if TYPE_CHECKING:
+    from benchmark.records import ImageBatch, Placement
+
+def _column(arrow_type: pa.DataType) -> Any:
+    return field(metadata={"arrow": arrow_type})
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One stored sample's provenance: a manifest.parquet row and its shard's KEY.json.
+
+    The manifest schema is declared here, once (MANIFEST_SCHEMA is read off these fields), and
+    a record is made only by its constructors: `clean` when a kept image is materialized,
+    then `corrupted` when its split draws a corruption.
+    """
+
+    key: str = _column(pa.string())
+    split: str = _column(pa.string())
+    source: str = _column(pa.string())
+    label: int = _column(pa.int32())  # class index, real = 0
+    semantic: str = _column(pa.string())
+    semantic_label: int = _column(pa.int32())  # seen semantics first (benchmark.repmix.semantic_labels)
+    seen: bool = _column(pa.bool_())  # semantic seen in training
+    generator: str = _column(pa.string())  # architecture, `photo` for real
+    checkpoint_sha256: str = _column(pa.string())  # weights (or folder listing) hash, "" for real
     # index of a sampled image in its cell (the key's sNNNNNNNN; a folder source's file index),
     # and the seed it was drawn with (keys.latent_seed); both -1 for real photos
-    ("sample_index", pa.int64()),
-    ("latent_seed", pa.int64()),
-    ("origin", pa.string()),  # photo path inside its semantic folder, "" for sampled images
-    ("cluster", pa.int32()),  # K-means cluster, -1 where no clustering applies
-    ("distance", pa.float64()),  # feature distance to the nearest real reference, null for real
-    ("filled", pa.bool_()),  # kept by topping up a short cluster
-    ("corruption", pa.string()),  # `none` when clean
-    ("severity", pa.int32()),  # 1..5, 0 when clean
-    ("corruption_seen", pa.bool_()),  # corruption is in the training set (true when clean)
-    ("corruption_seed", pa.int64()),
-    ("shard", pa.string()),  # e.g. test-000003.tar
-    ("position", pa.int32()),  # index inside the shard
-    ("sha256", pa.string()),  # of the stored PNG bytes
-    ("png_bytes", pa.int64()),
-])
+    sample_index: int = _column(pa.int64())
+    latent_seed: int = _column(pa.int64())
+    origin: str = _column(pa.string())  # photo path inside its semantic folder, "" for sampled images
+    cluster: int = _column(pa.int32())  # K-means cluster, -1 where no clustering applies
+    distance: float | None = _column(pa.float64())  # feature distance to the nearest real reference, null for real
+    filled: bool = _column(pa.bool_())  # kept by topping up a short cluster
+    corruption: str = _column(pa.string())  # protocol.CLEAN when clean
+    severity: int = _column(pa.int32())  # 1..5, 0 when clean
+    corruption_seen: bool = _column(pa.bool_())  # corruption is in the training set (true when clean)
+    corruption_seed: int = _column(pa.int64())
+    shard: str = _column(pa.string())  # e.g. test-000003.tar
+    position: int = _column(pa.int32())  # index inside the shard
+    sha256: str = _column(pa.string())  # of the stored PNG bytes
+    png_bytes: int = _column(pa.int64())
+
+    @classmethod
+    def clean(cls, placement: "Placement", batch: "ImageBatch", index: int, *, label: int,
+              semantic_label: int, seen: bool) -> "SampleRecord":
+        """The record of image `index` of `batch`, kept at `placement`, stored clean."""
+        png = batch.pngs[index]
+        real = placement.source == REAL
+        return cls(
+            key=placement.key, split=placement.split, source=placement.source, label=label,
+            semantic=placement.semantic, semantic_label=semantic_label, seen=seen,
+            generator=batch.generator, checkpoint_sha256=batch.checkpoint_sha256,
+            sample_index=-1 if real else int(batch.ranks[index]),
+            latent_seed=-1 if real else int(batch.latent_seeds[index]),
+            origin=batch.origins[index] if real else "", cluster=placement.cluster,
+            distance=None if math.isnan(placement.distance) else placement.distance,
+            filled=placement.filled, corruption=CLEAN, severity=0, corruption_seen=True,
+            corruption_seed=0, shard=shard_name(placement.split, placement.shard),
+            position=placement.position, sha256=hashlib.sha256(png).hexdigest(),
+            png_bytes=len(png))
+
+    def corrupted(self, name: str, severity: int, seed: int, *, seen: bool, png: bytes) -> "SampleRecord":
+        """This record after corruption `name` at `severity` made `png` of the image."""
+        return dataclasses.replace(self, corruption=name, severity=severity, corruption_seen=seen,
+                                   corruption_seed=seed, sha256=hashlib.sha256(png).hexdigest(),
+                                   png_bytes=len(png))
+
+    def row(self) -> dict[str, Any]:
+        """The record as a manifest row / KEY.json object, in schema order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """A kept image on its way to a shard: its PNG and its record."""
+
+    record: SampleRecord
+    png: bytes
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+
+MANIFEST_SCHEMA = pa.schema([(f.name, f.metadata["arrow"]) for f in fields(SampleRecord)])
 
 REJECTION_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -70,7 +134,9 @@ def write_table(rows: Iterable[dict[str, Any]], schema: pa.Schema, path: str | P
     return table
 
 
-def write_manifest(rows: Iterable[dict[str, Any]], path: str | Path) -> pa.Table:
+def write_manifest(rows: Iterable[SampleRecord | dict[str, Any]], path: str | Path) -> pa.Table:
+    """manifest.parquet from SampleRecords (or rows with exactly their fields)."""
+    rows = [r.row() if isinstance(r, SampleRecord) else r for r in rows]
     return write_table(rows, MANIFEST_SCHEMA, path, ("split", "shard", "position"))
 
 

@@ -14,7 +14,8 @@ PROTOCOLS = (PROTOCOL_NAME, CUSTOM)
 # Bumped whenever a rule below (or a rule a stage derives from them) changes the bytes built.
 PROTOCOL_VERSION = "1.1.0"
 
-REAL = "real"
+REAL = "real"  # the class of photos, label 0
+CLEAN = "none"  # the corruption of a clean image (manifest column `corruption`)
 GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2", "stylegan3")
 SOURCES = (REAL, *GAN_SOURCES)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from benchmark.protocol import REAL
 from benchmark.real_sets import RealFile
+from generators.training import GeneratorTraining
 
 # Roles of a batch of images.
 REAL_CLASS = "real_class"  # Real-class candidates (stored)
@@ -48,14 +49,9 @@ class TrainTask:
     semantic: str
     arch: str
     checkpoint: str
-    steps: int
-    batch_size: int
-    lr_g: float | None  # None: the architecture's default
-    lr_d: float | None
-    n_dis: int | None
+    training: GeneratorTraining  # settings as configured (None: the architecture's default)
     samples: int  # images the trained model will be asked for
     options: dict = field(default_factory=dict)
-    seed: int = 0
     checkpoint_every: int = 0  # training-state snapshots (resume after a crash); 0: none
 
 

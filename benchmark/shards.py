@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import webdataset as wds
 
 from benchmark.atomic import atomic_path
+from benchmark.keys import check_unique
 
 FIXED_MTIME = 0  # the Unix epoch: no build time leaks into the bytes
 
@@ -45,9 +46,7 @@ def encode_meta(meta: dict[str, Any]) -> bytes:
 
 def write_shard(path: str | Path, samples: Sequence[ShardSample]) -> ShardStats:
     """Write samples in the given order; refuse empty payloads, dotted or duplicate keys."""
-    keys = [s.key for s in samples]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{path}: duplicate keys in one shard")
+    check_unique([s.key for s in samples], str(path))
     for s in samples:
         if not s.key or "." in s.key or "/" in s.key:
             raise ValueError(f"{path}: key {s.key!r} must be non-empty without '.' or '/'")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.keys import order_key
+from benchmark.keys import check_unique, order_key
 from benchmark.protocol import SPLIT_NAMES
 
 
 def assign_splits(keys: list[str], counts: dict[str, int], seed: int) -> dict[str, str]:
     """Map each key to a split so that exactly counts[split] keys land in each."""
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate keys in one cell")
+    check_unique(keys, "one cell")
     total = sum(counts[s] for s in SPLIT_NAMES)
     if len(keys) != total:
         raise ValueError(f"{len(keys)} keys for {total} split places")
@@ -36,7 +35,6 @@ class ShardPlace:
 
 def assign_shards(keys: list[str], seed: int, max_samples: int) -> dict[str, ShardPlace]:
     """Order a split's keys by hash (mixing sources and semantics) and cut every max_samples."""
-    if len(set(keys)) != len(keys):
-        raise ValueError("duplicate keys in one split")
+    check_unique(keys, "one split")
     ordered = sorted(keys, key=lambda k: order_key(seed, "shard", k))
     return {k: ShardPlace(i // max_samples, i % max_samples) for i, k in enumerate(ordered)}

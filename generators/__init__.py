@@ -3,7 +3,8 @@
     gen = generators.load("sngan", checkpoint=Path("ckpt/sngan_cat"), resolution=128)
     images = gen.sample([0, 1, 2])           # uint8 (3, 128, 128, 3)
 
-    generators.train("sngan", photos, Path("ckpt/sngan_cat"), steps=2000, batch_size=64, seed=0)
+    generators.train("sngan", photos, Path("ckpt/sngan_cat"),
+                     generators.GeneratorTraining(steps=2000, batch_size=64, seed=0), {"ch": 64})
 
 ARCHITECTURES maps a registry name (benchmark.protocol.GENERATOR_ARCHS) to the module that
 implements it; family(name) imports it on first use, so opening one architecture never pays
@@ -23,7 +24,7 @@ from generators import folder as folder_source
 from generators.base import Generator, GeneratorError, NetworkGenerator
 from benchmark.atomic import sha256_file
 from generators.checkpoint import load_network
-from generators.training import StepStats, images_sha256, is_trained, train
+from generators.training import GeneratorTraining, StepStats, images_sha256, is_trained, train
 
 ARCHITECTURES: dict[str, str] = {
     "progan": "generators.progan",
@@ -37,8 +38,8 @@ ARCHITECTURES: dict[str, str] = {
     "folder": "generators.folder",
 }
 
-__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "NetworkGenerator", "StepStats", "family",
-           "images_sha256", "is_trained", "load", "sha256_file", "train"]
+__all__ = ["ARCHITECTURES", "Generator", "GeneratorError", "GeneratorTraining", "NetworkGenerator",
+           "StepStats", "family", "images_sha256", "is_trained", "load", "sha256_file", "train"]
 
 
 def family(arch: str) -> ModuleType:

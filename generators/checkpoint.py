@@ -112,6 +112,34 @@ def read_meta(path: Path | str) -> CheckpointMeta:
                           train=raw.get("train"), sha256=raw["sha256"])
 
 
+def is_reusable(path: Path | str, *, arch: str, resolution: int, options: Mapping[str, Any],
+                train: Mapping[str, Any]) -> bool:
+    """Whether PATH holds a checkpoint whose sidecar records this arch, resolution and options
+    and every setting in `train` (the sidecar's `train` block may hold more, such as `ema`).
+    A missing or unreadable checkpoint is simply not reusable."""
+    paths = checkpoint_paths(path)
+    if not paths.weights.is_file():
+        return False
+    try:
+        meta = read_meta(paths.sidecar)
+    except GeneratorError:
+        return False
+    recorded = meta.train or {}
+    return (meta.arch == arch and meta.resolution == resolution and meta.options == dict(options)
+            and all(recorded.get(k) == v for k, v in train.items()))
+
+
+def recorded_options(path: Path | str) -> dict[str, Any] | None:
+    """A network's options (sampling ones such as truncation_psi included) from its sidecar;
+    None for another project's file or a weights file without a sidecar."""
+    if external.is_external(path):
+        return None
+    paths = checkpoint_paths(path)
+    if not paths.sidecar.is_file():
+        return None
+    return read_meta(paths.sidecar).options
+
+
 def check_state_dict(source: str, expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
                      target: str = "the model its sidecar describes") -> None:
     """Raise GeneratorError naming missing, unexpected, misshapen and non-finite keys of `found`

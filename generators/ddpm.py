@@ -60,14 +60,14 @@ from benchmark.atomic import sha256_file  # noqa: E402
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, to_float  # noqa: E402
 from generators.ema import EmaSetting, GeneratorEma  # noqa: E402
 from generators.resume import TrainingState  # noqa: E402
-from generators.training import FitResult, StepStats, TrainConfig  # noqa: E402
+from generators.training import FitResult, StepStats, GeneratorTraining  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 NAME = "ddpm"
 RESOLUTIONS = (32, 64, 128)
 # Ho et al.: Adam lr 2e-4 (CIFAR-10), TF default betas. No discriminator: lr_d and n_dis are
-# unused (lr_d only has to pass TrainConfig's checks).
+# unused (lr_d only has to pass GeneratorTraining's checks).
 TRAIN_DEFAULTS = {"lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.9, 0.999), "n_dis": 1}
 
 # Multipliers of `ch` per U-Net level; level i works at resolution / 2**i.
@@ -272,7 +272,7 @@ def ema_setting(options: DDPMOptions) -> EmaSetting | None:
     return EmaSetting(beta=options.ema_decay, warmup=True) if options.ema_decay > 0 else None
 
 
-def fit(images: np.ndarray, config: TrainConfig, options: DDPMOptions, *, device: str = "cpu",
+def fit(images: np.ndarray, config: GeneratorTraining, options: DDPMOptions, *, device: str = "cpu",
         on_step: Callable[[StepStats, nn.Module], None] | None = None,
         state: TrainingState | None = None) -> FitResult:
     """Train a DDPM on uint8 (N, R, R, 3) images; returns a training.FitResult (discriminator None).

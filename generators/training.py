@@ -34,7 +34,7 @@ from torch import nn
 from benchmark.images import encode_png, image_grid
 from generators.base import GeneratorError, LazyRegularizer, NetworkFamily, isolated_rng, render, to_float
 from benchmark.atomic import write_bytes
-from generators.checkpoint import checkpoint_paths, read_meta, save_checkpoint
+from generators.checkpoint import checkpoint_paths, is_reusable, save_checkpoint
 from generators.ema import EmaSetting, GeneratorEma
 from generators.resume import TrainingState
 
@@ -51,28 +51,42 @@ GRID_COLUMNS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; recorded in the checkpoint sidecar."""
+class GeneratorTraining:
+    """How to train a generator; the one shape these settings take from the build config's
+    `train:` section (or the CLI's flags) to generators.train and the checkpoint sidecar.
+
+    Not eval.train_config.GeneratorTraining, which trains attribution models. Optimiser settings left
+    as None take the family's published TRAIN_DEFAULTS: resolved(family) fills them in, and
+    the resolved values are what a run uses and its sidecar records.
+    """
 
     steps: int  # generator updates
     batch_size: int  # images per D batch and latents per G batch
     seed: int  # seeds initialisation, batch sampling and latents
-    lr_g: float  # generator Adam learning rate
-    lr_d: float  # discriminator Adam learning rate (unused by non-adversarial families)
-    betas: tuple[float, float]  # Adam betas for both networks
-    n_dis: int  # discriminator updates per generator update
+    lr_g: float | None = None  # generator Adam learning rate
+    lr_d: float | None = None  # discriminator Adam learning rate (unused by non-adversarial families)
+    betas: tuple[float, float] | None = None  # Adam betas for both networks
+    n_dis: int | None = None  # discriminator updates per generator update
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "n_dis"):
             value = getattr(self, name)
+            if name == "n_dis" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise GeneratorError(f"training {name} must be a positive integer, not {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise GeneratorError(f"training seed must be a non-negative integer, not {self.seed!r}")
-        if not (self.lr_g > 0 and self.lr_d > 0):
+        if not all(lr is None or lr > 0 for lr in (self.lr_g, self.lr_d)):
             raise GeneratorError(f"learning rates must be positive, not {self.lr_g}, {self.lr_d}")
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+        if self.betas is not None and (len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas)):
             raise GeneratorError(f"Adam betas must be two numbers in [0, 1), not {self.betas!r}")
+
+    def resolved(self, family: NetworkFamily) -> "GeneratorTraining":
+        """These settings with each None replaced by `family`'s default."""
+        filled = {k: family.TRAIN_DEFAULTS[k] if getattr(self, k) is None else getattr(self, k)
+                  for k in ("lr_g", "lr_d", "betas", "n_dis")}
+        return dataclasses.replace(self, **{**filled, "betas": tuple(filled["betas"])})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,17 +128,12 @@ def _check_images(images: np.ndarray, family: NetworkFamily) -> int:
     return resolution
 
 
-def resolve_config(family: NetworkFamily, *, steps: int, batch_size: int, seed: int,
-                   lr_g: float | None = None, lr_d: float | None = None,
-                   betas: tuple[float, float] | None = None, n_dis: int | None = None) -> TrainConfig:
-    """A validated TrainConfig, each setting given as None replaced by the family's default."""
-    given = {"lr_g": lr_g, "lr_d": lr_d, "betas": betas, "n_dis": n_dis}
-    values = {k: family.TRAIN_DEFAULTS[k] if v is None else v for k, v in given.items()}
-    return TrainConfig(steps=steps, batch_size=batch_size, seed=seed, lr_g=values["lr_g"],
-                       lr_d=values["lr_d"], betas=tuple(values["betas"]), n_dis=values["n_dis"])
+def resolve_config(family: NetworkFamily, **settings: Any) -> GeneratorTraining:
+    """GeneratorTraining(**settings) resolved for `family` (a shorthand for fit's callers)."""
+    return GeneratorTraining(**settings).resolved(family)
 
 
-def fit(family: NetworkFamily, images: np.ndarray, config: TrainConfig, options: Any, *,
+def fit(family: NetworkFamily, images: np.ndarray, config: GeneratorTraining, options: Any, *,
         device: str = "cpu", on_step: Callable[[StepStats, nn.Module], None] | None = None,
         state: TrainingState | None = None) -> FitResult:
     """Train a fresh generator (and discriminator) of `family` and return them.
@@ -258,7 +267,7 @@ def _family(arch: str) -> NetworkFamily:
     return module
 
 
-def _run_settings(config: TrainConfig, data_sha256: str) -> dict[str, Any]:
+def _run_settings(config: GeneratorTraining, data_sha256: str) -> dict[str, Any]:
     """What decides a run's weights besides arch, resolution and options; the sidecar's `train`
     block holds these, and a checkpoint is reused only when all of them match."""
     return {"steps": config.steps, "batch_size": config.batch_size, "lr_g": config.lr_g,
@@ -267,34 +276,20 @@ def _run_settings(config: TrainConfig, data_sha256: str) -> dict[str, Any]:
             "training_version": TRAINING_VERSION}
 
 
-def is_trained(out: Path | str, arch: str, data_sha256: str, resolution: int, *, steps: int,
-               batch_size: int, seed: int, lr_g: float | None = None, lr_d: float | None = None,
-               betas: tuple[float, float] | None = None, n_dis: int | None = None,
-               options: Mapping[str, Any] | None = None) -> bool:
-    """Whether OUT already holds what train(arch, images, OUT, ...) with these settings would
-    write: same arch and resolution, the same options once defaults are filled in (a default
-    that changed makes another network), the same resolved optimiser settings, photos, torch
-    and TRAINING_VERSION. A missing or unreadable checkpoint is simply not reusable."""
+def is_trained(out: Path | str, arch: str, config: GeneratorTraining,
+               options: Mapping[str, Any] | None, *, data_sha256: str, resolution: int) -> bool:
+    """Whether OUT already holds what train(arch, images, OUT, config, options) would write:
+    same arch and resolution, the same options once defaults are filled in (a default that
+    changed makes another network), the same resolved optimiser settings, photos, torch and
+    TRAINING_VERSION (the comparison is generators.checkpoint.is_reusable)."""
     family = _family(arch)
-    config = resolve_config(family, steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g,
-                            lr_d=lr_d, betas=betas, n_dis=n_dis)
-    options = family.options_dict(family.parse_options(options))
-    paths = checkpoint_paths(out)
-    if not paths.weights.is_file():
-        return False
-    try:
-        meta = read_meta(paths.sidecar)
-    except GeneratorError:
-        return False
-    recorded = meta.train or {}
-    return (meta.arch == family.NAME and meta.resolution == resolution and meta.options == options
-            and all(recorded.get(k) == v for k, v in _run_settings(config, data_sha256).items()))
+    return is_reusable(out, arch=family.NAME, resolution=resolution,
+                       options=family.options_dict(family.parse_options(options)),
+                       train=_run_settings(config.resolved(family), data_sha256))
 
 
-def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_size: int, seed: int,
-          lr_g: float | None = None, lr_d: float | None = None,
-          betas: tuple[float, float] | None = None, n_dis: int | None = None,
-          options: Mapping[str, Any] | None = None,
+def train(arch: str, images: np.ndarray, out: Path | str, config: GeneratorTraining,
+          options: Mapping[str, Any] | None = None, *,
           progress: Callable[[StepStats], None] | None = None, grid_every: int = 0,
           checkpoint_every: int = 0, device: str = "cpu") -> Path:
     """Train `arch` on `images` (uint8 (N, R, R, 3), already at the target resolution).
@@ -309,8 +304,7 @@ def train(arch: str, images: np.ndarray, out: Path | str, *, steps: int, batch_s
     """
     family = _family(arch)
     resolution = _check_images(images, family)
-    config = resolve_config(family, steps=steps, batch_size=batch_size, seed=seed, lr_g=lr_g,
-                            lr_d=lr_d, betas=betas, n_dis=n_dis)
+    config = config.resolved(family)
     parsed = family.parse_options(options)
     paths = checkpoint_paths(out)
     paths.weights.parent.mkdir(parents=True, exist_ok=True)

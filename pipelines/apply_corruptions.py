@@ -8,9 +8,6 @@ to every image; both are saved with the config in dataset_info.json, not per row
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-
 import apache_beam as beam
 
 from benchmark.config import CorruptionSpec
@@ -18,12 +15,12 @@ from benchmark.corruption_policy import CLEAN, choose_corruption
 from benchmark.corruptions import names
 from benchmark.images import decode_image, encode_png
 from benchmark.online_corruption import corrupt_image
-from benchmark.shards import ShardSample
+from benchmark.manifest import StoredSample
 from pipelines.stage_metrics import counter, timed
 
 
-def corrupt_sample(sample: ShardSample, seed: int, spec: CorruptionSpec) -> ShardSample:
-    choice = choose_corruption(sample.key, sample.meta["split"], seed, spec)
+def corrupt_sample(sample: StoredSample, seed: int, spec: CorruptionSpec) -> StoredSample:
+    choice = choose_corruption(sample.key, sample.record.split, seed, spec)
     if choice.name == CLEAN:
         counter("clean").inc()
         return sample
@@ -33,11 +30,9 @@ def corrupt_sample(sample: ShardSample, seed: int, spec: CorruptionSpec) -> Shar
                             backend=spec.backend)
         png = encode_png(out)
     counter("corrupted").inc()
-    meta = {**sample.meta, "corruption": choice.name, "severity": choice.severity,
-            "corruption_seen": choice.name in names("seen", spec.unseen_set),
-            "corruption_seed": choice.seed, "sha256": hashlib.sha256(png).hexdigest(),
-            "png_bytes": len(png)}
-    return dataclasses.replace(sample, png=png, meta=meta)
+    record = sample.record.corrupted(choice.name, choice.severity, choice.seed,
+                                     seen=choice.name in names("seen", spec.unseen_set), png=png)
+    return StoredSample(record, png)
 
 
 class ApplyCorruptions(beam.PTransform):

@@ -10,18 +10,18 @@ import dataclasses
 
 import apache_beam as beam
 
+from benchmark.keys import check_unique
 from benchmark.splits import assign_shards
 
 
 def _place_split(element, seed: int, max_samples: int):
     split, placements = element
     placements = list(placements)
-    unique = {p.key: p for p in placements}
-    if len(unique) != len(placements):  # keys are unique by construction: this is a bug upstream
-        raise RuntimeError(f"split {split}: {len(placements) - len(unique)} duplicate keys")
-    where = assign_shards(sorted(unique), seed, max_samples)
-    for key, p in unique.items():
-        yield p.chunk_id, dataclasses.replace(p, shard=where[key].shard, position=where[key].position)
+    # Every key of the split meets here: the build's one duplicate check (DuplicateKeyError).
+    check_unique([p.key for p in placements], f"split {split}")
+    where = assign_shards(sorted(p.key for p in placements), seed, max_samples)
+    for p in placements:
+        yield p.chunk_id, dataclasses.replace(p, shard=where[p.key].shard, position=where[p.key].position)
 
 
 class AssignShards(beam.PTransform):

@@ -24,15 +24,17 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 import generators
-from benchmark import protocol
 from benchmark.atomic import output_error, write_text
-from benchmark.config import BuildConfig, ConfigError, load_config
-from benchmark.dataset_files import check_counts, write_card, write_classes, write_grids
+from benchmark.config import (CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, ConfigError,
+                              load_config)
+from benchmark.dataset_files import (check_counts, write_card, write_classes, write_dataset_info,
+                                     write_grids)
 from benchmark.manifest import read_manifest
-from benchmark.plan import BuildPlan, checkpoint_path, plan_build
+from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
 from benchmark.real_sets import RealSetError
 from benchmark.repmix import CSV_FOLDER, write_repmix_csvs
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
+from generators.checkpoint import recorded_options
 from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
@@ -47,6 +49,7 @@ from pipelines.train_generators import TrainGenerators
 from pipelines.write_records import WriteRecords
 from pipelines.write_shards import WriteShards
 
+GENERATORS_DIR = "generators"  # where the build writes the checkpoints it trains, in OUT
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mini.yaml"
 log = logging.getLogger("attribution88")
 
@@ -115,27 +118,24 @@ def _resolve_device(requested: str) -> str:
     return requested
 
 
-def _model_inputs(cfg: BuildConfig):
+def _model_inputs(cells: dict[tuple[str, str], Cell], resolution: int):
     """Open every given checkpoint and folder once, before any work, so a bad one fails the
     build here with its config key instead of deep inside a worker; returns sha256s and counts."""
     counts, shas = {}, {}
-    for source, src in cfg.sources.items():
-        for semantic in cfg.semantics:
-            try:
-                if src.generator == "folder":
-                    gen = generators.load("folder", folder=src.folders[semantic], resolution=cfg.resolution)
-                    counts[(source, semantic)] = gen.count
-                elif semantic in src.folders:
-                    gen = generators.load(src.generator, folder=src.folders[semantic], resolution=cfg.resolution)
-                elif semantic in src.checkpoints:
-                    gen = generators.load(src.generator, checkpoint=src.checkpoints[semantic],
-                                          resolution=cfg.resolution)
-                else:
-                    continue
-                shas[(source, semantic)] = gen.checkpoint_sha256
-            except generators.GeneratorError as exc:
-                where = "folders" if semantic in src.folders else "checkpoints"
-                raise BuildError(f"sources.{source}.{where}.{semantic}: {exc}") from None
+    for (source, semantic), cell in cells.items():
+        if cell.kind == TRAIN:
+            continue
+        try:
+            if cell.kind == CHECKPOINT:
+                gen = generators.load(cell.arch, checkpoint=Path(cell.path), resolution=resolution)
+            else:
+                gen = generators.load(cell.arch, folder=Path(cell.path), resolution=resolution)
+            if cell.kind == FOLDER:
+                counts[(source, semantic)] = gen.count
+            shas[(source, semantic)] = gen.checkpoint_sha256
+        except generators.GeneratorError as exc:
+            where = "checkpoints" if cell.kind == CHECKPOINT else "folders"
+            raise BuildError(f"sources.{source}.{where}.{semantic}: {exc}") from None
     return counts, shas
 
 
@@ -188,17 +188,10 @@ def _software() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
-def _generator_options(cfg: BuildConfig, staging: Path, source: str, semantic: str) -> dict | None:
-    """A network's options (sampling ones such as truncation_psi included) from its sidecar;
-    None for folders and other projects' checkpoint files, which have none."""
-    given = cfg.sources[source].checkpoints.get(semantic)
-    if given is None and semantic in cfg.sources[source].folders:
-        return None
-    path = given or checkpoint_path(staging / "generators", source, semantic)
-    sidecar = Path(path).with_suffix(".json")
-    if Path(path).suffix != ".safetensors" or not sidecar.is_file():
-        return None
-    return json.loads(sidecar.read_text())["options"]
+def _generator_options(cells: dict[tuple[str, str], Cell]) -> dict[tuple[str, str], dict | None]:
+    """Each network's options from its sidecar; None for folders and other projects' files."""
+    return {key: None if cell.kind in (FOLDER, DIFFUSERS) else recorded_options(cell.path)
+            for key, cell in cells.items()}
 
 
 def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
@@ -213,29 +206,12 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     grids = write_grids(staging, manifest, cfg.classes)
     write_card(staging / "README.md", cfg, manifest, grids, rejected)
     write_text(staging / "config.json", cfg.to_json() + "\n")
-    shards = sorted(set(manifest.column("shard").to_pylist()))
-    models = sorted({(r["source"], r["semantic"], r["generator"], r["checkpoint_sha256"])
-                     for r in manifest.select(["source", "semantic", "generator",
-                                               "checkpoint_sha256"]).to_pylist()
-                     if r["source"] != protocol.REAL})
-    info = {
-        "protocol": cfg.protocol, "protocol_version": protocol.PROTOCOL_VERSION,
-        "paper_scale": cfg.paper_scale,
-        "config_sha256": cfg.fingerprint(), "seed": cfg.seed, "resolution": cfg.resolution,
-        "classes": list(cfg.classes), "samples": len(manifest), "rejected_inputs": rejected,
-        "splits": {s: sum(1 for x in manifest.column("split").to_pylist() if x == s)
-                   for s in protocol.SPLIT_NAMES},
-        "shards": shards,
-        "features": {"extractor": cfg.selection.extractor, "weights": weights_id},
-        "generators": [{"source": s, "semantic": m, "arch": a, "checkpoint_sha256": h,
-                        "options": _generator_options(cfg, staging, s, m)}
-                       for s, m, a, h in models],
-        "corruptions": cfg.corruptions.model_dump(mode="json"),
-        "software": _software(),
-    }
     # Written last: its presence marks the folder as a complete benchmark.
-    write_text(staging / "dataset_info.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
-    return info
+    return write_dataset_info(staging / "dataset_info.json", cfg, manifest, rejected=rejected,
+                              weights_id=weights_id,
+                              generator_options=_generator_options(
+                                  plan_cells(cfg, staging / GENERATORS_DIR)),
+                              software=_software())
 
 
 def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> dict:
@@ -247,10 +223,10 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     device = _resolve_device(cfg.runtime.device)
     options = PipelineOptions(beam_args)
     _check_runner_options(options)
-    counts, shas = _model_inputs(cfg)
+    counts, shas = _model_inputs(plan_cells(cfg, staging / GENERATORS_DIR), cfg.resolution)
     weights_id = _check_feature_weights(cfg)
     try:
-        plan = plan_build(cfg, staging / "generators", counts, shas)
+        plan = plan_build(cfg, staging / GENERATORS_DIR, counts, shas)
     except (RealSetError, ValueError) as exc:
         raise BuildError(str(exc)) from None
     staging.mkdir(parents=True, exist_ok=True)

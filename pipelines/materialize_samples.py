@@ -6,14 +6,10 @@ is one stored sample per kept image, with its full provenance.
 
 from __future__ import annotations
 
-import hashlib
-import math
-
 import apache_beam as beam
 
-from benchmark.protocol import REAL
+from benchmark.manifest import SampleRecord, StoredSample
 from benchmark.repmix import semantic_labels
-from benchmark.shards import ShardSample, shard_name
 from pipelines.stage_metrics import counter
 
 
@@ -37,27 +33,15 @@ class _MaterializeFn(beam.DoFn):
             i = index.get(p.key)
             if i is None:
                 raise RuntimeError(f"chunk {chunk_id}: placed key {p.key} has no image")
-            png = batch.pngs[i]
-            real = p.source == REAL
-            meta = {
-                "key": p.key, "split": p.split, "source": p.source, "label": self._label[p.source],
-                "semantic": p.semantic, "semantic_label": self._semantic_label[p.semantic],
-                "seen": self._seen[p.semantic], "generator": batch.generator,
-                "checkpoint_sha256": batch.checkpoint_sha256,
-                "sample_index": -1 if real else int(batch.ranks[i]),
-                "latent_seed": -1 if real else int(batch.latent_seeds[i]),
-                "origin": batch.origins[i] if real else "",
-                "cluster": p.cluster, "distance": None if math.isnan(p.distance) else p.distance,
-                "filled": p.filled, "corruption": "none", "severity": 0, "corruption_seen": True,
-                "corruption_seed": 0, "shard": shard_name(p.split, p.shard), "position": p.position,
-                "sha256": hashlib.sha256(png).hexdigest(), "png_bytes": len(png),
-            }
+            record = SampleRecord.clean(p, batch, i, label=self._label[p.source],
+                                        semantic_label=self._semantic_label[p.semantic],
+                                        seen=self._seen[p.semantic])
             counter("materialized").inc()
-            yield ShardSample(key=p.key, png=png, meta=meta)
+            yield StoredSample(record, batch.pngs[i])
 
 
 class MaterializeSamples(beam.PTransform):
-    """(image batches keyed by chunk, placements keyed by chunk) -> ShardSample per kept image."""
+    """(image batches keyed by chunk, placements keyed by chunk) -> StoredSample per kept image."""
 
     def __init__(self, classes: tuple[str, ...], semantics: dict[str, bool]):
         super().__init__()

@@ -8,6 +8,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from benchmark.images import MAX_PIXELS, MIN_SIDE, ImageDecodeError, center_crop_resize, decode_photo, encode_png
+from benchmark.protocol import REAL
 from benchmark.records import ImageBatch, RealChunk
 from pipelines.stage_metrics import counter, timed
 
@@ -32,7 +33,7 @@ class _ReadChunkFn(beam.DoFn):
                 except (ImageDecodeError, OSError) as exc:
                     reason = exc.reason if isinstance(exc, ImageDecodeError) else f"unreadable: {exc.strerror}"
                     counter("real_rejected").inc()
-                    rejections.append({"key": f.key, "source": "real", "semantic": chunk.semantic,
+                    rejections.append({"key": f.key, "source": REAL, "semantic": chunk.semantic,
                                        "path": f.path, "stage": "read_real", "reason": reason})
                     continue
                 keys.append(f.key)
@@ -41,7 +42,7 @@ class _ReadChunkFn(beam.DoFn):
                 origins.append(origin)
         counter("real_read").inc(len(keys))
         log.info("read %s: %d photos", chunk.chunk_id, len(keys))
-        yield ImageBatch(chunk_id=chunk.chunk_id, source="real", semantic=chunk.semantic,
+        yield ImageBatch(chunk_id=chunk.chunk_id, source=REAL, semantic=chunk.semantic,
                          role=chunk.role, keys=tuple(keys), pngs=tuple(pngs), ranks=tuple(ranks),
                          origins=tuple(origins), generator="photo", checkpoint_sha256="",
                          rejections=tuple(rejections))

@@ -29,14 +29,6 @@ def _training_images(batches: list[ImageBatch]) -> np.ndarray:
     return np.stack([decode_image(png) for _, png in items])
 
 
-def _reusable(task: TrainTask, data_sha256: str, resolution: int) -> bool:
-    # None means "the architecture's default": is_trained resolves it as training would.
-    return generators.is_trained(task.checkpoint, task.arch, data_sha256, resolution,
-                                 steps=task.steps, batch_size=task.batch_size, seed=task.seed,
-                                 lr_g=task.lr_g, lr_d=task.lr_d, n_dis=task.n_dis,
-                                 options=dict(task.options))
-
-
 class _TrainFn(beam.DoFn):
     def __init__(self, compute: ComputeSettings):
         self._compute = compute
@@ -52,17 +44,16 @@ class _TrainFn(beam.DoFn):
         images = _training_images(list(grouped["images"]))
         data_sha256 = generators.images_sha256(images)
         for task in tasks:
-            if _reusable(task, data_sha256, images.shape[1]):
+            if generators.is_trained(task.checkpoint, task.arch, task.training, task.options,
+                                     data_sha256=data_sha256, resolution=images.shape[1]):
                 log.info("reusing %s (same settings and data)", task.checkpoint)
                 counter("generators_reused").inc()
             else:
                 log.info("training %s on %s: %d photos, %d steps", task.arch, semantic,
-                         len(images), task.steps)
+                         len(images), task.training.steps)
                 with timed("train_generators"):
-                    generators.train(task.arch, images, Path(task.checkpoint), steps=task.steps,
-                                     batch_size=task.batch_size, seed=task.seed, lr_g=task.lr_g,
-                                     lr_d=task.lr_d, n_dis=task.n_dis, options=dict(task.options),
-                                     checkpoint_every=task.checkpoint_every,
+                    generators.train(task.arch, images, Path(task.checkpoint), task.training,
+                                     dict(task.options), checkpoint_every=task.checkpoint_every,
                                      device=self._compute.device)
                 counter("generators_trained").inc()
             yield ModelRef(source=task.source, semantic=semantic, arch=task.arch,

@@ -18,7 +18,7 @@ REJECTION = "rejection"
 
 def _write(element, out_dir: str):
     _, tagged = element
-    manifest = [row for kind, row in tagged if kind == MANIFEST]
+    manifest = [record for kind, record in tagged if kind == MANIFEST]
     rejections = {(r["key"], r["stage"]): r for kind, r in tagged if kind == REJECTION}
     write_rejections(rejections.values(), Path(out_dir) / "rejections.parquet")
     write_manifest(manifest, Path(out_dir) / "manifest.parquet")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from benchmark.shards import write_shard
+from benchmark.shards import ShardSample, write_shard
 from pipelines.stage_metrics import counter, timed
 
 log = logging.getLogger(__name__)
@@ -19,22 +19,24 @@ class _WriteShardFn(beam.DoFn):
 
     def process(self, element):
         name, samples = element
-        by_key = {s.key: s for s in samples}
-        ordered = sorted(by_key.values(), key=lambda s: s.meta["position"])
-        positions = [s.meta["position"] for s in ordered]
+        # No de-duplication: a doubled sample fails the positions check (keys: AssignShards).
+        ordered = sorted(samples, key=lambda s: s.record.position)
+        positions = [s.record.position for s in ordered]
         if positions != list(range(len(ordered))):
             raise RuntimeError(f"{name}: positions {positions[:5]}... are not 0..{len(ordered) - 1}: "
                                "samples were lost or doubled upstream")
         with timed("write_shards"):
-            stats = write_shard(Path(self._out_dir) / name, ordered)
+            stats = write_shard(Path(self._out_dir) / name,
+                                [ShardSample(s.key, s.png, s.record.row()) for s in ordered])
         counter("written").inc(stats.samples)
         log.info("wrote %s: %d samples, %.1f MB", name, stats.samples, stats.bytes / 1e6)
         for s in ordered:
-            yield dict(s.meta)
+            yield s.record
 
 
 class WriteShards(beam.PTransform):
-    """ShardSample -> tar files under out_dir; output: one manifest row per sample."""
+    """StoredSample -> tar files under out_dir (KEY.png + KEY.json, the record's row); output:
+    each sample's SampleRecord, for the manifest."""
 
     def __init__(self, out_dir: str):
         super().__init__()
@@ -42,6 +44,6 @@ class WriteShards(beam.PTransform):
 
     def expand(self, samples):
         return (samples
-                | "KeyByShard" >> beam.Map(lambda s: (s.meta["shard"], s))
+                | "KeyByShard" >> beam.Map(lambda s: (s.record.shard, s))
                 | "GroupShard" >> beam.GroupByKey()
                 | "WriteTar" >> beam.ParDo(_WriteShardFn(self._out_dir)))

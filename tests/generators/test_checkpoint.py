@@ -12,6 +12,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import generators
+from generators.training import GeneratorTraining
 from generators import sngan
 from generators.base import GeneratorError, NetworkGenerator
 from benchmark.atomic import sha256_file
@@ -32,7 +33,7 @@ def photos():
 def trained(tmp_path_factory, photos):
     """A checkpoint written by generators.train (3 steps, 32 px, ch=8, 16 random images)."""
     out = tmp_path_factory.mktemp("ckpt") / "sngan_tiny"
-    return generators.train("sngan", photos, out, options=OPTIONS, **TRAIN)
+    return generators.train("sngan", photos, out, GeneratorTraining(**TRAIN), options=OPTIONS)
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import generators
+from generators.training import GeneratorTraining
 from generators import cramergan
 from generators.base import GeneratorError, NetworkGenerator
 from generators.training import fit, resolve_config
@@ -27,7 +28,7 @@ def photos():
 def checkpoint(tmp_path_factory, photos):
     """A checkpoint written by generators.train (2 steps, 32 px, ch=8)."""
     out = tmp_path_factory.mktemp("ckpt") / "cramergan_tiny"
-    return generators.train("cramergan", photos, out, options=OPTIONS, **TRAIN)
+    return generators.train("cramergan", photos, out, GeneratorTraining(**TRAIN), options=OPTIONS)
 
 
 def tiny(resolution=32, **options):

@@ -11,6 +11,7 @@ from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler
 from torch import nn
 
 import generators
+from generators.training import GeneratorTraining
 from benchmark.atomic import sha256_file
 from generators import ddpm
 from generators.base import SAMPLE_BATCH, GeneratorError, NetworkGenerator, isolated_rng
@@ -261,7 +262,8 @@ def test_velocity_target_matches_its_definition():
 # --- checkpoints and diffusers folders -----------------------------------------------------
 
 def test_checkpoint_round_trip_and_mismatches(tmp_path):
-    path = generators.train("ddpm", photos(), tmp_path / "g", steps=2, batch_size=4, seed=1, options=TINY)
+    path = generators.train("ddpm", photos(), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=1), options=TINY)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["options"]["sample_steps"] == 2 and sidecar["options"]["timestep_spacing"] == "trailing"
     assert (sidecar["train"]["lr_g"], sidecar["train"]["betas"]) == (2e-4, [0.9, 0.999])

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import generators
+from generators.training import GeneratorTraining
 from benchmark.images import encode_png, image_grid
 from generators import stylegan2
 from generators.base import GeneratorError, isolated_rng, render
@@ -139,7 +140,8 @@ def _grid(net):
 
 def test_checkpoint_and_grids_are_the_ema_not_the_trained_generator(monkeypatch, tmp_path):
     monkeypatch.setattr(stylegan2, "EMA", SLOW)
-    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0),
                             options=TINY, grid_every=1)
     with isolated_rng(0):
         init = stylegan2.build_generator(32, stylegan2.parse_options(TINY)).state_dict()
@@ -164,6 +166,7 @@ def test_checkpoint_and_grids_are_the_ema_not_the_trained_generator(monkeypatch,
 
 
 def test_families_without_ema_record_none(tmp_path):
-    path = generators.train("sngan", random_photos(8), tmp_path / "g", steps=1, batch_size=4, seed=0, n_dis=1,
+    path = generators.train("sngan", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=1, batch_size=4, seed=0, n_dis=1),
                             options=TINY_OPTIONS["sngan"])
     assert json.loads(path.with_suffix(".json").read_text())["train"]["ema"] is None

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import generators
+from generators.training import GeneratorTraining
 from generators import mmdgan
 from generators.base import GeneratorError, NetworkGenerator
 from generators.training import fit, resolve_config
@@ -32,7 +33,7 @@ def photos():
 def checkpoint(tmp_path_factory, photos):
     """A checkpoint written by generators.train (2 steps, 32 px, ch=8)."""
     out = tmp_path_factory.mktemp("ckpt") / "mmdgan_tiny"
-    return generators.train("mmdgan", photos, out, options=OPTIONS, **TRAIN)
+    return generators.train("mmdgan", photos, out, GeneratorTraining(**TRAIN), options=OPTIONS)
 
 
 def tiny(resolution=32, **options):

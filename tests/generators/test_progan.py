@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import generators
+from generators.training import GeneratorTraining
 from generators import progan
 from generators.base import SAMPLE_BATCH, GeneratorError, NetworkGenerator, isolated_rng
 from generators.checkpoint import save_checkpoint
@@ -299,7 +300,8 @@ def test_losses_are_wgan_gp_with_drift():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "progan_tiny"
-    return generators.train("progan", photos(), out, steps=4, batch_size=8, seed=5,
+    return generators.train("progan", photos(), out,
+                            GeneratorTraining(steps=4, batch_size=8, seed=5),
                             options=progan.options_dict(TINY))
 
 

@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 import generators
+from generators.training import GeneratorTraining
 from tests.generators.tiny import TINY_OPTIONS, random_photos
 
 NETWORK_ARCHS = tuple(a for a in generators.ARCHITECTURES if a != "folder")
@@ -18,8 +19,9 @@ class Crash(Exception):
 
 
 def _train(arch, out, **kwargs):
-    return generators.train(arch, random_photos(8), out, steps=5, batch_size=4, seed=0, n_dis=1,
-                            options=TINY_OPTIONS[arch], **kwargs)
+    return generators.train(arch, random_photos(8), out,
+                            GeneratorTraining(steps=5, batch_size=4, seed=0, n_dis=1),
+                            TINY_OPTIONS[arch], **kwargs)
 
 
 def _crash_at(step):
@@ -50,8 +52,9 @@ def test_resumed_run_equals_uninterrupted_run(arch, tmp_path):
 def test_a_snapshot_of_other_settings_or_a_torn_one_is_ignored(tmp_path, caplog):
     whole = _train("sngan", tmp_path / "whole")
     with pytest.raises(Crash):
-        generators.train("sngan", random_photos(8), tmp_path / "run", steps=5, batch_size=4, seed=1,
-                         n_dis=1, options=TINY_OPTIONS["sngan"], checkpoint_every=2, progress=_crash_at(3))
+        generators.train("sngan", random_photos(8), tmp_path / "run",
+                         GeneratorTraining(steps=5, batch_size=4, seed=1, n_dis=1),
+                         TINY_OPTIONS["sngan"], checkpoint_every=2, progress=_crash_at(3))
     assert _train("sngan", tmp_path / "run", checkpoint_every=2).read_bytes() == whole.read_bytes()
     assert "belongs to another run" in caplog.text
     # A tensors file that does not match its JSON (a crash between the two writes) is not used.

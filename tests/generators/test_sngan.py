@@ -1,5 +1,6 @@
 """SNGAN networks, seed -> image determinism, training steps and the training CLI."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import generators
+from generators.training import GeneratorTraining
 from generators import sngan
 from generators.base import (SAMPLE_BATCH, GeneratorError, NetworkGenerator, isolated_rng,
                              seed_latents, to_uint8)
@@ -127,14 +129,14 @@ def test_train_config_validation():
 
 def test_train_rejects_bad_images_and_arch(tmp_path):
     with pytest.raises(GeneratorError, match="uint8"):
-        generators.train("sngan", np.zeros((4, 32, 32, 3), np.float32), tmp_path / "x", steps=1,
-                         batch_size=2, seed=0)
+        generators.train("sngan", np.zeros((4, 32, 32, 3), np.float32), tmp_path / "x",
+                         GeneratorTraining(steps=1, batch_size=2, seed=0))
     with pytest.raises(GeneratorError, match="resolutions"):
-        generators.train("sngan", np.zeros((4, 40, 40, 3), np.uint8), tmp_path / "x", steps=1,
-                         batch_size=2, seed=0)
+        generators.train("sngan", np.zeros((4, 40, 40, 3), np.uint8), tmp_path / "x",
+                         GeneratorTraining(steps=1, batch_size=2, seed=0))
     with pytest.raises(GeneratorError, match="cannot train"):
-        generators.train("folder", np.zeros((4, 32, 32, 3), np.uint8), tmp_path / "x", steps=1,
-                         batch_size=2, seed=0)
+        generators.train("folder", np.zeros((4, 32, 32, 3), np.uint8), tmp_path / "x",
+                         GeneratorTraining(steps=1, batch_size=2, seed=0))
 
 
 def test_cli_help():
@@ -171,6 +173,10 @@ def test_cli_trains_from_a_photo_folder(tmp_path):
 
 def test_package_function_train_is_not_shadowed():
     assert callable(generators.train) and generators.train.__module__ == "generators.training"
+    # The -m entry point refuses an import, which would bind the module over the function.
+    with pytest.raises(ImportError, match="generators.cli"):
+        importlib.import_module("generators.train")
+    assert callable(generators.train) and generators.train.__module__ == "generators.training"
     assert generators.family("sngan").NAME == "sngan"
     assert generators.family("folder").NAME == "folder"
     with pytest.raises(GeneratorError, match="unknown arch"):
@@ -185,7 +191,8 @@ def test_registry_names_match_the_protocol():
 
 def test_unset_optimiser_settings_take_the_family_defaults(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
-    path = generators.train("sngan", images, tmp_path / "g", steps=1, batch_size=4, seed=0,
-                            n_dis=1, options={"ch": 4})
+    path = generators.train("sngan", images, tmp_path / "g",
+                            GeneratorTraining(steps=1, batch_size=4, seed=0, n_dis=1),
+                            options={"ch": 4})
     train = json.loads(path.with_suffix(".json").read_text())["train"]
     assert (train["lr_g"], train["lr_d"], train["betas"], train["n_dis"]) == (2e-4, 2e-4, [0.0, 0.9], 1)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import generators
+from generators.training import GeneratorTraining
 from generators import style_layers as sl
 from generators import stylegan
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, seed_latents
@@ -156,7 +157,8 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
 
 
 def test_checkpoint_round_trip_and_mismatch(tmp_path):
-    path = generators.train("stylegan", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
+    path = generators.train("stylegan", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0),
                             options={**TINY, "truncation_psi": 0.7})
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["options"]["truncation_psi"] == 0.7

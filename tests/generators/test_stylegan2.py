@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import generators
+from generators.training import GeneratorTraining
 from generators import style_layers as sl
 from generators import stylegan, stylegan2, stylegan3
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng, render, seed_latents
@@ -369,8 +370,8 @@ def test_training_changes_weights_and_leaves_global_rng_alone():
 
 def test_checkpoint_round_trip_keeps_truncation(tmp_path):
     options = {**TINY, "truncation_psi": 0.5}
-    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=2, batch_size=4, seed=0,
-                            options=options)
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0), options=options)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["options"]["truncation_psi"] == 0.5 and meta["options"]["noise_mode"] == "seeded"
     assert meta["train"]["lr_g"] == 0.002 and meta["train"]["betas"] == [0.0, 0.99]
@@ -386,8 +387,8 @@ def test_checkpoint_round_trip_keeps_truncation(tmp_path):
 
 
 def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
-    path = generators.train("stylegan2", random_photos(8), tmp_path / "g", steps=1, batch_size=4, seed=0,
-                            options=TINY)
+    path = generators.train("stylegan2", random_photos(8), tmp_path / "g",
+                            GeneratorTraining(steps=1, batch_size=4, seed=0), options=TINY)
     with pytest.raises(GeneratorError, match="is for arch 'stylegan2', not 'stylegan'"):
         generators.load("stylegan", checkpoint=path, resolution=32)
     sidecar = path.with_suffix(".json")

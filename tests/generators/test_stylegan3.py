@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import generators
+from generators.training import GeneratorTraining
 from generators import stylegan3
 from generators.base import GeneratorError, NetworkGenerator, isolated_rng
 from generators.training import fit, resolve_config
@@ -302,8 +303,8 @@ def test_eval_sample_depends_on_its_own_latent_only():
 
 def test_checkpoint_round_trip_and_mismatches(tmp_path):
     options = {**TINY, "truncation_psi": 0.7}
-    path = generators.train("stylegan3", random_images(), tmp_path / "g", steps=2, batch_size=4, seed=0,
-                            options=options)
+    path = generators.train("stylegan3", random_images(), tmp_path / "g",
+                            GeneratorTraining(steps=2, batch_size=4, seed=0), options=options)
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["options"]["truncation_psi"] == 0.7 and sidecar["options"]["num_layers"] == 3
     train = sidecar["train"]

@@ -14,7 +14,8 @@ from benchmark.corruptions import corrupt
 from benchmark.corruptions.fidelity import synthetic_photos
 from benchmark.images import decode_image, encode_png
 from benchmark.online_corruption import corrupt_image
-from benchmark.shards import ShardSample
+from benchmark.records import CANDIDATE, ImageBatch, Placement
+from benchmark.manifest import SampleRecord, StoredSample
 from eval.benchmark_folder import open_benchmark
 from pipelines.apply_corruptions import ApplyCorruptions, corrupt_sample
 from pipelines.build_attribution88 import _finalize
@@ -24,8 +25,12 @@ IMAGE = synthetic_photos(1, 40, seed=3)[0]
 
 
 def _sample(key="sngan-faces-s00000001", split="test"):
-    return ShardSample(key, encode_png(IMAGE), {"split": split, "corruption": "none", "severity": 0,
-                                                "corruption_seen": True, "corruption_seed": 0})
+    png = encode_png(IMAGE)
+    placement = Placement(key=key, chunk_id="c", source="sngan", semantic="faces", split=split,
+                          shard=0, position=0, cluster=0, distance=0.5)
+    batch = ImageBatch("c", "sngan", "faces", CANDIDATE, (key,), (png,), (1,), ("",), "sngan",
+                       "0" * 64, latent_seeds=(11,))
+    return StoredSample(SampleRecord.clean(placement, batch, 0, label=1, semantic_label=0, seen=True), png)
 
 
 @pytest.mark.parametrize("spec", [CorruptionSpec(), CorruptionSpec(backend="reference"),
@@ -37,7 +42,7 @@ def test_sample_is_corrupted_with_the_spec_backend_and_route(spec):
     want = corrupt(IMAGE[None], choice.name, choice.severity, [choice.seed], backend=spec.backend,
                    work_size=spec.work_size)[0]
     assert (decode_image(out.png) == want).all()
-    assert (out.meta["corruption"], out.meta["severity"], out.meta["corruption_seed"]) == (
+    assert (out.record.corruption, out.record.severity, out.record.corruption_seed) == (
         choice.name, choice.severity, choice.seed)
 
 
@@ -47,9 +52,9 @@ def test_val_probability_zero_stores_val_clean_and_test_still_corrupted():
     for i in range(20):
         val = _sample(f"sngan-faces-s{i:08d}", split="val")
         assert corrupt_sample(val, 9, spec) == val
-        assert corrupt_sample(val, 9, CorruptionSpec()).meta["corruption"] != "none"
+        assert corrupt_sample(val, 9, CorruptionSpec()).record.corruption != "none"
         test = corrupt_sample(_sample(f"sngan-faces-s{i:08d}", split="test"), 9, spec)
-        assert test.meta["corruption"] != "none" and test.meta["severity"] >= 1
+        assert test.record.corruption != "none" and test.record.severity >= 1
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
@@ -59,8 +64,8 @@ def test_two_images_of_a_split_get_their_own_noise(split):
     noisy = itertools.islice(
         (k for k in keys if choose_corruption(k, split, 9, spec).name == "gaussian_noise"), 2)
     first, second = (corrupt_sample(_sample(k, split), 9, spec) for k in noisy)
-    assert first.meta["corruption"] == second.meta["corruption"] == "gaussian_noise"
-    assert first.meta["corruption_seed"] != second.meta["corruption_seed"]
+    assert first.record.corruption == second.record.corruption == "gaussian_noise"
+    assert first.record.corruption_seed != second.record.corruption_seed
     # Same pixels in, same corruption and severity: only the per-image seed tells them apart.
     assert (decode_image(first.png) != decode_image(second.png)).mean() > 0.5
 

@@ -26,7 +26,7 @@ def test_semantic_label_counts_seen_semantics_first():
     with test_pipeline.TestPipeline() as p:
         out = ((p | "Batches" >> beam.Create(batches), p | "Placements" >> beam.Create(placements))
                | MaterializeSamples(("real", "sngan"), semantics)
-               | beam.Map(lambda s: (s.meta["semantic"], s.meta["semantic_label"], s.meta["seen"],
-                                     s.meta["label"])))
+               | beam.Map(lambda s: (s.record.semantic, s.record.semantic_label, s.record.seen,
+                                     s.record.label)))
         assert_that(out, equal_to([("faces", 0, True, 1), ("birds", 1, True, 1),
                                    ("rooms", 2, False, 1)]))

@@ -1,0 +1,110 @@
+"""benchmark.plan: every cell's kind settled once, training settings in one GeneratorTraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig
+from benchmark.dataset_files import check_counts
+from benchmark.keys import derive_seed
+from benchmark.manifest import MANIFEST_SCHEMA
+from benchmark.plan import REAL_CHUNK, checkpoint_path, plan_build, plan_cells
+from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE
+from generators.training import GeneratorTraining
+from tests.conftest import write_photos
+
+
+def _config(root: Path, **sources) -> BuildConfig:
+    write_photos(root / "faces", 30, 0, size=(40, 40))
+    write_photos(root / "rooms", 30, 1, size=(40, 40))
+    for sem in ("faces", "rooms"):
+        (root / "pregen" / sem).mkdir(parents=True, exist_ok=True)
+    (root / "given.safetensors").write_bytes(b"x")
+    return BuildConfig.model_validate({
+        "output_dir": str(root / "out"), "resolution": 32, "seed": 4,
+        "semantics": {"faces": {"path": str(root / "faces"), "seen": True},
+                      "rooms": {"path": str(root / "rooms"), "seen": False}},
+        "sources": sources or {
+            "trained": {"generator": "sngan", "train": {"steps": 2, "batch_size": 4, "n_dis": 2,
+                                                        "options": {"ch": 8}}},
+            "given": {"generator": "sngan", "checkpoints": {"faces": str(root / "given.safetensors")},
+                      "train": {"steps": 1}},
+            "blackbox": {"generator": "folder", "folders": {s: str(root / "pregen" / s)
+                                                            for s in ("faces", "rooms")}},
+            "diffusion": {"generator": "ddpm", "folders": {"faces": str(root / "pregen" / "faces"),
+                                                           "rooms": str(root / "pregen" / "rooms")}},
+        },
+        "sampling": {"per_model": 8},
+        "features": {"inception": {"weights": "random"}},
+        "selection": {"clusters": 1, "per_cluster": 4, "reference_count": 5},
+        "splits": {"train": 2, "val": 1, "test": 1},
+    })
+
+
+def test_each_cell_gets_its_kind_and_path_once(tmp_path):
+    cfg = _config(tmp_path)
+    cells = plan_cells(cfg, tmp_path / "gen")
+    kinds = {key: c.kind for key, c in cells.items()}
+    assert kinds == {("trained", "faces"): TRAIN, ("trained", "rooms"): TRAIN,
+                     ("given", "faces"): CHECKPOINT, ("given", "rooms"): TRAIN,
+                     ("blackbox", "faces"): FOLDER, ("blackbox", "rooms"): FOLDER,
+                     ("diffusion", "faces"): DIFFUSERS, ("diffusion", "rooms"): DIFFUSERS}
+    assert cells[("given", "rooms")].path == str(checkpoint_path(tmp_path / "gen", "given", "rooms"))
+    assert cells[("given", "faces")].path == str(tmp_path / "given.safetensors")
+    assert cells[("blackbox", "rooms")].arch == "folder"
+
+
+def test_plan_build_carries_the_kinds_into_models_and_tasks(tmp_path):
+    cfg = _config(tmp_path)
+    keys = [k for k, c in plan_cells(cfg, tmp_path / "gen").items() if c.kind != TRAIN]
+    counts = {k: 6 for k in keys if k[0] == "blackbox"}
+    plan = plan_build(cfg, tmp_path / "gen", counts, {k: f"sha-{k[0]}-{k[1]}" for k in keys})
+    assert [(t.source, t.semantic) for t in plan.train_tasks] == [
+        ("trained", "faces"), ("trained", "rooms"), ("given", "rooms")]
+    task = plan.train_tasks[0]
+    assert task.training == GeneratorTraining(steps=2, batch_size=4, n_dis=2,
+                                              seed=derive_seed(4, "train", "trained-faces"))
+    assert task.options == {"ch": 8}
+    models = {(m.source, m.semantic): m for m in plan.models}
+    assert models[("given", "faces")].checkpoint.endswith("given.safetensors")
+    assert models[("given", "faces")].folder == ""
+    assert models[("blackbox", "faces")].samples == 6  # a folder gives what it holds
+    assert models[("diffusion", "rooms")].checkpoint == "" and models[("diffusion", "rooms")].samples == 8
+    assert plan.cells == plan_cells(cfg, tmp_path / "gen")
+    # Pools: the Real class and references read up front, the rest only for training.
+    roles = {c.role for c in plan.real_chunks}
+    assert roles == {REAL_CLASS, REFERENCE} and {c.role for c in plan.train_chunks} == {GAN_TRAIN}
+    ref = [c for c in plan.real_chunks if c.role == REFERENCE and c.semantic == "faces"]
+    assert sum(len(c.files) for c in ref) == 5
+    assert all(len(c.files) <= REAL_CHUNK for c in plan.real_chunks + plan.train_chunks)
+
+
+def test_a_folder_with_fewer_images_than_kept_is_refused_naming_its_key(tmp_path):
+    cfg = _config(tmp_path)
+    keys = [k for k, c in plan_cells(cfg, tmp_path / "gen").items() if c.kind != TRAIN]
+    counts = {k: 3 for k in keys if k[0] == "blackbox"}
+    with pytest.raises(ValueError, match=r"sources.blackbox.folders.faces: 3 images"):
+        plan_build(cfg, tmp_path / "gen", counts, {k: "sha" for k in keys})
+
+
+def _manifest(cfg: BuildConfig, drop: int = 0, extra: list[tuple[str, str, str]] = ()):
+    import pyarrow as pa
+
+    rows = [{"key": f"{c}-{s}-{split}-{i}", "source": c, "semantic": s, "split": split}
+            for c in cfg.classes for s in cfg.semantics
+            for split, n in cfg.splits.counts().items() for i in range(n)]
+    rows = rows[drop:] + [{"key": f"x{i}", "source": c, "semantic": s, "split": sp}
+                          for i, (c, s, sp) in enumerate(extra)]
+    return pa.Table.from_pylist(rows, schema=pa.schema([MANIFEST_SCHEMA.field(n) for n in
+                                                        ("key", "source", "semantic", "split")]))
+
+
+def test_check_counts_names_every_wrong_cell(tmp_path):
+    cfg = _config(tmp_path)
+    assert check_counts(_manifest(cfg), cfg) == []
+    assert check_counts(_manifest(cfg, drop=1), cfg) == ["real/faces/train: 1 samples, expected 2"]
+    problems = check_counts(_manifest(cfg, extra=[("real", "faces", "val"), ("ghost", "faces", "val")]), cfg)
+    assert problems == ["real/faces/val: 2 samples, expected 1",
+                        "ghost/faces/val: 1 samples in a cell the config does not have"]
