@@ -11,7 +11,7 @@ from eval import attack, train
 from eval.models import (MODELS, ModelError, ModelOutput, build_model, input_kind, khoo, loss, mixes,
                          read_submission, resolved_options, train_defaults, two_stage)
 
-SIZE = 32  # px; resnet18 keeps these tests fast on a CPU
+SIZE = 16  # px; resnet18 at 16 px keeps these tests fast on a CPU
 CPU = train.Runtime(torch.device("cpu"), None, False)
 
 
@@ -116,8 +116,8 @@ def test_stage_2_leaves_the_primary_and_its_batchnorm_statistics_alone():
     parts = train.TrainParts(
         model=model, loss=lambda out, y, m: loss("khoo", out, y, m, 3),
         train_batches=lambda epoch: ({"image": torch.rand(6, 1, 3, SIZE, SIZE, generator=gen) * 2 - 1,
-                                      "label": labels[:, None], "mix": torch.ones(6, 1)} for _ in range(2)),
-        val_batches=lambda: iter(()), train_count=12, mixing=False)
+                                      "label": labels[:, None], "mix": torch.ones(6, 1)} for _ in range(1)),
+        val_batches=lambda: iter(()), train_count=6, mixing=False)
     cfg = train.load_train_config("khoo", None, ["optim.weight_decay=0.01", "runtime.progress=false"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.01)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -186,8 +186,8 @@ def test_submission_scores_are_sigmoids_and_the_rule():
 
 def test_attack_runs_on_khoo_with_cross_entropy_on_its_logits():
     model = small(3).eval()
-    x01 = (images(4) + 1) / 2
-    labels = torch.tensor([0, 1, 2, 1])
+    x01 = (images(2) + 1) / 2
+    labels = torch.tensor([0, 2])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adv = attack.ifgsm(model, x01, labels, eps=8 / 255, step=2 / 255, iterations=2)
     assert (adv - x01).abs().max() <= 8 / 255 + 1e-6 and (adv - x01).abs().max() > 0
