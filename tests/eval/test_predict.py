@@ -187,10 +187,15 @@ def test_train_mini_script_on_a_tiny_benchmark(tmp_path):
     assert "| | Yu et al. | DCT-CNN | chance |" in table
     for label in ("attribution accuracy % (95% CI)", "NMI", "detection accuracy %",
                   "seen semantics", "unseen semantics", "clean images", "corrupted images",
-                  "worst corruption 1: fog", "train wall time", "| epochs trained (best) | 1 (1) | 1 (1) |"):
+                  "worst corruption 1: fog", "train wall time", "| epochs trained (best) | 1 (1) | 1 (1) |",
+                  "macro ROC-AUC %", "multiple-attribution rate %", "self-contradiction rate %",
+                  "unclaimed-fake rate %"):
         assert label in table, label
     # chance beside attribution accuracy: 3 balanced classes
     attribution = next(line for line in table.splitlines() if line.startswith("| attribution accuracy"))
     assert attribution.endswith("| 33.3 |")
     for model in ("yu", "dct"):
         assert (tmp_path / "work" / model / "report.json").is_file()
+    report = json.loads((tmp_path / "work" / "yu" / "report.json").read_text())["scores"]
+    rate = next(line for line in table.splitlines() if line.startswith("| self-contradiction"))
+    assert rate.split(" | ")[1] == f"{100 * report['decentralised']['self_contradiction_rate']:.1f}"

@@ -101,3 +101,14 @@ def test_resume_in_either_stage_matches_an_uninterrupted_run(tiny, straight, tmp
         assert a.epoch == b.epoch == 2
         for name in a.weights:
             assert torch.equal(a.weights[name], b.weights[name]), (folder, name)
+
+
+def test_train_mini_reads_both_stages_epochs(straight):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_mini", ROOT / "benchmarks" / "train_mini.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    best = run_files.load_checkpoint(straight, "best").epoch
+    first = run_files.load_checkpoint(straight / run_files.PRIMARY, "best").epoch
+    assert script.epochs_trained(straight) == {"epochs": "2 + 2", "best_epoch": f"{first} + {best}"}
+    assert script.epochs_trained(straight / run_files.PRIMARY)["epochs"] == "2"

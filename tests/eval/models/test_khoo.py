@@ -196,3 +196,19 @@ def test_attack_runs_on_khoo_with_cross_entropy_on_its_logits():
         assert ce(adv) > ce(x01)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_local_imagenet_weights_go_into_the_primary_only(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+    torch.manual_seed(5)
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "resnet18.safetensors"
+    save_file(state, str(path))
+    model = build_model("khoo", 3, options={"arch": "resnet18"}, weights=path)
+    assert torch.equal(model.primary.trunk[0].weight, state["conv1.weight"])
+    assert torch.equal(model.primary.head.body[0][0].conv1.weight, state["layer4.0.conv1.weight"])
+    # fresh branches, as released: only the primary's layers are loaded
+    assert not torch.equal(model.branches[0].body[0][0].conv1.weight, state["layer4.0.conv1.weight"])
+    with pytest.raises(ModelError, match=f"weights file {path}"):
+        build_model("khoo", 3, options={"arch": "resnet50"}, weights=path)
