@@ -1,4 +1,5 @@
-"""Train RepMix, Yu et al. and DCT-CNN on a built mini benchmark, predict and score its test split.
+"""Train RepMix, Yu et al., DCT-CNN and Khoo et al. on a built mini benchmark, predict and score
+its test split.
 
     python benchmarks/train_mini.py --benchmark OUT [--config configs/train_mini.yaml]
         [--work /tmp/a88-train-mini] [--models repmix,yu,dct] [--set key.path=value ...]
@@ -10,7 +11,10 @@ For each model it runs the real commands in child processes, as a user would:
 and prints a Markdown table, the models side by side and chance beside them: attribution
 accuracy with its 95% bootstrap interval, NMI, detection accuracy, attribution accuracy on seen
 vs unseen semantics and on clean vs corrupted images, the three corruptions with the lowest
-attribution accuracy (over all models' mean), and the wall time of training and prediction.
+attribution accuracy (over all models' mean), the score-column figures (macro one-vs-rest
+ROC-AUC and the decentralised reading of Khoo et al.: multiple-attribution, self-contradiction
+and unclaimed-fake rates), and the wall time of training and prediction. A two-stage model's
+epochs read "stage 1 + stage 2".
 Chance is the share of the most frequent class in that group of test images (NMI: 0;
 detection: the larger of real and not-real).
 """
@@ -31,7 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from eval.benchmark_folder import open_benchmark  # noqa: E402
 
-NAMES = {"repmix": "RepMix", "yu": "Yu et al.", "dct": "DCT-CNN"}
+NAMES = {"repmix": "RepMix", "yu": "Yu et al.", "dct": "DCT-CNN", "khoo": "Khoo et al."}
+DECENTRALISED = (("multiple-attribution rate %", "multiple_attribution_rate"),
+                 ("self-contradiction rate %", "self_contradiction_rate"),
+                 ("unclaimed-fake rate %", "unclaimed_fake_rate"))
 CLEAN = "none"
 
 
@@ -110,6 +117,10 @@ def markdown_table(results: dict[str, dict], chance: dict[str, float]) -> str:
     for i, kind in enumerate(kinds[:3], 1):
         row(f"attribution %, worst corruption {i}: {kind}",
             [_pct(per_corruption[m].get(kind)) for m in models], _pct(chance.get(kind)))
+    scores = {m: reports[m].get("scores") or {} for m in models}
+    row("macro ROC-AUC % (one-vs-rest)", [_pct(scores[m].get("auc_macro")) for m in models], "50.0")
+    for label, key in DECENTRALISED:
+        row(label, [_pct(scores[m].get("decentralised", {}).get(key)) for m in models], "")
     row("test images", [str(reports[m]["count"]) for m in models], "")
     row("epochs trained (best)", [f"{results[m].get('epochs', '–')} ({results[m].get('best_epoch', '–')})"
                                   for m in models], "")
@@ -118,13 +129,20 @@ def markdown_table(results: dict[str, dict], chance: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def epochs_trained(run: Path) -> dict[str, str]:
+    """Epochs of the run's last and best checkpoints; "stage 1 + stage 2" for a two-stage run."""
+    folders = [f for f in (run / "primary", run) if (f / "last.json").is_file()]
+    return {key: " + ".join(str(json.loads((f / f"{tag}.json").read_text())["epoch"]) for f in folders)
+            for key, tag in (("epochs", "last"), ("best_epoch", "best"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--benchmark", required=True, type=Path, help="a built mini benchmark")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "train_mini.yaml")
     parser.add_argument("--work", type=Path, default=Path("/tmp/a88-train-mini"),
                         help="runs go to WORK/<model> (replaced)")
-    parser.add_argument("--models", default="repmix,yu,dct")
+    parser.add_argument("--models", default="repmix,yu,dct,khoo")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="passed to every eval.train")
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -149,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"scoring {preds} failed ({done.returncode})")
         results[model] = {"report": json.loads(report_path.read_text()), "train_s": train_s,
                           "predict_s": predict_s,
-                          "epochs": json.loads((out / "last.json").read_text())["epoch"],
-                          "best_epoch": json.loads((out / "best.json").read_text())["epoch"]}
+                          **epochs_trained(out)}
     command = "python benchmarks/train_mini.py --benchmark " + str(args.benchmark) + (
         " " + " ".join(f"--set {s}" for s in args.set) if args.set else "")
     print(f"Test split of {args.benchmark} ({command}):\n")

@@ -6,7 +6,10 @@
 
 Untargeted white-box I-FGSM (Kurakin et al. 2017) on the pixels in [0, 1], before the
 normalisation to [-1, 1]: x_{t+1} = clip_[0,1](clip_{x0 +- eps}(x_t + step * sign(grad_x CE))),
-cross entropy on the model's final logits (RepMix: the gated attribution logits, mixing off).
+cross entropy on the model's final logits (RepMix: the gated attribution logits, mixing off;
+Khoo et al.: [0, s_1 .. s_{C-1}], the source branches' logits beside a constant 0 for real,
+whose argmax is its decision rule, so the attack drives the true source's sigmoid below 0.5 and
+below the others; its detector is not attacked).
 eps is given in 1/255 units; the paper gives no step size, so step = step_factor * eps /
 iterations (default 2.5 x eps / 20: every eps is reachable in the 20 steps).
 

@@ -118,6 +118,12 @@ def sync_buffers(model: nn.Module, world_size: int) -> None:
         dist.broadcast(buffer.data, src=0)
 
 
+def barrier(world_size: int) -> None:
+    """Wait for every rank (a no-op in one process): e.g. before reading a file rank 0 wrote."""
+    if world_size > 1:
+        dist.barrier()
+
+
 def sum_across(values: Sequence[float], world_size: int) -> list[float]:
     """Element-wise sums over the ranks (float64 on the CPU, gloo); `values` for one process."""
     if world_size == 1:

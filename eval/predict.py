@@ -8,7 +8,10 @@ Writes a submission that `eval/score.py` accepts unchanged (eval/submission.py):
 (the class name with the highest final logit), `score_<class>` for every class (the softmax of
 the model's final logits; for RepMix the gated attribution logits) and `fake_score`: for RepMix
 the detection head's p_fake (softmax of its two logits, index 1), for Yu et al. and DCT-CNN
-1 - score_real. Every semantic of the split is predicted (seen and unseen).
+1 - score_real. Khoo et al.'s decentralised model (khoo) writes its own reading
+(eval.models.khoo.submission_scores): score_<source> the source branches' sigmoids, fake_score
+the primary detector's sigmoid, score_real = 1 - fake_score, and pred the source with the
+highest sigmoid >= 0.5, else real. Every semantic of the split is predicted (seen and unseen).
 
 `--embeddings` also writes, from the same forward pass, each image's embedding (.npz) and a
 t-SNE figure by class and by semantic (eval/embeddings.py).
@@ -49,12 +52,7 @@ def predict_rows(model: nn.Module, batches: Iterable[dict], classes: tuple[str, 
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32,
                             enabled=rt.amp_dtype is not None):
             output = model(_to_device(batch["image"], rt))
-        scores = torch.softmax(output.logits.float(), dim=1).cpu()
-        if output.detection is not None:
-            fake = torch.softmax(output.detection.float(), dim=1)[:, 1].cpu()
-        else:
-            fake = 1.0 - scores[:, 0]
-        pred = scores.argmax(1)
+        scores, fake, pred = models.read_submission(model, output)
         for i, key in enumerate(batch["key"]):
             row = {"key": key, "pred": classes[int(pred[i])]}
             row.update({f"score_{c}": float(scores[i, j]) for j, c in enumerate(classes)})

@@ -13,6 +13,9 @@
                                      training state (optimiser param groups and step counts,
                                      scheduler, early stopping, metric history)
     RUN/metrics.csv, RUN/curves.png  one row per epoch, and its plot
+    RUN/primary/                     two-stage models (khoo, eval/two_stage.py) only: stage 1's
+                                     checkpoints, metrics and curves (the primary detector);
+                                     RUN's own files are then stage 2's, the whole model
 
 The training state is split into plain tensors (stored with safetensors) and everything else
 (stored as JSON, with tensor positions marked), so loading it runs no pickle. Each epoch writes
@@ -40,6 +43,7 @@ LAST = "last"
 BEST = "best"
 METRICS = "metrics.csv"
 CURVES = "curves.png"
+PRIMARY = "primary"  # stage 1 of a two-stage run
 
 
 class RunError(ValueError):

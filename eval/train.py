@@ -1,6 +1,6 @@
 """Train an attribution model on a built benchmark: `python -m eval.train`.
 
-    python -m eval.train --benchmark OUT --model repmix|yu|dct --out RUN [--config F]
+    python -m eval.train --benchmark OUT --model repmix|yu|dct|khoo --out RUN [--config F]
         [--set key.path=value ...] [--resume] [--device auto|cpu|cuda]
 
 Trains on the train split of the seen semantics and validates on their val split (the paper's
@@ -9,7 +9,9 @@ writes into RUN (see eval/run_files.py): the resolved config, what the run was t
 `last` and `best` checkpoints, metrics.csv and curves.png. `--resume` continues from the last
 epoch boundary and ends with the same weights as an uninterrupted run (each epoch's data is
 seeded by (seed, epoch), and the model, optimiser, scheduler, scaler, RNG and early-stopping
-states are restored). An existing non-empty RUN without --resume is refused.
+states are restored). An existing non-empty RUN without --resume is refused. khoo trains in
+two stages from the one command (eval/two_stage.py: the primary detector into RUN/primary,
+then the secondary modules into RUN).
 
 A bad config, benchmark or run folder exits with code 2 and a message naming the file and key;
 nothing is written.
@@ -265,7 +267,7 @@ def fit(run: Path, cfg: TrainConfig, parts: TrainParts, info: dict, rt: Runtime,
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                 weight_decay=cfg.optim.weight_decay)
+                                 eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
     scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, cfg.optim.step_size, cfg.optim.gamma)
                  if cfg.optim.scheduler == "step" else None)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
@@ -334,7 +336,8 @@ def fit(run: Path, cfg: TrainConfig, parts: TrainParts, info: dict, rt: Runtime,
 
 def check_run_folder(run: Path, resume: bool) -> None:
     if resume:
-        if not (run / f"{run_files.LAST}.json").is_file():
+        # a two-stage run (khoo) may have stopped in stage 1, before RUN's own first checkpoint
+        if not any((folder / f"{run_files.LAST}.json").is_file() for folder in (run, run / run_files.PRIMARY)):
             raise RunError(f"{run}: --resume, but there is no {run_files.LAST}.json checkpoint to "
                            f"resume from")
     elif run.exists() and (not run.is_dir() or any(run.iterdir())):
@@ -386,7 +389,7 @@ def resolve_config(args: argparse.Namespace, model_defaults: dict) -> TrainConfi
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m eval.train", description=__doc__.split("\n")[0])
     parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
-    parser.add_argument("--model", required=True, choices=("repmix", "yu", "dct"))
+    parser.add_argument("--model", required=True, choices=models.MODELS)
     parser.add_argument("--out", required=True, type=Path, help="the run folder")
     parser.add_argument("--config", type=Path, help="a training config (YAML), e.g. configs/train_mini.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
@@ -496,7 +499,11 @@ def _train(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
                 seen_only=cfg.data.seen_only)))
             if rt.is_main:
                 print(f"dct input statistics from {used} training images", file=sys.stderr)
-    stopper = fit(args.out, cfg, parts, info, rt, resume=args.resume)
+    if models.two_stage(cfg.model.name):
+        from eval.two_stage import fit_two_stage  # it builds on this module's fit
+        stopper = fit_two_stage(args.out, cfg, parts, info, rt, resume=args.resume)
+    else:
+        stopper = fit(args.out, cfg, parts, info, rt, resume=args.resume)
     if rt.is_main:
         print(f"{args.out}: best {stopper.metric} {stopper.best} at epoch {stopper.best_epoch}")
     return 0

@@ -3,7 +3,7 @@
 Precedence, lowest first: the defaults below; the model's published settings (its module's
 TRAIN_DEFAULTS, eval.models.train_defaults, mapped onto the sections by
 sections_from_model_defaults); the config file's shared sections; the file's
-`per_model.<model>` sections (one preset serves all three models); `--set key.path=value`.
+`per_model.<model>` sections (one preset serves every model); `--set key.path=value`.
 
 Every section is a frozen pydantic model that forbids unknown keys, so a typo is an error naming
 the file and the key. Relative paths in a config file resolve against its folder; paths given
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark.config import ConfigError, _format_errors, parse_override, read_yaml_sections
 
-MODEL_NAMES = ("repmix", "yu", "dct")
+MODEL_NAMES = ("repmix", "yu", "dct", "khoo")
 SCRATCH = "scratch"
 
 

@@ -24,10 +24,14 @@ class ModelError(ValueError):
 class ModelOutput:
     """What every model's forward returns.
 
-    logits: (B, C) final class logits, class 0 real (RepMix: the gated attribution logits).
+    logits: (B, C) final class logits, class 0 real (RepMix: the gated attribution logits;
+        Khoo et al.: a constant 0 for real beside each source branch's logit).
     embedding: (B, D) the representation the logits are read from (RepMix: the 256-d fc output;
-        Yu et al.: the 512-d fingerprint; DCT-CNN: the flattened last feature map).
-    detection: (B, 2) RepMix's detection-head logits (real, fake); None for the other models.
+        Yu et al.: the 512-d fingerprint; DCT-CNN: the flattened last feature map; Khoo et al.:
+        the primary detector's pooled last feature map).
+    detection: (B, 2) detection logits (real, fake): RepMix's detection head; for Khoo et al.
+        (0, z) with z the primary detector's single logit, so softmax gives its sigmoid; None
+        for the other models.
     """
 
     logits: Tensor
@@ -37,8 +41,9 @@ class ModelOutput:
 
 def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> Any:
     """A frozen options dataclass from a mapping: unknown keys are an error; int fields must be
-    integers within field.metadata["range"] (inclusive); str fields one of
-    field.metadata["choices"]. Defaults fill the rest."""
+    integers within field.metadata["range"] (inclusive); float fields numbers within
+    field.metadata["real_range"] (low exclusive); str fields one of field.metadata["choices"].
+    Defaults fill the rest."""
     options = dict(options or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - set(fields))
@@ -49,6 +54,11 @@ def parse_options(name: str, cls: type, options: Mapping[str, Any] | None) -> An
         if "choices" in meta:
             if value not in meta["choices"]:
                 raise ModelError(f"{name} option {key}={value!r} must be one of {list(meta['choices'])}")
+        elif "real_range" in meta:  # exclusive low, inclusive high
+            low, high = meta["real_range"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+                raise ModelError(f"{name} option {key}={value!r} must be a number in ({low}, {high}]")
+            options[key] = float(value)
         else:
             low, high = meta["range"]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

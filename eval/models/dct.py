@@ -169,7 +169,7 @@ def fit_input_statistics(model: DCTCNN, batches: Iterable[Tensor]) -> int:
 
 def build(num_classes: int, options: Mapping[str, Any] | None, weights: str | Path | None) -> DCTCNN:
     if weights is not None:
-        raise ModelError(f"dct trains from scratch; weights={weights} is only for repmix's backbone")
+        raise ModelError(f"dct trains from scratch; weights={weights} is only for repmix's and khoo's ResNet backbones")
     return DCTCNN(num_classes, parse(options))
 
 

@@ -72,13 +72,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 
 STAGE_COUNT = 6  # stem, layer1..layer4, head (avgpool + flatten + fc)
-_ARCHS = {"resnet50": torchvision.models.resnet50, "resnet18": torchvision.models.resnet18}
+ARCHS = {"resnet50": torchvision.models.resnet50, "resnet18": torchvision.models.resnet18}
 
 
 @dataclasses.dataclass(frozen=True)
 class RepMixOptions:
     # torchvision backbone; resnet50 is the paper's, resnet18 lets a CPU preset train
-    arch: str = dataclasses.field(default="resnet50", metadata={"choices": tuple(_ARCHS)})
+    arch: str = dataclasses.field(default="resnet50", metadata={"choices": tuple(ARCHS)})
     # embedding size, the fc output the heads read (released d_embed=256)
     embed_dim: int = dataclasses.field(default=256, metadata={"range": (1, 65536)})
     # stage index the mixing layer sits before; 5 = layer4's output (released), 6 = the embedding
@@ -121,9 +121,9 @@ class RepMix(nn.Module):
         self.num_classes = num_classes  # C, class 0 real
         self.mixup_level = options.mixup_level  # stage the mixing layer precedes
         # weights=None: torchvision's own initialisation, nothing downloaded
-        self.backbone = _ARCHS[options.arch](weights=None)
+        self.backbone = ARCHS[options.arch](weights=None)
         if weights is not None:
-            _load_backbone(self.backbone, weights)
+            load_backbone(self.backbone, weights)
         self.backbone.fc = nn.Linear(self.backbone.fc.in_features, options.embed_dim)
         self.mixing = MixingLayer()
         self.detection = nn.Linear(options.embed_dim, 2)  # (real, fake)
@@ -164,7 +164,7 @@ class RepMix(nn.Module):
         return ModelOutput(logits=logits, embedding=embedding, detection=detection)
 
 
-def _load_backbone(backbone: nn.Module, path: str | Path) -> None:
+def load_backbone(backbone: nn.Module, path: str | Path) -> None:
     """Load a local torchvision ResNet state dict, its fc ignored; wrong keys name the file."""
     state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
     expected = {k for k in backbone.state_dict() if not k.startswith("fc.")}

@@ -142,7 +142,7 @@ class YuClassifier(nn.Module):
 
 def build(num_classes: int, options: Mapping[str, Any] | None, weights: str | Path | None) -> YuClassifier:
     if weights is not None:
-        raise ModelError(f"yu trains from scratch; weights={weights} is only for repmix's backbone")
+        raise ModelError(f"yu trains from scratch; weights={weights} is only for repmix's and khoo's ResNet backbones")
     return YuClassifier(num_classes, parse(options))
 
 

@@ -187,10 +187,27 @@ def test_train_mini_script_on_a_tiny_benchmark(tmp_path):
     assert "| | Yu et al. | DCT-CNN | chance |" in table
     for label in ("attribution accuracy % (95% CI)", "NMI", "detection accuracy %",
                   "seen semantics", "unseen semantics", "clean images", "corrupted images",
-                  "worst corruption 1: fog", "train wall time", "| epochs trained (best) | 1 (1) | 1 (1) |"):
+                  "worst corruption 1: fog", "train wall time", "| epochs trained (best) | 1 (1) | 1 (1) |",
+                  "macro ROC-AUC %", "multiple-attribution rate %", "self-contradiction rate %",
+                  "unclaimed-fake rate %"):
         assert label in table, label
     # chance beside attribution accuracy: 3 balanced classes
     attribution = next(line for line in table.splitlines() if line.startswith("| attribution accuracy"))
     assert attribution.endswith("| 33.3 |")
     for model in ("yu", "dct"):
         assert (tmp_path / "work" / model / "report.json").is_file()
+    report = json.loads((tmp_path / "work" / "yu" / "report.json").read_text())["scores"]
+    rate = next(line for line in table.splitlines() if line.startswith("| self-contradiction"))
+    assert rate.split(" | ")[1] == f"{100 * report['decentralised']['self_contradiction_rate']:.1f}"
+
+
+def test_models_without_their_own_reading_keep_softmax_scores_bit_for_bit():
+    from eval.models import read_submission
+    gen = torch.Generator().manual_seed(4)
+    logits, detection = torch.randn(5, 3, generator=gen), torch.randn(5, 2, generator=gen)
+    for out in (Out(logits, logits), Out(logits, logits, detection)):
+        scores, fake, pred = read_submission(nn.Identity(), out)
+        expected = torch.softmax(logits, dim=1)
+        assert torch.equal(scores, expected) and torch.equal(pred, expected.argmax(1))
+        p_fake = torch.softmax(detection, 1)[:, 1] if out.detection is not None else 1.0 - expected[:, 0]
+        assert torch.equal(fake, p_fake)

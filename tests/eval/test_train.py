@@ -317,7 +317,7 @@ def test_cli_trains_resumes_and_refuses_a_used_run(tiny, tmp_path, capsys):
 def test_mini_preset_resolves_for_every_model():
     from eval import models
     preset = Path(__file__).resolve().parents[2] / "configs" / "train_mini.yaml"
-    for name in ("repmix", "yu", "dct"):
+    for name in models.MODELS:
         cfg = load_train_config(name, preset, model_defaults=models.train_defaults(name))
         assert (cfg.data.resize, cfg.data.crop, cfg.data.eval_size) == (64, 56, 56)
         # the preset shortens every model's published schedule to fit a CPU
@@ -325,6 +325,9 @@ def test_mini_preset_resolves_for_every_model():
     repmix = load_train_config("repmix", preset, model_defaults=models.train_defaults("repmix"))
     assert repmix.model.options["arch"] == "resnet18"
     assert (repmix.optim.scheduler, repmix.optim.gamma, repmix.optim.weight_decay) == ("step", 0.85, 5e-4)
+    decentralised = load_train_config("khoo", preset, model_defaults=models.train_defaults("khoo"))
+    assert decentralised.model.options == {"arch": "resnet18", "branch_after": "layer3", "secondary_lr": 5e-4}
+    assert (decentralised.optim.lr, decentralised.early_stop.metric) == (1e-3, "val_loss")
 
 
 def test_cli_resume_on_real_data_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
@@ -411,3 +414,10 @@ def test_curves_png_is_titled_and_marks_the_best_epoch():
     # the title's ink sits above both panels; the best-epoch line adds grey pixels inside them
     assert (titled[:10] < 128).any() and not (plain[:10] < 128).any()
     assert not np.array_equal(titled, marked)
+
+
+def test_the_optimiser_takes_every_adam_setting_of_the_config(tmp_path):
+    cfg = config("optim.epochs=1", "optim.eps=0.001", "optim.betas=[0.5, 0.9]", "optim.weight_decay=0.01")
+    train.fit(tmp_path, cfg, parts(), INFO, CPU)
+    group = run_files.load_checkpoint(tmp_path, "last", with_state=True).state["optimizer"]["param_groups"][0]
+    assert (group["eps"], tuple(group["betas"]), group["weight_decay"]) == (0.001, (0.5, 0.9), 0.01)

@@ -14,7 +14,7 @@ REQUIRED = {"lr", "betas", "weight_decay", "step_gamma", "max_epochs", "early_st
 
 
 def test_unknown_names_and_options_are_refused_clearly():
-    with pytest.raises(ModelError, match=r"unknown model 'vit'.*repmix.*yu.*dct"):
+    with pytest.raises(ModelError, match=r"unknown model 'vit'.*repmix.*yu.*dct.*khoo"):
         build_model("vit", 3)
     with pytest.raises(ModelError, match=r"unknown repmix options \['depth'\]"):
         build_model("repmix", 3, options={"depth": 3})
@@ -31,9 +31,9 @@ def test_unknown_names_and_options_are_refused_clearly():
 
 
 def test_kinds_mixes_and_resolved_options():
-    assert MODELS == ("repmix", "yu", "dct")
-    assert [input_kind(m) for m in MODELS] == ["resized", "stored", "stored"]
-    assert [mixes(m) for m in MODELS] == [2, 1, 1]
+    assert MODELS == ("repmix", "yu", "dct", "khoo")
+    assert [input_kind(m) for m in MODELS] == ["resized", "stored", "stored", "resized"]
+    assert [mixes(m) for m in MODELS] == [2, 1, 1, 1]
     assert resolved_options("repmix") == {"arch": "resnet50", "embed_dim": 256, "mixup_level": 5}
     assert resolved_options("yu", {"resolution": 64}) == {"resolution": 64, "fmap_base": 1024, "fmap_max": 512}
     assert resolved_options("dct") == {"resolution": 128}
