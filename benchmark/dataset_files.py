@@ -14,11 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from benchmark import protocol
 from benchmark.atomic import atomic_path, write_text
 from benchmark.config import BuildConfig
-from benchmark.images import decode_image, image_grid, label_rows
+from benchmark.images import decode_image, image_grid, label_rows, photo_short_side
 from benchmark.repmix import semantic_labels
 
 GRID_COLUMNS = 8
@@ -80,8 +81,30 @@ def count_table(manifest: pa.Table) -> dict[tuple[str, str, str], int]:
                    for r in manifest.select(["source", "semantic", "split"]).to_pylist())
 
 
+def upsampled_photos(manifest: pa.Table, cfg: BuildConfig) -> dict[str, tuple[int, int]]:
+    """Per semantic: (Real-class photos whose short side was under the build's resolution, so
+    they were upsampled to it, Real-class photos); read from the photos' headers."""
+    out: dict[str, list[int]] = {s: [0, 0] for s in cfg.semantics}
+    rows = manifest.filter(pc.equal(manifest.column("source"), protocol.REAL)).select(["semantic", "origin"])
+    for row in rows.to_pylist():
+        counts = out[row["semantic"]]
+        counts[1] += 1
+        counts[0] += photo_short_side(Path(cfg.semantics[row["semantic"]].path) / row["origin"]) < cfg.resolution
+    return {s: (c[0], c[1]) for s, c in out.items()}
+
+
+def rejection_counts(rejections: pa.Table) -> dict[str, int]:
+    """Refused inputs by kind of reason: the reason up to its first detail (" (" or ":")."""
+    kinds = Counter()
+    for reason in rejections.column("reason").to_pylist():
+        cut = min((i for i in (reason.find(" ("), reason.find(":")) if i >= 0), default=len(reason))
+        kinds[reason[:cut]] += 1
+    return dict(sorted(kinds.items()))
+
+
 def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str, str],
-               rejected: int) -> None:
+               rejected: int, *, refused: dict[str, int] | None = None,
+               upsampled: dict[str, tuple[int, int]] | None = None) -> None:
     counts = count_table(manifest)
     lines = [
         f"# {cfg.protocol} benchmark (protocol {protocol.PROTOCOL_VERSION})", "",
@@ -93,6 +116,13 @@ def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str
         f"`rejections.parquet` lists {rejected} input files that could not be used.", "",
         "Semantics: " + ", ".join(f"{s} ({'seen' if v.seen else 'unseen'})"
                                   for s, v in cfg.semantics.items()) + ".", "",
+    ]
+    if refused:
+        lines += ["Refused inputs by reason: " + ", ".join(f"{k} {v}" for k, v in refused.items()) + ".", ""]
+    if upsampled:
+        lines += [f"Real photos with a short side under {cfg.resolution} px, kept and upsampled to it: "
+                  + ", ".join(f"{s} {n} of {total}" for s, (n, total) in upsampled.items()) + ".", ""]
+    lines += [
         "| source | semantic | train | val | test |", "|---|---|---:|---:|---:|",
     ]
     for source in cfg.classes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -77,6 +78,14 @@ def _header(data: bytes) -> tuple[int, int, int]:
     except Exception as exc:  # PIL raises many types for a file it cannot identify
         raise ImageDecodeError(f"not a decodable image (its header: {type(exc).__name__}: {exc})") from None
     return width, height, orientation if 1 <= orientation <= 8 else 1
+
+
+def photo_short_side(path: str | Path) -> int:
+    """The short side of a photo file from its header alone (orientation does not change it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            return min(image.size)
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:

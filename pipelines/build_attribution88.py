@@ -27,8 +27,8 @@ import generators
 from benchmark.atomic import output_error, write_text
 from benchmark.config import (CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, ConfigError,
                               load_config)
-from benchmark.dataset_files import (check_counts, write_card, write_classes, write_dataset_info,
-                                     write_grids)
+from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_photos, write_card,
+                                     write_classes, write_dataset_info, write_grids)
 from benchmark.manifest import read_manifest
 from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
 from benchmark.real_sets import RealSetError
@@ -199,12 +199,14 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     problems = check_counts(manifest, cfg)
     if problems:
         raise BuildError("the build lost or doubled samples:\n  " + "\n  ".join(problems[:20]))
-    rejected = pq.read_metadata(staging / "rejections.parquet").num_rows
+    rejections = pq.read_table(staging / "rejections.parquet")
+    rejected = rejections.num_rows
     write_classes(staging / "classes.json", cfg)
     write_repmix_csvs(staging / CSV_FOLDER, manifest,
                       {s: spec.seen for s, spec in cfg.semantics.items()})
     grids = write_grids(staging, manifest, cfg.classes)
-    write_card(staging / "README.md", cfg, manifest, grids, rejected)
+    write_card(staging / "README.md", cfg, manifest, grids, rejected,
+               refused=rejection_counts(rejections), upsampled=upsampled_photos(manifest, cfg))
     write_text(staging / "config.json", cfg.to_json() + "\n")
     # Written last: its presence marks the folder as a complete benchmark.
     return write_dataset_info(staging / "dataset_info.json", cfg, manifest, rejected=rejected,

@@ -139,6 +139,9 @@ def test_undecodable_photo_is_recorded_and_the_build_goes_on(built):
     rejected = pq.read_table(built / "rejections.parquet").to_pylist()
     assert [(r["key"], r["stage"]) for r in rejected] == [("real-rooms-broken", "read_real")]
     assert "not a decodable image" in rejected[0]["reason"]
+    card = (built / "README.md").read_text()
+    assert "Refused inputs by reason: not a decodable image 1." in card
+    assert "kept and upsampled to it: faces 0 of 10, rooms 0 of 10." in card
 
 
 def test_repmix_csvs_and_export_for_the_released_code(built, tmp_path):

@@ -55,6 +55,38 @@ def test_read_real_images_resizes_keeps_ranks_and_rejects_broken_files(tmp_path)
                                     [(16, 16, 3)] * 3, [("real-faces-00002", "read_real")])]))
 
 
+def test_read_real_records_unreadable_tiny_and_bomb_photos_with_reasons(tmp_path, monkeypatch):
+    """An unreadable file (injected: tests run as root, where permissions do not bite), a photo
+    under real.min_side and one over real.max_pixels each become a rejection; the rest are kept."""
+    import errno
+    import os
+
+    paths = write_photos(tmp_path / "faces", 2, 0, size=(40, 24))
+    write_photos(tmp_path / "tiny", 1, 1, size=(12, 12))
+    write_photos(tmp_path / "huge", 1, 2, size=(300, 300))
+    locked = tmp_path / "faces" / "00001.jpg"
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self == locked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    files = (RealFile("real-faces-a", str(paths[0])), RealFile("real-faces-b", str(locked)),
+             RealFile("real-faces-c", str(tmp_path / "tiny" / "00000.jpg")),
+             RealFile("real-faces-d", str(tmp_path / "huge" / "00000.jpg")))
+    chunk = RealChunk("real-faces-real_class-c000000", "faces", REAL_CLASS, files, first_rank=0)
+    with test_pipeline.TestPipeline() as p:
+        out = (p | beam.Create([chunk])
+               | ReadRealImages(16, {"faces": str(tmp_path)}, max_pixels=50_000, min_side=16)
+               | beam.Map(lambda b: (b.keys, sorted((r["key"], r["reason"].split(":")[0].split(" (")[0])
+                                                    for r in b.rejections))))
+        assert_that(out, equal_to([(("real-faces-a",),
+                                    [("real-faces-b", "unreadable"), ("real-faces-c", "image too small"),
+                                     ("real-faces-d", "decompression bomb")])]))
+
+
 def test_sample_generators_draws_every_index_once_with_its_key(tmp_path):
     for i in range(5):
         (tmp_path / f"{i:02d}.png").write_bytes(encode_png(_rgb(i)))
