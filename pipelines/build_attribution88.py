@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import sys
 import time
@@ -260,6 +261,18 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     return info
 
 
+_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.S)
+
+
+def input_error(exc: BaseException) -> str | None:
+    """The message of a RealSetError (photos that cannot fill what the config asks), raised
+    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it); else None."""
+    if isinstance(exc, RealSetError):
+        return str(exc)
+    match = _WRAPPED_INPUT.search(str(exc))
+    return match.group(1).strip() if match else None
+
+
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.build_attribution88", description=__doc__.split("\n\n")[0],
@@ -290,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
+        problem = input_error(exc)
+        if problem is not None:
+            print(f"build failed: {problem}", file=sys.stderr)
+            return 1
         reason = output_error(exc)
-        if reason is None:  # a bug, not the disk: keep the traceback
+        if reason is None:  # a bug, not the disk or the input: keep the traceback
             raise
         # OUT only appears by renaming a finished staging folder, so nothing is there yet
         print(f"build failed: cannot write the output ({reason}). Nothing was written to "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 import apache_beam as beam
+
+from benchmark.real_sets import RealSetError
 import numpy as np
 
 from benchmark.config import SelectionSpec
@@ -74,8 +76,10 @@ def _keep_real(element, keep: int):
     unique = {b.chunk_id: b for b in batches}.values()
     ranked = sorted((r, k, b.chunk_id) for b in unique for r, k in zip(b.ranks, b.keys))
     if len(ranked) < keep:
-        raise RuntimeError(f"semantic {semantic}: only {len(ranked)} real photos decoded, the Real "
-                           f"class needs {keep}; see rejections for the files that failed")
+        # a user's input problem, not a bug: the driver prints it without a traceback
+        raise RealSetError(f"semantics.{semantic}.path: only {len(ranked)} of the Real-class "
+                           f"candidate photos decoded, the Real class needs {keep}; "
+                           f"rejections.parquet in the partial output lists the files that failed")
     counter("selected").inc(keep)
     yield (REAL, semantic), [Placement(key=k, chunk_id=c, source=REAL, semantic=semantic)
                              for _, k, c in ranked[:keep]]

@@ -72,3 +72,23 @@ def test_a_bug_keeps_its_traceback(config, monkeypatch):
     monkeypatch.setattr(driver, "plan_build", bug)
     with pytest.raises(Exception, match="not a disk error"):
         main(["--config", str(config), "--out", str(config.parent / "out"), "--quiet"])
+
+
+def test_a_semantic_short_of_decodable_photos_is_a_clear_error():
+    from benchmark.real_sets import RealSetError
+    from benchmark.records import ImageBatch
+    from pipelines.build_attribution88 import input_error
+    from pipelines.select_by_quality import _keep_real
+
+    batch = ImageBatch(chunk_id="real-faces-real_class-c000000", source="real", semantic="faces",
+                       role="real_class", keys=("real-faces-a", "real-faces-b"), pngs=(), ranks=(0, 3),
+                       origins=(), generator="photo", checkpoint_sha256="")
+    with pytest.raises(RealSetError, match="semantics.faces.path: only 2 of the Real-class candidate "
+                                           "photos decoded, the Real class needs 5") as info:
+        list(_keep_real(("faces", [batch]), 5))
+    assert input_error(info.value) == str(info.value)
+    # as Beam re-raises it from a worker
+    wrapped = RuntimeError(f"RealSetError: {info.value} [while running 'SelectByQuality/KeepRealByRank']")
+    assert input_error(wrapped) == str(info.value)
+    assert input_error(RuntimeError("ValueError: something else")) is None
+    assert [p.key for _, ps in _keep_real(("faces", [batch]), 2) for p in ps] == ["real-faces-a", "real-faces-b"]
