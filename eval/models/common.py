@@ -75,13 +75,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                          f"(weights are only read from local files)") from exc
 
 
-def cross_entropy(name: str, output: ModelOutput, labels: Tensor, mix: Tensor, num_classes: int) -> Tensor:
-    """Mean cross entropy for a model that does not mix: labels and mix (B, 1), mix all ones."""
+def check_unmixed(name: str, output: ModelOutput, labels: Tensor, mix: Tensor, columns: int) -> None:
+    """A loss's inputs for a model that does not mix: labels and mix (B, 1), mix all ones,
+    logits (B, columns)."""
     if labels.dim() != 2 or labels.shape[1] != 1 or mix.shape != labels.shape \
-            or output.logits.shape != (labels.shape[0], num_classes):
-        raise ModelError(f"{name} does not mix: labels and mix must be (B, 1) and logits (B, {num_classes}); "
+            or output.logits.shape != (labels.shape[0], columns):
+        raise ModelError(f"{name} does not mix: labels and mix must be (B, 1) and logits (B, {columns}); "
                          f"got labels {tuple(labels.shape)}, mix {tuple(mix.shape)}, "
                          f"logits {tuple(output.logits.shape)}")
     if not torch.all(mix == 1):
         raise ModelError(f"{name} does not mix: mix weights must all be 1")
+
+
+def cross_entropy(name: str, output: ModelOutput, labels: Tensor, mix: Tensor, num_classes: int) -> Tensor:
+    """Mean cross entropy for a model that does not mix: labels and mix (B, 1), mix all ones."""
+    check_unmixed(name, output, labels, mix, num_classes)
     return F.cross_entropy(output.logits.float(), labels[:, 0])

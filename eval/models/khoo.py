@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eval.models.common import ModelError, ModelOutput, parse_options
+from eval.models.common import ModelError, ModelOutput, check_unmixed, parse_options
 from eval.models.repmix import ARCHS, load_backbone
 
 NAME = "khoo"
@@ -214,13 +214,7 @@ def one_vs_all(labels: Tensor, num_classes: int) -> Tensor:
 
 
 def _check(output: ModelOutput, labels: Tensor, mix: Tensor, columns: int, what: str) -> None:
-    if labels.dim() != 2 or labels.shape[1] != 1 or mix.shape != labels.shape \
-            or output.logits.shape != (labels.shape[0], columns):
-        raise ModelError(f"khoo {what} does not mix: labels and mix must be (B, 1) and logits (B, {columns}); "
-                         f"got labels {tuple(labels.shape)}, mix {tuple(mix.shape)}, "
-                         f"logits {tuple(output.logits.shape)}")
-    if not torch.all(mix == 1):
-        raise ModelError(f"khoo {what} does not mix: mix weights must all be 1")
+    check_unmixed(f"khoo {what}", output, labels, mix, columns)
 
 
 def loss(output: ModelOutput, labels: Tensor, mix: Tensor, num_classes: int) -> Tensor:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +16,8 @@ from torch import nn
 
 from eval import embeddings, predict
 from eval.embeddings import EmbeddingError, EmbeddingRecorder
-from eval.train import Runtime
 
-CLASSES = ("real", "sngan", "progan")
-CPU = Runtime(torch.device("cpu"), None, False)
-
-
-@dataclass
-class Out:
-    logits: torch.Tensor
-    embedding: torch.Tensor
-    detection: torch.Tensor | None = None
+from tests.eval.test_predict import CLASSES, CPU, Out
 
 
 class Counting(nn.Module):
