@@ -22,16 +22,30 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "KMeansResult",
     "NearestResult",
     "Selection",
+    "kmeans",
     "nearest_distances",
     "select_repmix",
     "select_yu",
 ]
 
-# Relative error bound per feature dimension used to widen the candidate set of
-# the matmul expansion; several float64 epsilons covers gemm rounding with room.
+# Relative error bound per feature dimension of the float64 expansion (the wide-feature
+# path); several float64 epsilons covers gemm rounding with room.
 _EXPANSION_RTOL = 8 * np.finfo(np.float64).eps
+# Up to this width the candidate search runs in float32. Its error bound grows with the
+# width (gamma_n = n*u/(1-n*u)); past this, near-ties would make most pairs candidates.
+_FLOAT32_MAX_DIM = 16_384
+# A float32 strip (query rows x all reference rows) is kept under this many bytes.
+_STRIP_BYTES = 256 << 20
+_U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
+_U64 = float(np.finfo(np.float64).eps) / 2
+# Beyond this squared centred magnitude times the width, float32 products could overflow.
+_FLOAT32_SAFE = 2.0**100
+# K-means defaults, as faiss's Kmeans: 256 sampled rows per centroid, 25 Lloyd iterations.
+KMEANS_SAMPLE_PER_CLUSTER = 256
+KMEANS_ITERATIONS = 25
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,20 +125,157 @@ def _check_count(name: str, value: int) -> int:
 
 
 def nearest_distances(
-    query: np.ndarray, reference: np.ndarray, *, chunk: int = 4096, squared: bool = False
+    query: np.ndarray,
+    reference: np.ndarray,
+    *,
+    chunk: int = 4096,
+    squared: bool = False,
+    device: str | None = None,
 ) -> NearestResult:
-    """Distance from each query row to its nearest reference row.
+    """Distance from each query row to its nearest reference row, exactly.
 
-    Candidates come from the float64 matmul expansion ||a||^2 - 2ab + ||b||^2,
-    computed in (chunk x chunk) tiles so memory stays bounded. The expansion's
-    rounding depends on BLAS blocking, so every pair within its error bound of
-    the running minimum is re-scored directly as sum((a - b)^2); that makes the
-    answer (value and index) independent of ``chunk`` and accurate for
-    near-duplicates, where the expansion cancels catastrophically.
+    "Exactly" means: the value is sum((a - b)^2) in float64 for the winning
+    pair, and the winner is the reference row with the smallest such value
+    (ties to the lowest index), as a brute-force float64 search would give.
+    A fast matmul only proposes candidates: every pair whose approximate
+    distance is within a proven error bound of the row's approximate minimum
+    is re-scored directly, so the answer does not depend on ``chunk``, the
+    BLAS thread count or the device, and near-duplicates (where the expansion
+    ||a||^2 - 2ab + ||b||^2 cancels) stay exact.
+
+    Up to ``_FLOAT32_MAX_DIM`` features the candidate matmul is float32, on
+    CUDA through torch when ``device`` is 'cuda' (None: CUDA if torch sees one,
+    else numpy on the CPU); wider rows (LPIPS embeddings) use float64 tiles.
     ``squared=True`` returns squared L2, which for LPIPS embeddings is LPIPS.
     """
     q, r = _check_pair("query", query, "reference", reference)
     chunk = _check_count("chunk", chunk)
+    if q.shape[1] > _FLOAT32_MAX_DIM:
+        best, best_idx = _nearest_float64(q, r, chunk)
+    else:
+        best, best_idx = _nearest_float32(q, r, chunk, _resolve_device(device))
+    dist = best if squared else np.sqrt(best)
+    return NearestResult(distance=dist, index=best_idx, squared=squared)
+
+
+def _resolve_device(device: str | None) -> str | None:
+    """None -> CUDA when torch has one, else numpy; 'cpu' -> numpy; anything else is torch's."""
+    if device is None:
+        try:
+            import torch
+        except ImportError:  # numpy alone is enough on the CPU
+            return None
+        return "cuda" if torch.cuda.is_available() else None
+    if not isinstance(device, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda'; got {device!r}")
+    return None if device == "cpu" else device
+
+
+def _nearest_float32(q: np.ndarray, r: np.ndarray, chunk: int, device: str | None) -> tuple[np.ndarray, np.ndarray]:
+    n, dim = q.shape
+    # Centring on the reference mean shrinks the norms the error bound scales with;
+    # distances do not change, and the re-scoring below uses the original rows.
+    centre = r.mean(axis=0, dtype=np.float64)
+    r32 = _centred32(r, centre, chunk)
+    r_sq = _row_sq(r32)
+    q_peak = np.maximum(np.abs(q.max(axis=0) - centre), np.abs(q.min(axis=0) - centre)).max()
+    peak = max(float(q_peak), float(np.abs(r32).max()))
+    if peak * peak * dim > _FLOAT32_SAFE:
+        return _nearest_float64(q, r, chunk)
+    # |approx - exact| for any pair of a query row, in squared-distance units: the float32
+    # dot product (gamma_{n+2} |q'||r'|, Higham 3.5, any summation order, FMA or not, the
+    # +2 for the norm term and the subtraction), the float32 rounding of the centred rows
+    # (~4u (|q'|^2 + |r'|^2)), the float64 re-scoring (gamma_n in float64) and underflow.
+    gamma32 = (dim + 2) * _U32 / (1 - (dim + 2) * _U32)
+    gamma64 = dim * _U64 / (1 - dim * _U64)
+    rel = gamma32 + 16 * _U32 + 4 * gamma64
+    absolute = dim * 2.0**-120
+    r_sq_max = float(r_sq.max())
+    half_r_sq = (r_sq / 2).astype(np.float32)
+    scorer = _Scorer(r32, half_r_sq, device)
+
+    best = np.full(n, np.inf)
+    best_idx = np.full(n, -1, dtype=np.int64)
+    strip = max(1, min(chunk, _STRIP_BYTES // (4 * len(r))))
+    for q0 in range(0, n, strip):
+        q_rows = q[q0 : q0 + strip]
+        q32 = _centred32(q_rows, centre, chunk)
+        bound = rel * (_row_sq(q32) + r_sq_max) + absolute
+        # Strip values s = |r'|^2/2 - q'.r', so |q - r|^2 ~ |q'|^2 + 2s within `bound`:
+        # the exact winner's s is at most the row's minimum s plus `bound`.
+        rows, cols = scorer.candidates(q32, bound)
+        for c0 in range(0, len(rows), chunk):
+            rr, cc = rows[c0 : c0 + chunk], cols[c0 : c0 + chunk]
+            diff = q_rows[rr].astype(np.float64) - r[cc].astype(np.float64)
+            # Row sums of a contiguous 2-D array: the same value wherever the pair sits.
+            exact = (diff * diff).sum(axis=1)
+            _merge_best(best, best_idx, rr + q0, cc, exact)
+    return best, best_idx
+
+
+def _centred32(rows: np.ndarray, centre: np.ndarray, chunk: int) -> np.ndarray:
+    out = np.empty(rows.shape, dtype=np.float32)
+    for i in range(0, len(rows), chunk):
+        out[i : i + chunk] = rows[i : i + chunk].astype(np.float64) - centre
+    return out
+
+
+class _Scorer:
+    """Candidate pairs of a float32 strip, by numpy on the CPU or by torch on a device."""
+
+    def __init__(self, r32: np.ndarray, half_r_sq: np.ndarray, device: str | None):
+        self._device = device
+        if device is None:
+            self._r32, self._half = r32, half_r_sq
+        else:
+            import torch
+
+            self._r32 = torch.from_numpy(r32).to(device)
+            self._half = torch.from_numpy(half_r_sq).to(device)
+
+    def candidates(self, q32: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._device is None:
+            s = q32 @ self._r32.T
+            np.subtract(self._half[None, :], s, out=s)
+            thr = _threshold(s.min(axis=1), bound)
+            rows, cols = np.nonzero(s <= thr[:, None])
+            return rows.astype(np.int64), cols.astype(np.int64)
+        import torch
+
+        with _full_float32_matmul(torch):
+            tq = torch.from_numpy(q32).to(self._device)
+            s = torch.addmm(self._half[None, :], tq, self._r32.T, beta=1, alpha=-1)
+        thr = _threshold(s.min(dim=1).values.cpu().numpy(), bound)
+        pairs = torch.nonzero(s <= torch.from_numpy(thr).to(self._device)[:, None]).cpu().numpy()
+        return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+
+
+def _threshold(row_min: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    # Rounded up to the next float32 so casting the threshold cannot drop a candidate.
+    thr = (row_min.astype(np.float64) + bound).astype(np.float32)
+    return np.nextafter(thr, np.float32(np.inf))
+
+
+class _full_float32_matmul:
+    """TF32 would void the float32 error bound: keep full precision for the block."""
+
+    def __init__(self, torch):
+        self._torch = torch
+
+    def __enter__(self):
+        t = self._torch
+        self._saved = (t.get_float32_matmul_precision(), t.backends.cuda.matmul.allow_tf32)
+        t.set_float32_matmul_precision("highest")
+        t.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc):
+        t = self._torch
+        t.set_float32_matmul_precision(self._saved[0])
+        t.backends.cuda.matmul.allow_tf32 = self._saved[1]
+
+
+def _nearest_float64(q: np.ndarray, r: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 expansion in (chunk x chunk) tiles, for rows too wide for float32 candidates."""
     n, dim = q.shape
     r_sq = np.concatenate([_row_sq(r[i : i + chunk]) for i in range(0, len(r), chunk)])
     r_sq_max = r_sq.max()
@@ -151,8 +302,7 @@ def nearest_distances(
                 # Pairwise row sums are the same for a pair wherever it sits in the batch.
                 exact = (diff * diff).sum(axis=1)
                 _merge_best(best, best_idx, rr + q0, cc + r0, exact)
-    dist = best if squared else np.sqrt(best)
-    return NearestResult(distance=dist, index=best_idx, squared=squared)
+    return best, best_idx
 
 
 def _row_sq(rows: np.ndarray) -> np.ndarray:
@@ -182,16 +332,109 @@ def _smallest(distance: np.ndarray, candidates: np.ndarray, count: int) -> np.nd
     return candidates[order[:count]]
 
 
-def _kmeans_labels(features: np.ndarray, clusters: int, seed: int, init: str) -> np.ndarray:
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
+@dataclass(frozen=True, eq=False)
+class KMeansResult:
+    """Centroids fitted on a seeded subsample, and every row's nearest centroid."""
 
-    # Measured: cluster centres differ in the last bits between 1 and 2 threads
-    # (OpenMP partial sums), which can flip borderline labels; one thread is exact.
-    with threadpool_limits(limits=1):
-        km = KMeans(n_clusters=clusters, init=init, n_init=1, random_state=seed)
-        labels = km.fit_predict(features)
-    return labels.astype(np.int64)
+    centroids: np.ndarray  # float64 (clusters, dim)
+    labels: np.ndarray  # int64 (N,): nearest centroid of every row; ties -> lowest
+    sample: np.ndarray  # int64 (S,): ascending rows the centroids were fitted on
+    iterations: int  # Lloyd iterations run (fewer than asked once labels stop changing)
+
+
+def kmeans(
+    features: np.ndarray,
+    clusters: int,
+    *,
+    seed: int,
+    init: Literal["k-means++", "random"] = "random",
+    iterations: int = KMEANS_ITERATIONS,
+    sample_per_cluster: int = KMEANS_SAMPLE_PER_CLUSTER,
+    device: str | None = None,
+) -> KMeansResult:
+    """Lloyd's K-means fitted on a seeded subsample, then every row assigned.
+
+    As faiss's ``Kmeans``: at most ``sample_per_cluster * clusters`` rows
+    (drawn without replacement with ``seed``) train the centroids for at most
+    ``iterations`` rounds, then all rows go to their nearest centroid. Each
+    assignment is an exact ``nearest_distances`` search, and centroids are
+    float64 means summed in row order by numpy, so the result does not
+    depend on the thread count or the device. An emptied cluster restarts at
+    the sampled row farthest from its centroid (ties to the lower row).
+    """
+    x = _check_features("features", features)
+    clusters = _check_count("clusters", clusters)
+    iterations = _check_count("iterations", iterations)
+    sample_per_cluster = _check_count("sample_per_cluster", sample_per_cluster)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
+    n = len(x)
+    if clusters > n:
+        raise ValueError(f"clusters={clusters} exceeds the number of features ({n})")
+    device = _resolve_device(device)
+    rng = np.random.default_rng(int(seed))
+    size = min(n, sample_per_cluster * clusters)
+    sample = np.arange(n, dtype=np.int64) if size == n else np.sort(rng.choice(n, size, replace=False))
+    xs = x[sample]
+    centroids = _kmeans_init(xs, clusters, rng, init)
+    labels = None
+    done = 0
+    for done in range(1, iterations + 1):
+        near = nearest_distances(xs, centroids, squared=True, device=device)
+        if labels is not None and np.array_equal(near.index, labels):
+            break  # a fixed point: the update would give the same centroids
+        labels = near.index
+        centroids = _update_centroids(xs, labels, near.distance, centroids)
+    final = nearest_distances(x, centroids, device=device).index
+    return KMeansResult(centroids=centroids, labels=final, sample=sample, iterations=done)
+
+
+def _kmeans_init(xs: np.ndarray, clusters: int, rng: np.random.Generator, init: str) -> np.ndarray:
+    if init == "random":
+        return xs[np.sort(rng.choice(len(xs), clusters, replace=False))].astype(np.float64)
+    # k-means++ (Arthur & Vassilvitskii 2007): each next centre drawn with probability
+    # proportional to the squared distance to the nearest centre so far.
+    chosen = [int(rng.integers(len(xs)))]
+    d2 = _sq_dist_to(xs, xs[chosen[0]])
+    for _ in range(1, clusters):
+        total = d2.sum()
+        if total > 0:
+            pick = int(np.searchsorted(np.cumsum(d2), rng.random() * total, side="right"))
+            pick = min(pick, len(xs) - 1)
+        else:  # every row sits on a centre already: any unused row will do
+            pick = int(np.setdiff1d(np.arange(len(xs)), chosen)[0])
+        chosen.append(pick)
+        np.minimum(d2, _sq_dist_to(xs, xs[pick]), out=d2)
+    return xs[chosen].astype(np.float64)
+
+
+def _sq_dist_to(rows: np.ndarray, point: np.ndarray, block: int = 4096) -> np.ndarray:
+    # Direct float64 sums: numpy reductions are single-threaded, so the draw is reproducible.
+    p = point.astype(np.float64)
+    out = np.empty(len(rows))
+    for i in range(0, len(rows), block):
+        diff = rows[i : i + block].astype(np.float64) - p
+        out[i : i + block] = (diff * diff).sum(axis=1)
+    return out
+
+
+def _update_centroids(xs: np.ndarray, labels: np.ndarray, dist: np.ndarray, old: np.ndarray) -> np.ndarray:
+    clusters = len(old)
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=clusters)
+    present = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+    centroids = old.copy()
+    # reduceat adds each cluster's rows in ascending row order: no BLAS, no threads.
+    sums = np.add.reduceat(xs[order], starts, axis=0, dtype=np.float64)
+    centroids[present] = sums / counts[present, None]
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        far = np.lexsort((np.arange(len(dist)), -dist))[: len(empty)]
+        centroids[empty] = xs[far].astype(np.float64)
+    return centroids
 
 
 def select_repmix(
@@ -203,6 +446,7 @@ def select_repmix(
     seed: int,
     init: Literal["k-means++", "random"] = "random",
     fill: bool = True,
+    device: str | None = None,
 ) -> Selection:
     """RepMix rule: per K-means cluster, the ``per_cluster`` images nearest to a real one.
 
@@ -226,9 +470,8 @@ def select_repmix(
             f"fill needs clusters*per_cluster={target} images but features has only {n} rows"
         )
 
-    # float64 so centroid updates do not drift with the input precision.
-    labels = _kmeans_labels(x.astype(np.float64), clusters, int(seed), init)
-    near = nearest_distances(x, ref)
+    labels = kmeans(x, clusters, seed=int(seed), init=init, device=device).labels
+    near = nearest_distances(x, ref, device=device)
     all_rows = np.arange(n, dtype=np.int64)
     kept = np.concatenate(
         [np.empty(0, dtype=np.int64)]
