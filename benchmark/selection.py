@@ -25,6 +25,7 @@ __all__ = [
     "KMeansResult",
     "NearestResult",
     "Selection",
+    "keep_per_cluster",
     "kmeans",
     "nearest_distances",
     "select_repmix",
@@ -171,11 +172,21 @@ def _resolve_device(device: str | None) -> str | None:
     return None if device == "cpu" else device
 
 
-def _nearest_float32(q: np.ndarray, r: np.ndarray, chunk: int, device: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_index(q: np.ndarray, r: np.ndarray, device: str | None, chunk: int = 4096) -> np.ndarray:
+    """Only the nearest reference row (K-means assignment): a lone candidate needs no re-scoring."""
+    if q.shape[1] > _FLOAT32_MAX_DIM:
+        return _nearest_float64(q, r, chunk)[1]
+    return _nearest_float32(q, r, chunk, device, distances=False)[1]
+
+
+def _nearest_float32(
+    q: np.ndarray, r: np.ndarray, chunk: int, device: str | None, *, distances: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     n, dim = q.shape
     # Centring on the reference mean shrinks the norms the error bound scales with;
     # distances do not change, and the re-scoring below uses the original rows.
-    centre = r.mean(axis=0, dtype=np.float64)
+    # A float32 centre, so float32 rows subtract it exactly-rounded in float32 arithmetic.
+    centre = r.mean(axis=0, dtype=np.float64).astype(np.float32).astype(np.float64)
     r32 = _centred32(r, centre, chunk)
     r_sq = _row_sq(r32)
     q_peak = np.maximum(np.abs(q.max(axis=0) - centre), np.abs(q.min(axis=0) - centre)).max()
@@ -204,6 +215,12 @@ def _nearest_float32(q: np.ndarray, r: np.ndarray, chunk: int, device: str | Non
         # Strip values s = |r'|^2/2 - q'.r', so |q - r|^2 ~ |q'|^2 + 2s within `bound`:
         # the exact winner's s is at most the row's minimum s plus `bound`.
         rows, cols = scorer.candidates(q32, bound)
+        if not distances:
+            # A row with one candidate has its winner; its distance is left as NaN.
+            lone = np.bincount(rows, minlength=len(q32))[rows] == 1
+            best[rows[lone] + q0] = np.nan
+            best_idx[rows[lone] + q0] = cols[lone]
+            rows, cols = rows[~lone], cols[~lone]
         for c0 in range(0, len(rows), chunk):
             rr, cc = rows[c0 : c0 + chunk], cols[c0 : c0 + chunk]
             diff = q_rows[rr].astype(np.float64) - r[cc].astype(np.float64)
@@ -214,7 +231,11 @@ def _nearest_float32(q: np.ndarray, r: np.ndarray, chunk: int, device: str | Non
 
 
 def _centred32(rows: np.ndarray, centre: np.ndarray, chunk: int) -> np.ndarray:
+    """float32 rows - centre, each entry the difference rounded once (or twice from float64)."""
     out = np.empty(rows.shape, dtype=np.float32)
+    if rows.dtype.itemsize <= 4:  # float16/32 widen exactly; float32 subtraction rounds once
+        np.subtract(rows, centre.astype(np.float32), out=out, dtype=np.float32)
+        return out
     for i in range(0, len(rows), chunk):
         out[i : i + chunk] = rows[i : i + chunk].astype(np.float64) - centre
     return out
@@ -382,12 +403,12 @@ def kmeans(
     labels = None
     done = 0
     for done in range(1, iterations + 1):
-        near = nearest_distances(xs, centroids, squared=True, device=device)
-        if labels is not None and np.array_equal(near.index, labels):
+        assigned = _nearest_index(xs, centroids, device)
+        if labels is not None and np.array_equal(assigned, labels):
             break  # a fixed point: the update would give the same centroids
-        labels = near.index
-        centroids = _update_centroids(xs, labels, near.distance, centroids)
-    final = nearest_distances(x, centroids, device=device).index
+        labels = assigned
+        centroids = _update_centroids(xs, labels, centroids)
+    final = _nearest_index(x, centroids, device)
     return KMeansResult(centroids=centroids, labels=final, sample=sample, iterations=done)
 
 
@@ -420,21 +441,46 @@ def _sq_dist_to(rows: np.ndarray, point: np.ndarray, block: int = 4096) -> np.nd
     return out
 
 
-def _update_centroids(xs: np.ndarray, labels: np.ndarray, dist: np.ndarray, old: np.ndarray) -> np.ndarray:
+def _update_centroids(xs: np.ndarray, labels: np.ndarray, old: np.ndarray) -> np.ndarray:
     clusters = len(old)
     order = np.argsort(labels, kind="stable")
     counts = np.bincount(labels, minlength=clusters)
-    present = np.flatnonzero(counts)
-    starts = np.concatenate([[0], np.cumsum(counts[present])[:-1]])
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     centroids = old.copy()
-    # reduceat adds each cluster's rows in ascending row order: no BLAS, no threads.
-    sums = np.add.reduceat(xs[order], starts, axis=0, dtype=np.float64)
-    centroids[present] = sums / counts[present, None]
+    for c in np.flatnonzero(counts):
+        members = order[starts[c] : starts[c] + counts[c]]
+        # numpy adds the rows in ascending order, one thread: no BLAS in the sums.
+        centroids[c] = xs[members].sum(axis=0, dtype=np.float64) / counts[c]
     empty = np.flatnonzero(counts == 0)
     if len(empty):
+        # Distances to the old centres: exact float64 sums, one per sampled row.
+        diff = xs.astype(np.float64) - old[labels]
+        dist = (diff * diff).sum(axis=1)
         far = np.lexsort((np.arange(len(dist)), -dist))[: len(empty)]
         centroids[empty] = xs[far].astype(np.float64)
     return centroids
+
+
+def keep_per_cluster(
+    labels: np.ndarray, distance: np.ndarray, clusters: int, per_cluster: int, *, fill: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """RepMix's keep rule on given labels and distances: (kept rows ascending, filled mask)."""
+    n = len(distance)
+    all_rows = np.arange(n, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")  # rows of each cluster, ascending
+    bounds = np.searchsorted(labels[order], np.arange(clusters + 1))
+    kept = np.concatenate(
+        [np.empty(0, dtype=np.int64)]
+        + [_smallest(distance, order[bounds[c] : bounds[c + 1]], per_cluster) for c in range(clusters)]
+    )
+    filled = np.zeros(n, dtype=bool)
+    target = clusters * per_cluster
+    if fill and len(kept) < target:
+        leftovers = np.setdiff1d(all_rows, kept, assume_unique=True)
+        extra = _smallest(distance, leftovers, target - len(kept))
+        filled[extra] = True
+        kept = np.concatenate([kept, extra])
+    return np.sort(kept), filled
 
 
 def select_repmix(
@@ -472,20 +518,10 @@ def select_repmix(
 
     labels = kmeans(x, clusters, seed=int(seed), init=init, device=device).labels
     near = nearest_distances(x, ref, device=device)
-    all_rows = np.arange(n, dtype=np.int64)
-    kept = np.concatenate(
-        [np.empty(0, dtype=np.int64)]
-        + [_smallest(near.distance, all_rows[labels == c], per_cluster) for c in range(clusters)]
-    )
-    filled = np.zeros(n, dtype=bool)
-    if fill and len(kept) < target:
-        leftovers = np.setdiff1d(all_rows, kept, assume_unique=True)
-        extra = _smallest(near.distance, leftovers, target - len(kept))
-        filled[extra] = True
-        kept = np.concatenate([kept, extra])
+    kept, filled = keep_per_cluster(labels, near.distance, clusters, per_cluster, fill=fill)
     return Selection(
         method="repmix",
-        kept=np.sort(kept),
+        kept=kept,
         cluster=labels,
         distance=near.distance,
         nearest=near.index,
