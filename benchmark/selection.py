@@ -39,7 +39,7 @@ _EXPANSION_RTOL = 8 * np.finfo(np.float64).eps
 # width (gamma_n = n*u/(1-n*u)); past this, near-ties would make most pairs candidates.
 _FLOAT32_MAX_DIM = 16_384
 # A float32 strip (query rows x all reference rows) is kept under this many bytes.
-_STRIP_BYTES = 256 << 20
+_STRIP_BYTES = 128 << 20
 _U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32
 _U64 = float(np.finfo(np.float64).eps) / 2
 # Beyond this squared centred magnitude times the width, float32 products could overflow.
@@ -172,25 +172,59 @@ def _resolve_device(device: str | None) -> str | None:
     return None if device == "cpu" else device
 
 
-def _nearest_index(q: np.ndarray, r: np.ndarray, device: str | None, chunk: int = 4096) -> np.ndarray:
+def _nearest_index(
+    q: np.ndarray, r: np.ndarray, device: str | None, *, prepared: _Queries | None = None, chunk: int = 4096
+) -> np.ndarray:
     """Only the nearest reference row (K-means assignment): a lone candidate needs no re-scoring."""
     if q.shape[1] > _FLOAT32_MAX_DIM:
         return _nearest_float64(q, r, chunk)[1]
-    return _nearest_float32(q, r, chunk, device, distances=False)[1]
+    return _nearest_float32(q, r, chunk, device, distances=False, prepared=prepared)[1]
+
+
+@dataclass(frozen=True, eq=False)
+class _Queries:
+    """Query rows centred once in float32, for a loop that searches them again and again."""
+
+    centre: np.ndarray  # float64 (dim,), a float32 value
+    q32: np.ndarray  # float32 (N, dim): q - centre
+    q_sq: np.ndarray  # float64 (N,): |q32|^2
+    peak: float  # max |q32|
+
+
+def _prepare_queries(q: np.ndarray, chunk: int = 4096) -> _Queries:
+    centre = _float32_centre(q)
+    q32 = _centred32(q, centre, chunk)
+    peak = max(-float(q32.min()), float(q32.max()))  # no |q32| temporary
+    return _Queries(centre=centre, q32=q32, q_sq=_row_sq(q32), peak=peak)
+
+
+def _float32_centre(rows: np.ndarray) -> np.ndarray:
+    # Any centre is correct (the bound uses the centred norms); the mean keeps them small.
+    # Averaged in the rows' own precision: a float64 cast of every row costs seconds.
+    return np.asarray(rows.mean(axis=0)).astype(np.float32).astype(np.float64)
 
 
 def _nearest_float32(
-    q: np.ndarray, r: np.ndarray, chunk: int, device: str | None, *, distances: bool = True
+    q: np.ndarray,
+    r: np.ndarray,
+    chunk: int,
+    device: str | None,
+    *,
+    distances: bool = True,
+    prepared: _Queries | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     n, dim = q.shape
-    # Centring on the reference mean shrinks the norms the error bound scales with;
-    # distances do not change, and the re-scoring below uses the original rows.
-    # A float32 centre, so float32 rows subtract it exactly-rounded in float32 arithmetic.
-    centre = r.mean(axis=0, dtype=np.float64).astype(np.float32).astype(np.float64)
+    # Centring shrinks the norms the error bound scales with; distances do not change,
+    # and the re-scoring below uses the original rows. The centre is a float32 value, so
+    # float32 rows subtract it with one rounding in float32 arithmetic.
+    if prepared is None:
+        centre = _float32_centre(r)
+        q_peak = float(np.maximum(np.abs(q.max(axis=0) - centre), np.abs(q.min(axis=0) - centre)).max())
+    else:
+        centre, q_peak = prepared.centre, prepared.peak
     r32 = _centred32(r, centre, chunk)
     r_sq = _row_sq(r32)
-    q_peak = np.maximum(np.abs(q.max(axis=0) - centre), np.abs(q.min(axis=0) - centre)).max()
-    peak = max(float(q_peak), float(np.abs(r32).max()))
+    peak = max(q_peak, float(np.abs(r32).max()))
     if peak * peak * dim > _FLOAT32_SAFE:
         return _nearest_float64(q, r, chunk)
     # |approx - exact| for any pair of a query row, in squared-distance units: the float32
@@ -203,15 +237,20 @@ def _nearest_float32(
     absolute = dim * 2.0**-120
     r_sq_max = float(r_sq.max())
     half_r_sq = (r_sq / 2).astype(np.float32)
-    scorer = _Scorer(r32, half_r_sq, device)
+    strip = max(1, min(chunk, _STRIP_BYTES // (4 * len(r))))
+    scorer = _Scorer(r32, half_r_sq, device, strip)
 
     best = np.full(n, np.inf)
     best_idx = np.full(n, -1, dtype=np.int64)
-    strip = max(1, min(chunk, _STRIP_BYTES // (4 * len(r))))
+    q_buf = np.empty((min(strip, n), dim), dtype=np.float32) if prepared is None else None
     for q0 in range(0, n, strip):
         q_rows = q[q0 : q0 + strip]
-        q32 = _centred32(q_rows, centre, chunk)
-        bound = rel * (_row_sq(q32) + r_sq_max) + absolute
+        if prepared is None:
+            q32 = _centred32(q_rows, centre, chunk, out=q_buf)
+            q_sq = _row_sq(q32)
+        else:
+            q32, q_sq = prepared.q32[q0 : q0 + strip], prepared.q_sq[q0 : q0 + strip]
+        bound = rel * (q_sq + r_sq_max) + absolute
         # Strip values s = |r'|^2/2 - q'.r', so |q - r|^2 ~ |q'|^2 + 2s within `bound`:
         # the exact winner's s is at most the row's minimum s plus `bound`.
         rows, cols = scorer.candidates(q32, bound)
@@ -230,9 +269,9 @@ def _nearest_float32(
     return best, best_idx
 
 
-def _centred32(rows: np.ndarray, centre: np.ndarray, chunk: int) -> np.ndarray:
+def _centred32(rows: np.ndarray, centre: np.ndarray, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
     """float32 rows - centre, each entry the difference rounded once (or twice from float64)."""
-    out = np.empty(rows.shape, dtype=np.float32)
+    out = np.empty(rows.shape, dtype=np.float32) if out is None else out[: len(rows)]
     if rows.dtype.itemsize <= 4:  # float16/32 widen exactly; float32 subtraction rounds once
         np.subtract(rows, centre.astype(np.float32), out=out, dtype=np.float32)
         return out
@@ -244,10 +283,12 @@ def _centred32(rows: np.ndarray, centre: np.ndarray, chunk: int) -> np.ndarray:
 class _Scorer:
     """Candidate pairs of a float32 strip, by numpy on the CPU or by torch on a device."""
 
-    def __init__(self, r32: np.ndarray, half_r_sq: np.ndarray, device: str | None):
+    def __init__(self, r32: np.ndarray, half_r_sq: np.ndarray, device: str | None, strip: int):
         self._device = device
         if device is None:
             self._r32, self._half = r32, half_r_sq
+            # One strip buffer for every call: a fresh one would page-fault each time.
+            self._buf = np.empty((strip, len(r32)), dtype=np.float32)
         else:
             import torch
 
@@ -256,7 +297,7 @@ class _Scorer:
 
     def candidates(self, q32: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._device is None:
-            s = q32 @ self._r32.T
+            s = np.matmul(q32, self._r32.T, out=self._buf[: len(q32)])
             np.subtract(self._half[None, :], s, out=s)
             thr = _threshold(s.min(axis=1), bound)
             rows, cols = np.nonzero(s <= thr[:, None])
@@ -326,9 +367,13 @@ def _nearest_float64(q: np.ndarray, r: np.ndarray, chunk: int) -> tuple[np.ndarr
     return best, best_idx
 
 
-def _row_sq(rows: np.ndarray) -> np.ndarray:
-    rows = rows.astype(np.float64, copy=False)
-    return np.einsum("ij,ij->i", rows, rows)
+def _row_sq(rows: np.ndarray, block: int = 256) -> np.ndarray:
+    # In small blocks: a float64 copy of a whole feature set costs more than the sums.
+    out = np.empty(len(rows))
+    for i in range(0, len(rows), block):
+        part = rows[i : i + block].astype(np.float64, copy=False)
+        out[i : i + block] = np.einsum("ij,ij->i", part, part)
+    return out
 
 
 def _merge_best(best: np.ndarray, best_idx: np.ndarray, rows: np.ndarray, cols: np.ndarray, exact: np.ndarray) -> None:
@@ -402,8 +447,9 @@ def kmeans(
     centroids = _kmeans_init(xs, clusters, rng, init)
     labels = None
     done = 0
+    prepared = _prepare_queries(xs)  # the sample is searched once per iteration
     for done in range(1, iterations + 1):
-        assigned = _nearest_index(xs, centroids, device)
+        assigned = _nearest_index(xs, centroids, device, prepared=prepared)
         if labels is not None and np.array_equal(assigned, labels):
             break  # a fixed point: the update would give the same centroids
         labels = assigned
@@ -454,8 +500,10 @@ def _update_centroids(xs: np.ndarray, labels: np.ndarray, old: np.ndarray) -> np
     empty = np.flatnonzero(counts == 0)
     if len(empty):
         # Distances to the old centres: exact float64 sums, one per sampled row.
-        diff = xs.astype(np.float64) - old[labels]
-        dist = (diff * diff).sum(axis=1)
+        dist = np.empty(len(xs))
+        for i in range(0, len(xs), 256):
+            diff = xs[i : i + 256].astype(np.float64) - old[labels[i : i + 256]]
+            dist[i : i + 256] = (diff * diff).sum(axis=1)
         far = np.lexsort((np.arange(len(dist)), -dist))[: len(empty)]
         centroids[empty] = xs[far].astype(np.float64)
     return centroids
