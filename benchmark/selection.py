@@ -1,6 +1,7 @@
 """Which sampled images a benchmark cell keeps.
 
-Two rules, both on cached feature rows (numpy only):
+Two rules, both on cached feature rows (float16, float32 or float64; numpy,
+with torch for a CUDA device):
 
 * ``select_repmix`` (Bui et al. 2022): K-means the synthetic Inception
   features into ``clusters`` groups and keep, per group, the ``per_cluster``
@@ -9,9 +10,27 @@ Two rules, both on cached feature rows (numpy only):
 * ``select_yu`` (Yu et al. 2019): keep the ``keep`` images whose LPIPS
   distance to their nearest real image is smallest.
 
-Everything is deterministic: ties go to the lower index, nearest-neighbour
-results do not depend on chunk sizes, and K-means runs single-threaded because
-its float sums otherwise change with the thread count.
+Nearest distances are exact and deterministic. A float32 matmul (on the GPU
+when torch sees one) only proposes candidates: every pair within a proven
+float32 error bound of a row's best is re-scored as sum((a - b)^2) in float64
+on the CPU, ties to the lower index. So the distances and indices equal a
+brute-force float64 search whatever the chunk size, BLAS thread count or
+device; rows wider than 16k (LPIPS embeddings) use float64 tiles instead.
+
+K-means (protocol 1.2.0) follows faiss's ``Kmeans`` recipe rather than a
+full-data fit: centroids are fitted by Lloyd's algorithm on a seeded sample
+of 256 rows per centroid (25.6k of 100k at k=100), for at most 25 iterations
+(stopping early once no label changes), and then every row is assigned to
+its exact nearest centroid. The assignment uses the exact search above and
+the centroid means are float64 sums in row order (no BLAS), so the labels do
+not depend on the thread count or the device. Earlier builds (protocol
+< 1.2.0) fitted scikit-learn's KMeans on every row in float64; the labels,
+and therefore which samples a cell keeps, differ from those builds (the
+benchmark measured 100k rows in ~1/4 of the time; see
+benchmarks/selection_scale.py). The released RepMix code lists both
+scikit-learn 0.24.2 and faiss-gpu 1.6.3 in its requirements
+(TuBui/image_attribution, dependencies/requirements.txt) but does not
+include the selection script, so its clustering library is not known.
 """
 
 from __future__ import annotations
@@ -546,7 +565,8 @@ def select_repmix(
 
     With ``fill`` the kept set always has exactly clusters * per_cluster rows:
     clusters smaller than per_cluster are topped up with the globally nearest
-    leftovers (flagged in ``Selection.filled``).
+    leftovers (flagged in ``Selection.filled``). ``device``: see
+    ``nearest_distances`` (None uses CUDA when present); the result is the same.
     """
     x, ref = _check_pair("features", features, "reference", reference)
     clusters = _check_count("clusters", clusters)

@@ -1,3 +1,4 @@
+import hashlib
 import dataclasses
 
 import numpy as np
@@ -424,3 +425,18 @@ def test_kmeans_bad_arguments_name_themselves(kwargs, match):
     args = {"clusters": 2, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=match):
         kmeans(np.eye(10), args.pop("clusters"), **args)
+
+
+def test_repmix_selection_is_pinned():
+    # Pinned: a change here changes which samples a build keeps, so it must bump
+    # benchmark/protocol.py PROTOCOL_VERSION (1.2.0: K-means fitted on a 256-per-centroid
+    # sample, then every row assigned).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 8)).astype(np.float32)
+    ref = rng.normal(size=(50, 8)).astype(np.float32)
+    res = kmeans(x, 2, seed=0)
+    assert len(res.sample) == 512 and res.iterations == 12
+    np.testing.assert_array_equal(np.bincount(res.labels), [371, 329])
+    assert hashlib.sha256(res.labels.tobytes()).hexdigest()[:16] == "8130ad025a91e74e"
+    sel = select_repmix(x, ref, clusters=2, per_cluster=3, seed=0)
+    assert sel.kept.tolist() == [109, 294, 297, 405, 506, 511]
