@@ -440,3 +440,15 @@ def test_repmix_selection_is_pinned():
     assert hashlib.sha256(res.labels.tobytes()).hexdigest()[:16] == "8130ad025a91e74e"
     sel = select_repmix(x, ref, clusters=2, per_cluster=3, seed=0)
     assert sel.kept.tolist() == [109, 294, 297, 405, 506, 511]
+
+
+def test_a_query_strip_too_large_for_float32_restarts_in_float64():
+    # Only the last query row is huge: the fallback starts again rather than mixing paths.
+    rng = np.random.default_rng(10)
+    q = rng.normal(size=(50, 8))
+    q[-1] *= 1e30
+    r = rng.normal(size=(20, 8))
+    res = nearest_distances(q, r, chunk=7, squared=True, device="cpu")
+    dist, idx = brute_nearest(q, r)
+    np.testing.assert_array_equal(res.index, idx)
+    np.testing.assert_array_equal(res.distance, dist)
