@@ -25,9 +25,8 @@ its exact nearest centroid. The assignment uses the exact search above and
 the centroid means are float64 sums in row order (no BLAS), so the labels do
 not depend on the thread count or the device. Earlier builds (protocol
 < 1.2.0) fitted scikit-learn's KMeans on every row in float64; the labels,
-and therefore which samples a cell keeps, differ from those builds (the
-benchmark measured 100k rows in ~1/4 of the time; see
-benchmarks/selection_scale.py). The released RepMix code lists both
+and therefore which samples a cell keeps, differ from those builds; the
+subsample makes K-means cost nearly flat in N (benchmarks/selection_scale.py). The released RepMix code lists both
 scikit-learn 0.24.2 and faiss-gpu 1.6.3 in its requirements
 (TuBui/image_attribution, dependencies/requirements.txt) but does not
 include the selection script, so its clustering library is not known.
@@ -251,12 +250,14 @@ def _nearest_float32(
     if not _float32_safe(max(r_peak, 0.0 if prepared is None else prepared.peak), dim):
         return _nearest_float64(q, r, chunk)
     # |approx - exact| for any pair of a query row, in squared-distance units: the float32
-    # dot product (gamma_{n+2} |q'||r'|, Higham 3.5, any summation order, FMA or not, the
-    # +2 for the norm term and the subtraction), the float32 rounding of the centred rows
-    # (~4u (|q'|^2 + |r'|^2)), the float64 re-scoring (gamma_n in float64) and underflow.
-    gamma32 = (dim + 2) * _U32 / (1 - (dim + 2) * _U32)
+    # dot product q'.r' - |r'|^2/2 over at most dim + 8 terms (gamma_{dim+8} (|q'||r'| +
+    # |r'|^2/2) per Higham 3.5, any summation order, FMA or not; doubled: <= 2 gamma
+    # (|q'|^2 + |r'|^2)), the float32 rounding of the centred rows and of |r'|^2/2 and a
+    # separate subtraction (< 16u (|q'|^2 + |r'|^2)), the float64 re-scoring (gamma_n in
+    # float64) and underflow.
+    gamma32 = (dim + 8) * _U32 / (1 - (dim + 8) * _U32)
     gamma64 = dim * _U64 / (1 - dim * _U64)
-    rel = gamma32 + 16 * _U32 + 4 * gamma64
+    rel = 2 * gamma32 + 16 * _U32 + 4 * gamma64
     absolute = dim * 2.0**-120
     r_sq_max = float(r_sq.max())
     half_r_sq = (r_sq / 2).astype(np.float32)
@@ -311,10 +312,18 @@ class _Scorer:
     def __init__(self, r32: np.ndarray, half_r_sq: np.ndarray, device: str | None, strip: int):
         self._device = device
         if device is None:
-            # (dim, M) contiguous: the plain NN gemm measured ~20% faster than q @ r32.T.
-            self._rT, self._half = np.ascontiguousarray(r32.T), half_r_sq
-            # One strip buffer for every call: a fresh one would page-fault each time.
+            # The gemm itself gives -s: each query row gets a trailing 1 (zero-padded to a
+            # multiple of 8 columns) and the (dim, M) contiguous reference a row of -|r'|^2/2,
+            # which saves a full pass over the strip; the NN layout measured ~20% faster too.
+            width = -(-(r32.shape[1] + 1) // 8) * 8
+            self._rT = np.zeros((width, len(r32)), dtype=np.float32)
+            self._rT[: r32.shape[1]] = r32.T
+            self._rT[r32.shape[1]] = -half_r_sq
+            self._q = np.zeros((strip, width), dtype=np.float32)
+            self._q[:, r32.shape[1]] = 1.0
+            # Buffers reused by every strip: fresh ones would page-fault each time.
             self._buf = np.empty((strip, len(r32)), dtype=np.float32)
+            self._mask = np.empty((strip, len(r32)), dtype=bool)
             return
         import torch
 
@@ -323,10 +332,13 @@ class _Scorer:
 
     def candidates(self, q32: np.ndarray, bound: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._device is None:
-            s = np.matmul(q32, self._rT, out=self._buf[: len(q32)])
-            np.subtract(self._half[None, :], s, out=s)
-            thr = _threshold(s.min(axis=1), bound)
-            rows, cols = np.nonzero(s <= thr[:, None])
+            n, dim = q32.shape
+            q_aug = self._q[:n]
+            q_aug[:, :dim] = q32
+            neg = np.matmul(q_aug, self._rT, out=self._buf[:n])  # -s
+            thr = _threshold(-neg.max(axis=1), bound)
+            mask = np.greater_equal(neg, -thr[:, None], out=self._mask[:n])
+            rows, cols = np.nonzero(mask)
             return rows.astype(np.int64), cols.astype(np.int64)
         import torch
 
