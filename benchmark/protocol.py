@@ -12,7 +12,7 @@ PROTOCOL_NAME = "attribution88"
 CUSTOM = "custom"
 PROTOCOLS = (PROTOCOL_NAME, CUSTOM)
 # Bumped whenever a rule below (or a rule a stage derives from them) changes the bytes built.
-PROTOCOL_VERSION = "1.1.0"
+PROTOCOL_VERSION = "1.2.0"
 
 REAL = "real"  # the class of photos, label 0
 CLEAN = "none"  # the corruption of a clean image (manifest column `corruption`)

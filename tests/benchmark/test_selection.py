@@ -1,3 +1,4 @@
+import hashlib
 import dataclasses
 
 import numpy as np
@@ -6,9 +7,12 @@ from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_limits
 
 from benchmark.selection import (
+    _nearest_float32,
+    _nearest_float64,
+    KMeansResult,
     NearestResult,
     Selection,
-    _kmeans_labels,
+    kmeans,
     nearest_distances,
     select_repmix,
     select_yu,
@@ -171,16 +175,17 @@ def test_repmix_is_deterministic_and_thread_independent():
     assert not np.array_equal(different.cluster, results[0].cluster)
 
 
-def test_kmeans_labels_do_not_depend_on_outer_thread_count():
-    # The problem size where 1 vs 2 threads gave ulp-different centres unwrapped.
+def test_kmeans_does_not_depend_on_thread_count():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(2000, 64))
+    x = rng.normal(size=(2000, 64)).astype(np.float32)
     x[:500] += 0.3
-    with threadpool_limits(2):
-        two = _kmeans_labels(x, 10, 3, "random")
-    with threadpool_limits(1):
-        one = _kmeans_labels(x, 10, 3, "random")
-    np.testing.assert_array_equal(one, two)
+    runs = []
+    for limit in (1, 2):
+        with threadpool_limits(limit):
+            runs.append(kmeans(x, 10, seed=3, sample_per_cluster=100))
+    assert isinstance(runs[0], KMeansResult)
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    np.testing.assert_array_equal(runs[0].centroids, runs[1].centroids)
 
 
 def test_selection_is_frozen():
@@ -244,3 +249,206 @@ def test_bad_inputs_name_the_argument(call, match):
     r = rng.normal(size=(5, 4))
     with pytest.raises(ValueError, match=match):
         call(x, r)
+
+
+# ---------------------------------------------------------------- exact float32 search
+
+
+def brute_nearest(q, r):
+    """Float64 sum((a - b)^2) over every pair, ties to the lowest index."""
+    q64, r64 = q.astype(np.float64), r.astype(np.float64)
+    d = np.stack([((q64[i] - r64) ** 2).sum(axis=1) for i in range(len(q64))])
+    idx = d.argmin(axis=1)  # argmin returns the first of equal minima
+    return d[np.arange(len(q)), idx], idx
+
+
+def near_duplicates(seed, n=300, m=200, dim=48):
+    """References packed far closer together than float32 resolves, far from the origin."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=dim) * 1e3
+    r = base + rng.normal(size=(m, dim)) * 1e-4
+    r[50:60] = r[40]  # exact duplicate references
+    q = base + rng.normal(size=(n, dim)) * 1e-4
+    q[:20] = r[rng.integers(m, size=20)]  # queries sitting on references
+    return q, r
+
+
+@pytest.mark.parametrize("kind", ["random", "near-duplicate"])
+def test_float32_search_equals_brute_force_float64(kind):
+    if kind == "random":
+        rng = np.random.default_rng(1)
+        q, r = rng.normal(size=(300, 40)).astype(np.float32), rng.normal(size=(200, 40)).astype(np.float32)
+    else:
+        q, r = near_duplicates(2)
+    dist, idx = brute_nearest(q, r)
+    res = nearest_distances(q, r, chunk=64, squared=True, device="cpu")
+    np.testing.assert_array_equal(res.index, idx)
+    np.testing.assert_array_equal(res.distance, dist)
+    # The wide-feature float64 path agrees to the bit.
+    wide = _nearest_float64(q, r, 64)
+    np.testing.assert_array_equal(wide[0], dist)
+    np.testing.assert_array_equal(wide[1], idx)
+
+
+def test_near_duplicates_need_the_re_scoring():
+    # Sanity of the test data: float32 alone cannot rank these references.
+    q, r = near_duplicates(3)
+    q32, r32 = q.astype(np.float32), r.astype(np.float32)
+    approx = ((q32[:, None, :] - r32[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (approx != brute_nearest(q, r)[1]).mean() > 0.3
+    np.testing.assert_array_equal(nearest_distances(q, r, device="cpu").index, brute_nearest(q, r)[1])
+
+
+@pytest.mark.parametrize("kind", ["random", "near-duplicate"])
+def test_torch_candidate_path_matches_numpy(kind):
+    # The CUDA code path, run by torch on the CPU: same candidates rule, same answer.
+    if kind == "random":
+        rng = np.random.default_rng(4)
+        q, r = rng.normal(size=(150, 24)).astype(np.float32), rng.normal(size=(90, 24)).astype(np.float32)
+    else:
+        q, r = near_duplicates(5, n=150, m=90, dim=24)
+    on_numpy = _nearest_float32(q, r, 32, None)
+    on_torch = _nearest_float32(q, r, 32, "cpu")
+    for a, b in zip(on_numpy, on_torch):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(on_torch[1], brute_nearest(q, r)[1])
+
+
+def test_nearest_does_not_depend_on_thread_count():
+    q, r = near_duplicates(6, n=400, m=300, dim=64)
+    runs = []
+    for limit in (1, 2):
+        with threadpool_limits(limit):
+            runs.append(nearest_distances(q, r, chunk=128, device="cpu"))
+    np.testing.assert_array_equal(runs[0].distance, runs[1].distance)
+    np.testing.assert_array_equal(runs[0].index, runs[1].index)
+
+
+def test_float16_and_float32_inputs_of_the_same_values_agree():
+    rng = np.random.default_rng(8)
+    q16 = rng.normal(size=(120, 32)).astype(np.float16)
+    r16 = rng.normal(size=(60, 32)).astype(np.float16)
+    half = nearest_distances(q16, r16, device="cpu")
+    single = nearest_distances(q16.astype(np.float32), r16.astype(np.float32), device="cpu")
+    np.testing.assert_array_equal(half.distance, single.distance)
+    np.testing.assert_array_equal(half.index, brute_nearest(q16, r16)[1])
+    s16 = select_repmix(q16, r16, clusters=4, per_cluster=5, seed=1, device="cpu")
+    s32 = select_repmix(q16.astype(np.float32), r16.astype(np.float32), clusters=4, per_cluster=5, seed=1,
+                        device="cpu")
+    np.testing.assert_array_equal(s16.kept, s32.kept)
+    np.testing.assert_array_equal(s16.cluster, s32.cluster)
+
+
+def test_values_too_large_for_float32_fall_back_to_float64():
+    rng = np.random.default_rng(9)
+    q = rng.normal(size=(30, 8)) * 1e30
+    r = rng.normal(size=(20, 8)) * 1e30
+    res = nearest_distances(q, r, squared=True, device="cpu")
+    dist, idx = brute_nearest(q, r)
+    np.testing.assert_array_equal(res.index, idx)
+    np.testing.assert_array_equal(res.distance, dist)
+
+
+def test_bad_device_is_refused():
+    with pytest.raises(ValueError, match="device"):
+        nearest_distances(np.eye(2), np.eye(2), device=0)
+
+
+# ---------------------------------------------------------------- k-means
+
+
+def test_kmeans_fits_a_seeded_subsample_and_assigns_every_row():
+    rng = np.random.default_rng(12)
+    centres = rng.normal(size=(5, 16)) * 10
+    truth = rng.integers(5, size=3000)
+    x = (centres[truth] + rng.normal(size=(3000, 16))).astype(np.float32)
+    res = kmeans(x, 5, seed=2, sample_per_cluster=40, iterations=50)
+    assert len(res.sample) == 200 and np.all(np.diff(res.sample) > 0)
+    again = kmeans(x, 5, seed=2, sample_per_cluster=40, iterations=50)
+    np.testing.assert_array_equal(again.sample, res.sample)
+    np.testing.assert_array_equal(again.centroids, res.centroids)
+    assert not np.array_equal(kmeans(x, 5, seed=3, sample_per_cluster=40).sample, res.sample)
+    # Every row, sampled or not, goes to its exact nearest centroid.
+    np.testing.assert_array_equal(res.labels, brute_nearest(x, res.centroids)[1])
+    # Converged: each centroid is the float64 mean of its sampled members.
+    assert res.iterations < 50
+    sample_labels = res.labels[res.sample]
+    for c in range(5):
+        members = x[res.sample[sample_labels == c]].astype(np.float64)
+        np.testing.assert_allclose(res.centroids[c], members.mean(axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_kmeans_stops_at_the_iteration_cap():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(500, 8))
+    assert kmeans(x, 6, seed=0, iterations=1).iterations == 1
+    assert kmeans(x, 6, seed=0, iterations=3).iterations == 3
+
+
+def test_kmeans_restarts_an_emptied_cluster_at_the_farthest_row():
+    # Random init on rows 0 and 1, which are equal: one centre loses every row on
+    # the first assignment (ties go to the lower centre) and must restart.
+    x = np.array([[0.0, 0.0]] * 6 + [[10.0, 0.0], [10.0, 1.0]])
+    for seed in range(200):
+        init = np.sort(np.random.default_rng(seed).choice(8, 2, replace=False))
+        if init[0] < 6 and init[1] < 6:
+            break
+    res = kmeans(x, 2, seed=seed, iterations=10)
+    np.testing.assert_array_equal(res.labels, [0] * 6 + [1, 1])
+    np.testing.assert_array_equal(res.centroids, [[0.0, 0.0], [10.0, 0.5]])
+
+
+def test_kmeans_plus_plus_is_seeded_and_spreads_the_centres():
+    rng = np.random.default_rng(14)
+    centres = np.array([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0], [50.0, 50.0]])
+    x = centres[np.repeat(np.arange(4), 50)] + rng.normal(size=(200, 2))
+    for seed in range(3):
+        res = kmeans(x, 4, seed=seed, init="k-means++", iterations=1)
+        # One seeding step from well-separated blobs lands one centre in each.
+        assert len(set(res.labels)) == 4
+        np.testing.assert_array_equal(kmeans(x, 4, seed=seed, init="k-means++").labels,
+                                      kmeans(x, 4, seed=seed, init="k-means++").labels)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"clusters": 0}, "clusters"),
+        ({"clusters": 11}, "clusters"),
+        ({"iterations": 0}, "iterations"),
+        ({"sample_per_cluster": 0}, "sample_per_cluster"),
+        ({"seed": 1.5}, "seed"),
+        ({"init": "bad"}, "init"),
+    ],
+)
+def test_kmeans_bad_arguments_name_themselves(kwargs, match):
+    args = {"clusters": 2, "seed": 0} | kwargs
+    with pytest.raises(ValueError, match=match):
+        kmeans(np.eye(10), args.pop("clusters"), **args)
+
+
+def test_repmix_selection_is_pinned():
+    # Pinned: a change here changes which samples a build keeps, so it must bump
+    # benchmark/protocol.py PROTOCOL_VERSION (1.2.0: K-means fitted on a 256-per-centroid
+    # sample, then every row assigned).
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 8)).astype(np.float32)
+    ref = rng.normal(size=(50, 8)).astype(np.float32)
+    res = kmeans(x, 2, seed=0)
+    assert len(res.sample) == 512 and res.iterations == 12
+    np.testing.assert_array_equal(np.bincount(res.labels), [371, 329])
+    assert hashlib.sha256(res.labels.tobytes()).hexdigest()[:16] == "8130ad025a91e74e"
+    sel = select_repmix(x, ref, clusters=2, per_cluster=3, seed=0)
+    assert sel.kept.tolist() == [109, 294, 297, 405, 506, 511]
+
+
+def test_a_query_strip_too_large_for_float32_restarts_in_float64():
+    # Only the last query row is huge: the fallback starts again rather than mixing paths.
+    rng = np.random.default_rng(10)
+    q = rng.normal(size=(50, 8))
+    q[-1] *= 1e30
+    r = rng.normal(size=(20, 8))
+    res = nearest_distances(q, r, chunk=7, squared=True, device="cpu")
+    dist, idx = brute_nearest(q, r)
+    np.testing.assert_array_equal(res.index, idx)
+    np.testing.assert_array_equal(res.distance, dist)
