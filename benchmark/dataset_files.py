@@ -83,13 +83,18 @@ def count_table(manifest: pa.Table) -> dict[tuple[str, str, str], int]:
 
 def upsampled_photos(manifest: pa.Table, cfg: BuildConfig) -> dict[str, tuple[int, int]]:
     """Per semantic: (Real-class photos whose short side was under the build's resolution, so
-    they were upsampled to it, Real-class photos); read from the photos' headers."""
+    they were upsampled to it, Real-class photos); read from the photos' headers. A photo gone
+    since it was read is not counted as upsampled: the card must not fail a finished build."""
     out: dict[str, list[int]] = {s: [0, 0] for s in cfg.semantics}
     rows = manifest.filter(pc.equal(manifest.column("source"), protocol.REAL)).select(["semantic", "origin"])
     for row in rows.to_pylist():
         counts = out[row["semantic"]]
         counts[1] += 1
-        counts[0] += photo_short_side(Path(cfg.semantics[row["semantic"]].path) / row["origin"]) < cfg.resolution
+        try:
+            side = photo_short_side(Path(cfg.semantics[row["semantic"]].path) / row["origin"])
+        except OSError:
+            continue
+        counts[0] += side < cfg.resolution
     return {s: (c[0], c[1]) for s, c in out.items()}
 
 

@@ -14,13 +14,13 @@ def test_upsampled_photos_are_counted_per_semantic_from_their_headers(tmp_path):
     for name, size in (("small.png", (20, 50)), ("big.png", (64, 80)), ("edge.png", (32, 32))):
         Image.new("RGB", size).save(tmp_path / name)
     manifest = pa.table({
-        "source": ["real", "real", "real", "sngan"],
-        "semantic": ["faces", "faces", "faces", "faces"],
-        "origin": ["small.png", "big.png", "edge.png", ""],
+        "source": ["real", "real", "real", "real", "sngan"],
+        "semantic": ["faces", "faces", "faces", "faces", "faces"],
+        "origin": ["small.png", "big.png", "edge.png", "deleted.png", ""],
     })
     cfg = SimpleNamespace(resolution=32, semantics={"faces": SimpleNamespace(path=tmp_path),
                                                     "rooms": SimpleNamespace(path=tmp_path)})
-    assert upsampled_photos(manifest, cfg) == {"faces": (1, 3), "rooms": (0, 0)}
+    assert upsampled_photos(manifest, cfg) == {"faces": (1, 4), "rooms": (0, 0)}
 
 
 def test_rejections_are_counted_by_kind_of_reason():
