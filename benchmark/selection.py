@@ -137,6 +137,15 @@ def _check_pair(q_name: str, query: np.ndarray, r_name: str, reference: np.ndarr
     return q, r
 
 
+def _check_kmeans(seed: int, init: str, clusters: int, rows: int) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if init not in ("k-means++", "random"):
+        raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
+    if clusters > rows:
+        raise ValueError(f"clusters={clusters} exceeds the number of features ({rows})")
+
+
 def _check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
@@ -470,13 +479,8 @@ def kmeans(
     clusters = _check_count("clusters", clusters)
     iterations = _check_count("iterations", iterations)
     sample_per_cluster = _check_count("sample_per_cluster", sample_per_cluster)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
-    if init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
+    _check_kmeans(seed, init, clusters, len(x))
     n = len(x)
-    if clusters > n:
-        raise ValueError(f"clusters={clusters} exceeds the number of features ({n})")
     device = _resolve_device(device)
     rng = np.random.default_rng(int(seed))
     size = min(n, sample_per_cluster * clusters)
@@ -590,13 +594,8 @@ def select_repmix(
     x, ref = _check_pair("features", features, "reference", reference)
     clusters = _check_count("clusters", clusters)
     per_cluster = _check_count("per_cluster", per_cluster)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer; got {seed!r}")
-    if init not in ("k-means++", "random"):
-        raise ValueError(f"init must be 'k-means++' or 'random'; got {init!r}")
+    _check_kmeans(seed, init, clusters, len(x))
     n = len(x)
-    if clusters > n:
-        raise ValueError(f"clusters={clusters} exceeds the number of features ({n})")
     target = clusters * per_cluster
     if fill and n < target:
         raise ValueError(
