@@ -170,7 +170,20 @@ def scan_shard(path: str | Path, resolution: int) -> ShardScan:
     except (tarfile.TarError, OSError, EOFError) as exc:
         scan.error = f"cannot be read to its end ({type(exc).__name__}: {exc})"
     flush()
+    if scan.error is None and not _ends_as_a_tar(path):
+        # cut at a member boundary, a tar streams without an error: its end marker tells
+        scan.error = "truncated: no end-of-archive marker (two zero blocks)"
     return scan
+
+
+def _ends_as_a_tar(path: Path) -> bool:
+    """A whole tar's size is a multiple of 512 and it ends with at least two zero blocks."""
+    size = path.stat().st_size
+    if size < 1024 or size % 512:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1024)
+        return f.read(1024) == bytes(1024)
 
 
 def _scan_job(job: tuple[str, int]) -> ShardScan:

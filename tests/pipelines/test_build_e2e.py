@@ -40,14 +40,18 @@ shards: {max_samples: 7}
 """
 
 
-@pytest.fixture(scope="module")
-def photo_config(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
+def write_tiny_inputs(root: Path) -> Path:
+    """Photos (one of them broken) and the TINY config under `root`; returns the config path."""
     write_photos(root / "photos" / "faces", 40, 0, size=(40, 48))
     write_photos(root / "photos" / "rooms", 40, 1, size=(64, 40))
     (root / "photos" / "rooms" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (root / "cfg.yaml").write_text(TINY)
     return root / "cfg.yaml"
+
+
+@pytest.fixture(scope="module")
+def photo_config(tmp_path_factory) -> Path:
+    return write_tiny_inputs(tmp_path_factory.mktemp("e2e"))
 
 
 @pytest.fixture(scope="module")

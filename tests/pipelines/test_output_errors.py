@@ -11,16 +11,12 @@ import pytest
 import pipelines.write_shards
 from benchmark.atomic import output_error
 from pipelines.build_attribution88 import main
-from tests.conftest import write_photos
-from tests.pipelines.test_verify import TINY
+from tests.pipelines.test_build_e2e import write_tiny_inputs
 
 
 @pytest.fixture
 def config(tmp_path) -> Path:
-    write_photos(tmp_path / "photos" / "faces", 24, 0, size=(40, 48))
-    write_photos(tmp_path / "photos" / "rooms", 24, 1, size=(64, 40))
-    (tmp_path / "cfg.yaml").write_text(TINY)
-    return tmp_path / "cfg.yaml"
+    return write_tiny_inputs(tmp_path)
 
 
 def test_no_space_left_while_writing_shards(config, monkeypatch, capsys):

@@ -14,37 +14,8 @@ import pytest
 
 from benchmark.images import encode_png
 from benchmark.verify import scan_shard, verify
-from pipelines.build_attribution88 import main as build_main
 from pipelines.verify import main
-from tests.conftest import write_photos
-
-TINY = """
-seed: 5
-output_dir: out
-resolution: 32
-semantics:
-  faces: {path: photos/faces, seen: true}
-  rooms: {path: photos/rooms, seen: false}
-sources:
-  sngan: {generator: sngan, train: {steps: 2, batch_size: 8, options: {ch: 8}}}
-sampling: {per_model: 16, chunk_size: 8}
-features: {inception: {weights: random, input_size: 75, precision: fp32, batch_size: 16}}
-selection: {clusters: 2, per_cluster: 4, reference_count: 8}
-splits: {train: 4, val: 2, test: 2}
-shards: {max_samples: 5}
-"""
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("verify")
-    write_photos(root / "photos" / "faces", 24, 0, size=(40, 48))
-    write_photos(root / "photos" / "rooms", 24, 1, size=(64, 40))
-    (root / "cfg.yaml").write_text(TINY)
-    out = root / "built"
-    assert build_main(["--config", str(root / "cfg.yaml"), "--out", str(out), "--quiet"]) == 0
-    return out
-
+from tests.pipelines.test_build_e2e import built, photo_config  # noqa: F401, F811 (fixtures)
 
 @pytest.fixture
 def copy(built, tmp_path) -> Path:
@@ -79,7 +50,7 @@ def _kinds(report) -> dict[str, list[str]]:
 def test_a_real_build_verifies_clean(built, capsys):
     report = verify(built)
     assert report.ok, [str(p) for p in report.problems]
-    assert report.samples == report.images_read == len(_rows(built)) == 2 * 2 * 8
+    assert report.samples == report.images_read == len(_rows(built)) == 2 * 2 * 10
     assert main([str(built), "--workers", "1"]) == 0
     assert capsys.readouterr().out.startswith("OK ")
 
@@ -213,3 +184,15 @@ def test_scan_groups_members_by_key_in_order(built):
     rows = sorted((r for r in _rows(built) if r["shard"] == shard.name), key=lambda r: r["position"])
     assert [s.key for s in scan.samples] == [r["key"] for r in rows]
     assert all(s.members == ("json", "png") and s.problem is None for s in scan.samples)
+
+
+def test_a_tar_cut_at_a_member_boundary_is_called_truncated(copy):
+    shard = sorted(copy.glob("train-*.tar"))[0]
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    cut = members[2].offset  # right after the first sample's .json and .png
+    shard.write_bytes(shard.read_bytes()[:cut])
+    report = verify(copy)
+    assert any(p.kind == "file" and p.where == shard.name and "truncated" in p.detail
+               for p in report.problems)
+    assert report.images_read == report.samples - (len(members) // 2 - 1)
