@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.atomic import sha256_file
+from benchmark.protocol import CLEAN
 from eval.benchmark_folder import BenchmarkFolder, open_benchmark
 from eval.scoring.bootstrap import LEVEL, headline_intervals
 from eval.scoring.metrics import HEADLINE, breakdown_ids, contingency, full_report
@@ -19,7 +20,6 @@ from eval.scoring.scores import score_report
 from eval.scoring.submission import SubmissionError, load_submission
 
 TRUTH_COLUMNS = ["key", "split", "label", "seen", "corruption", "severity", "corruption_seen"]
-CLEAN = "none"
 
 
 def _benchmark_identity(folder: BenchmarkFolder) -> dict:
@@ -52,6 +52,12 @@ def _groups(truth) -> dict[str, tuple[np.ndarray, list[str]]]:
     }
 
 
+def seen_corruption_names(truth) -> list[str]:
+    """The corruptions the manifest marks as seen in training (drawn on the corruption figure)."""
+    seen = truth.filter(truth.column("corruption_seen")).column("corruption").to_pylist()
+    return sorted(set(seen) - {CLEAN})
+
+
 def score(benchmark: str | Path | BenchmarkFolder, submission: Path, split: str = "test",
           resamples: int = 1000, seed: int = 0) -> dict:
     """The report of `submission` against `benchmark`'s `split` (a folder path, or one already
@@ -78,6 +84,7 @@ def score(benchmark: str | Path | BenchmarkFolder, submission: Path, split: str 
         report["ci"] = None
     for name, (ids, names) in _groups(truth).items():
         report[name] = breakdown_ids(labels, sub.pred, k, ids, names)
+    report["corruptions_seen"] = seen_corruption_names(truth)
     report["scores"] = score_report(labels, sub.pred, classes, sub.class_scores, sub.fake_score)
     return report
 
@@ -102,7 +109,8 @@ def render_outputs(report: dict, out: Path) -> dict[Path, bytes]:
         paths["json"]: report_json(report).encode(),
         paths["md"]: render(report, figures).encode(),
         paths["confusion"]: confusion_png(report["confusion_matrix"], report["classes"]),
-        paths["corruption"]: corruption_png(report["by_corruption_severity"]),
+        paths["corruption"]: corruption_png(report["by_corruption_severity"],
+                                                    report.get("corruptions_seen")),
     }
 
 
