@@ -40,6 +40,7 @@ from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
 from pipelines.compute import ComputeSettings
+from pipelines import logs
 from pipelines.compute_features import ComputeFeatures, build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
@@ -289,9 +290,7 @@ def parse_args(argv: list[str] | None):
 
 def main(argv: list[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
-    # force: importing Beam already put a handler on the root logger, which would swallow ours.
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    beam_args = logs.worker_options(beam_args, logs.configure(args.quiet))
     try:
         cfg = load_config(args.config, args.overrides, output_dir=args.out)
     except ConfigError as exc:
