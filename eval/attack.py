@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmark.atomic import atomic_path, write_text
+from benchmark.command_line import command_parser
 from benchmark.config import ConfigError
 from eval import data, models, run_files
 from eval.benchmark_folder import BenchmarkError
@@ -39,6 +40,8 @@ from eval.models import ModelError
 from eval.predict import load_run
 from eval.run_files import RunError
 from eval.train import data_settings
+
+PROG = "python -m eval.attack"  # the name in --help; a88 passes its own
 
 PAPER_EPS = (2, 4, 8, 16, 24, 32)  # the paper's Table 2, in 1/255 units
 
@@ -184,8 +187,9 @@ def plot_error(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m eval.attack", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n")[0], [
+        "--run runs/repmix --benchmark out/mini --eps 2,8,32 --limit 500 --out attack/repmix"])
     parser.add_argument("--run", required=True, type=Path, help="a run folder of eval.train")
     parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -216,8 +220,8 @@ def _check_args(args: argparse.Namespace) -> list[float]:
     return eps
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     try:
         eps = _check_args(args)
         loaded = load_run(args.run, args.benchmark, args.checkpoint, args.device, args.force)

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from benchmark.atomic import atomic_path
+from benchmark.command_line import command_parser
 from benchmark.config import ConfigError
 from eval import data, embeddings, models, run_files
 from eval.benchmark_folder import BenchmarkError, open_benchmark
@@ -41,6 +42,8 @@ from eval.models import ModelError
 from eval.run_files import RunError
 from eval.train import Runtime, _to_device, data_settings, select_runtime
 from eval.train_config import config_from_json
+
+PROG = "python -m eval.predict"  # the name in --help; a88 passes its own
 
 
 @torch.no_grad()
@@ -80,8 +83,10 @@ def check_benchmark(run: Path, recorded: str, actual: str, force: bool) -> None:
                        f"anyway")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m eval.predict", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n")[0], [
+        "--run runs/repmix --benchmark out/mini --out preds.csv",
+        "--run runs/repmix --benchmark out/mini --out preds.csv --embeddings --tsne-points 2000"])
     parser.add_argument("--run", required=True, type=Path, help="a run folder of eval.train")
     parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -134,8 +139,8 @@ def load_run(run: Path, benchmark: Path, checkpoint: str = run_files.BEST, devic
     return LoadedRun(model, name, cfg, info, folder, ckpt.epoch, rt)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     try:
         extra = embeddings.outputs_from_args(args, args.out)
         loaded = load_run(args.run, args.benchmark, args.checkpoint, args.device, args.force)

@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark.atomic import write_bytes  # noqa: E402
+from benchmark.command_line import command_parser  # noqa: E402
 from eval.benchmark_folder import BenchmarkError, open_benchmark  # noqa: E402
 from eval.scoring import leaderboard  # noqa: E402
 from eval.scoring.report import render_outputs, report_json, score  # noqa: E402
@@ -39,8 +40,13 @@ from eval.scoring.submission import SubmissionError  # noqa: E402
 __all__ = ["BenchmarkError", "main", "score"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python eval/score.py", description=__doc__.split("\n\n")[0])
+PROG = "python eval/score.py"  # the name in --help; a88 passes its own
+
+
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n\n")[0], [
+        "--benchmark out/mini --submission preds.csv --out report.json",
+        "--benchmark out/mini --submission preds.csv --leaderboard board/ --name repmix-seed0"])
     parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
     parser.add_argument("--submission", required=True, type=Path,
                         help="CSV or Parquet: key, pred, optionally score_<class> for every class "
@@ -62,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--leaderboard needs --name")
     if args.bootstrap < 0:
         parser.error("--bootstrap must be 0 or more")
+    return args
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     try:
         folder = open_benchmark(args.benchmark)
         report = score(folder, args.submission, args.split, args.bootstrap, args.seed)

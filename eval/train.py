@@ -39,12 +39,15 @@ from torch import nn
 from tqdm import tqdm
 
 from benchmark.atomic import sha256_file, write_bytes, write_text
+from benchmark.command_line import command_parser
 from benchmark.config import ConfigError
 from eval import data, device_corruption, distributed, models, run_files
 from eval.benchmark_folder import BenchmarkError, BenchmarkFolder, open_benchmark
 from eval.models import ModelError
 from eval.run_files import RunError
 from eval.train_config import SCRATCH, TrainConfig, config_from_json, load_train_config
+
+PROG = "python -m eval.train"  # the name in --help; a88 passes its own
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_det_acc", "lr",
                   "seconds", "images_per_s")
@@ -386,8 +389,10 @@ def resolve_config(args: argparse.Namespace, model_defaults: dict) -> TrainConfi
     return saved
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m eval.train", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n")[0], [
+        "--benchmark out/mini --model repmix --out runs/repmix --config configs/train_mini.yaml",
+        "--benchmark out/mini --model repmix --out runs/repmix --config configs/train_mini.yaml --resume"])
     parser.add_argument("--benchmark", required=True, type=Path, help="a built benchmark folder")
     parser.add_argument("--model", required=True, choices=models.MODELS)
     parser.add_argument("--out", required=True, type=Path, help="the run folder")
@@ -441,8 +446,8 @@ def data_settings(cfg: TrainConfig, model_mixes: int) -> data.DataSettings:
         mix_alpha=d.mix_alpha, seed=cfg.seed, corruption_device=d.corruption_device)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     try:
         ranks = distributed.ranks_from_env()
     except ValueError as exc:

@@ -20,9 +20,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from benchmark.command_line import command_parser
 from generators.base import GeneratorError
 from generators.folder import FolderGenerator
 from generators.training import GeneratorTraining, StepStats, train
+
+PROG = "python -m generators.train"  # the name in --help; a88 passes its own
 
 # Images decoded per call: bounds the temporary arrays while filling the training set.
 _LOAD_CHUNK = 256
@@ -38,8 +41,10 @@ def read_photos(folder: Path, resolution: int) -> np.ndarray:
     return images
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m generators.train", description=__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    p = command_parser(prog, __doc__.split("\n\n")[0], [
+        "--arch sngan --images photos/ --out ckpt/sngan_cat --resolution 128 --steps 2000 "
+        "--batch-size 64 --seed 0 --ch 64"])
     p.add_argument("--arch", default="sngan", help="trainable architecture (default: sngan)")
     p.add_argument("--images", type=Path, required=True, help="folder of jpg/jpeg/png/webp photos")
     p.add_argument("--out", type=Path, required=True, help="checkpoint stem or .safetensors path")
@@ -77,8 +82,8 @@ def parse_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         options = parse_options(args)

@@ -18,14 +18,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from benchmark.command_line import command_parser
 from generators import load
 from generators.base import GeneratorError
 from generators.checkpoint import save_checkpoint
 from generators.external import is_external
 
+PROG = "python -m generators.convert"  # the name in --help; a88 passes its own
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m generators.convert", description=__doc__.split("\n\n")[0])
+
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    p = command_parser(prog, __doc__.split("\n\n")[0], [
+        "--arch stylegan2 --checkpoint 550000.pt --resolution 256 --out ckpt/sg2-cat"])
     p.add_argument("--arch", required=True, help="our architecture the file holds (e.g. stylegan2)")
     p.add_argument("--checkpoint", type=Path, required=True, help="the other project's file (.pt, .pth, .pkl)")
     p.add_argument("--resolution", type=int, required=True, help="the generator's native resolution")
@@ -47,8 +51,8 @@ def convert(arch: str, checkpoint: Path, resolution: int, out: Path, trust_pickl
     return paths.weights
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     try:
         path = convert(args.arch, args.checkpoint, args.resolution, args.out, args.trust_pickle)
     except GeneratorError as e:

@@ -11,7 +11,6 @@ written and every count checked, so OUT either holds a complete benchmark or doe
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 import generators
 from benchmark.atomic import output_error, write_text
+from benchmark.command_line import command_parser
 from benchmark.config import (CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, ConfigError,
                               load_config)
 from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_photos, write_card,
@@ -53,6 +53,7 @@ from pipelines.write_shards import WriteShards
 
 GENERATORS_DIR = "generators"  # where the build writes the checkpoints it trains, in OUT
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mini.yaml"
+PROG = "python -m pipelines.build_attribution88"
 log = logging.getLogger("attribution88")
 
 
@@ -274,10 +275,12 @@ def input_error(exc: BaseException) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.build_attribution88", description=__doc__.split("\n\n")[0],
-        epilog="Other flags (--runner, --direct_num_workers, ...) are Beam pipeline options.")
+def parse_args(argv: list[str] | None, prog: str = PROG):
+    parser = command_parser(
+        prog, __doc__.split("\n\n")[0],
+        ["--config configs/mini.yaml --out out/mini "
+         "--direct_num_workers=2 --direct_running_mode=multi_processing"],
+        note="Other flags (--runner, --direct_num_workers, ...) are Beam pipeline options.")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config (default: configs/mini.yaml, the offline demo)")
     parser.add_argument("--out", help="output folder (overrides output_dir in the config)")
@@ -288,9 +291,15 @@ def parse_args(argv: list[str] | None):
     return parser.parse_known_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, beam_args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args, beam_args = parse_args(argv, prog)
     beam_args = logs.worker_options(beam_args, logs.configure(args.quiet))
+    if args.config == str(DEFAULT_CONFIG) and not DEFAULT_CONFIG.is_file():
+        # configs/ is beside the packages in a source checkout; `pip install .` copies no demo
+        print(f"config error:\n  no --config given and the demo config {DEFAULT_CONFIG} is not "
+              f"there (the configs ship with a source checkout, not an installed copy): pass "
+              f"--config FILE", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides, output_dir=args.out)
     except ConfigError as exc:

@@ -19,19 +19,26 @@ import sys
 from pathlib import Path
 
 from benchmark import protocol
+from benchmark.command_line import command_parser
 from benchmark.repmix import CSV_FOLDER, ExportError, export_split
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.export_repmix",
-                                     description=__doc__.split("\n\n")[0])
+PROG = "python -m pipelines.export_repmix"  # the name in --help; a88 passes its own
+
+
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n\n")[0], ["out/mini --split test"])
     parser.add_argument("out", type=Path, help="a built benchmark folder")
     parser.add_argument("--split", default="all", choices=(*protocol.SPLIT_NAMES, "all"),
                         help="the split to extract (default: all)")
     parser.add_argument("--dest", type=Path,
                         help=f"where SPLIT/KEY.png go (default: OUT/{CSV_FOLDER}); pass it to "
                              "train.py / test.py as -d")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     splits = protocol.SPLIT_NAMES if args.split == "all" else (args.split,)
     try:
         for split in splits:

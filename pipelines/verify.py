@@ -23,13 +23,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmark.atomic import write_text
+from benchmark.command_line import command_parser
 from benchmark.verify import VerifyError, verify
 
+PROG = "python -m pipelines.verify"  # the name in --help; a88 passes its own
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.verify", description=__doc__.split("\n\n")[0],
-        epilog="example: python -m pipelines.verify out/mini --workers 2 --json verify.json")
+
+def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
+    parser = command_parser(prog, __doc__.split("\n\n")[0],
+                            ["out/mini --workers 2 --json verify.json"])
     parser.add_argument("folder", type=Path, help="a built benchmark folder")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes reading tars in parallel (default: one per core)")
@@ -43,8 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = parse_args(argv, prog)
     bar = tqdm(unit="shard", desc="verify", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
     def progress(done: int, total: int, images: int) -> None:
