@@ -185,7 +185,9 @@ def _software() -> dict[str, str]:
     import torch
     import webdataset
 
-    return {"apache_beam": beam.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    from benchmark import __version__
+
+    return {"attribution88": __version__, "apache_beam": beam.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "opencv": cv2.__version__, "pyarrow": pyarrow.__version__,
             "scikit_learn": sklearn.__version__, "webdataset": webdataset.__version__,
             "python": sys.version.split()[0]}

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+import benchmark
 import generators
 from benchmark.dataset_files import read_pngs
 from benchmark.images import decode_image
@@ -116,6 +117,7 @@ def test_provenance_corruptions_and_flags(built):
     assert (info["corruptions"]["backend"], info["corruptions"]["apply_at"]) == ("engine", "stored")
     assert {g["semantic"] for g in info["generators"]} == {"faces", "rooms"}
     assert all(g["options"] == {"ch": 8, "dim_z": 128} for g in info["generators"])
+    assert info["software"]["attribution88"] == benchmark.__version__  # the tool that built it
 
 
 def test_manifest_latent_seed_regenerates_the_stored_image(built):
