@@ -177,8 +177,8 @@ def decode_cell_features(payload: bytes) -> tuple[tuple[str, str], FeatureBatch]
 
 def model_files_sha256(checkpoint: str, folder: str) -> str:
     """sha256 of what besides the weights decides a network's images: a checkpoint's JSON
-    sidecar (its options: truncation, channel widths) or a diffusers folder's config files.
-    Empty when there is none (another project's weights file)."""
+    sidecar (its options: truncation, channel widths) or a diffusers folder's config files;
+    the digest of nothing for another project's weights file, which has neither."""
     digest = hashlib.sha256()
     if checkpoint:
         path = Path(checkpoint)
