@@ -15,19 +15,34 @@ from pathlib import Path
 from typing import Iterator
 
 
+_TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")  # what atomic_path names them
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Hidden and unique, so concurrent retries of the same work never share a temp file.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete the temporary files atomic_path left under `folder` (any depth) when its process
+    was killed mid-write; returns how many. Only for a folder no other process writes to."""
+    removed = 0
+    for f in Path(folder).rglob("*.tmp"):
+        if _TMP_NAME.match(f.name) and f.is_file():
+            f.unlink()
+            removed += 1
+    return removed
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import webdataset as wds
 
 from benchmark.atomic import atomic_path
+from benchmark.faults import fault_point
 from benchmark.keys import check_unique
 
 FIXED_MTIME = 0  # the Unix epoch: no build time leaks into the bytes
@@ -59,5 +60,6 @@ def write_shard(path: str | Path, samples: Sequence[ShardSample]) -> ShardStats:
                 for s in samples:
                     writer.write({"__key__": s.key, "png": bytes(s.png), "json": encode_meta(s.meta)})
         data = tmp.read_bytes()
+        fault_point("write_shards")  # test-only; a kill here leaves the temporary file alone
     return ShardStats(path=str(path), samples=len(samples), bytes=len(data),
                       sha256=hashlib.sha256(data).hexdigest())

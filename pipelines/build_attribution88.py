@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 import generators
-from benchmark.atomic import output_error, write_text
+from benchmark.atomic import output_error, remove_stale_temporaries, write_text
+from benchmark.chunk_cache import CellFeatures, SampledChunks
 from benchmark.command_line import command_parser
 from benchmark.config import (CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, ConfigError,
                               load_config)
@@ -32,6 +33,7 @@ from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_p
                                      write_classes, write_dataset_info, write_grids)
 from benchmark.manifest import read_manifest
 from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
+from benchmark.protocol import REAL
 from benchmark.real_sets import RealSetError
 from benchmark.repmix import CSV_FOLDER, write_repmix_csvs
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
@@ -39,12 +41,13 @@ from generators.checkpoint import recorded_options
 from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
+from pipelines.cached_stage import CACHE_DIR, ResumeCache, cached
 from pipelines.compute import ComputeSettings
 from pipelines import logs
 from pipelines.compute_features import ComputeFeatures, build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
-from pipelines.sample_generators import SampleGenerators
+from pipelines.sample_generators import SampleChunks, plan_chunks
 from pipelines.select_by_quality import SelectByQuality
 from pipelines.stage_metrics import NAMESPACE
 from pipelines.train_generators import TrainGenerators
@@ -52,6 +55,11 @@ from pipelines.write_records import WriteRecords
 from pipelines.write_shards import WriteShards
 
 GENERATORS_DIR = "generators"  # where the build writes the checkpoints it trains, in OUT
+RESUME_SHARDS = "write_shards"  # the resume store's folder of shard completion records
+# --resume-cache: which stages' outputs a build keeps for a rerun after a crash. Trained
+# generators (OUT/generators) and finished shards (tiny completion records) are always kept.
+RESUME_CHOICES = {"all": (SampledChunks.stage, CellFeatures.stage), "features": (CellFeatures.stage,),
+                  "none": ()}
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mini.yaml"
 PROG = "python -m pipelines.build_attribution88"
 log = logging.getLogger("attribution88")
@@ -62,8 +70,12 @@ class BuildError(RuntimeError):
 
 
 def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
-            compute: ComputeSettings):
-    """Wire the stages; reads like the data flow of DESIGN.md."""
+            compute: ComputeSettings, resume: ResumeCache | None = None):
+    """Wire the stages; reads like the data flow of DESIGN.md. With `resume`, sampled chunks,
+    features and finished shards are kept there and reused (pipelines.cached_stage)."""
+    def store(stage: str) -> str | None:
+        return resume.store(stage) if resume is not None else None
+
     def read_photos() -> ReadRealImages:
         return ReadRealImages(cfg.resolution, plan.roots, max_pixels=cfg.real.max_pixels,
                               min_side=cfg.real.min_side)
@@ -84,13 +96,24 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
         train_photos = (reference, extra) | "TrainingPool" >> beam.Flatten()
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(
             list(plan.train_tasks), compute))
+    sample_rules = SampledChunks(cfg.resolution, compute.device, compute.torch_threads)
     sampled = ((models | "AllModels" >> beam.Flatten())
-               | "SampleGenerators" >> SampleGenerators(cfg.sampling.chunk_size, cfg.resolution,
-                                                        compute, cfg.seed))
+               | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, cfg.sampling.chunk_size, cfg.seed)
+               | "ReshuffleChunks" >> beam.Reshuffle()
+               | "SampleGenerators" >> cached(SampleChunks(cfg.resolution, compute), sample_rules,
+                                              store(sample_rules.stage)))
 
+    # One output per batch (references keyed to `real`), so the cache stores each batch once;
+    # references then go to every generator cell of their semantic.
+    kind = cfg.selection.extractor
+    section, weights = ((cfg.features.inception, cfg.features.inception.weights) if kind == "inception"
+                        else (cfg.features.lpips, cfg.features.lpips.backbone_weights))
+    feature_rules = CellFeatures(kind, section.model_dump(mode="json"), str(weights),
+                                 compute.device, compute.torch_threads)
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
-                | "ComputeFeatures" >> ComputeFeatures(cfg.selection.extractor, cfg.features, compute,
-                                                       tuple(cfg.sources)))
+                | "ComputeFeatures" >> cached(ComputeFeatures(kind, cfg.features, compute, (REAL,)),
+                                              feature_rules, store(feature_rules.stage))
+                | "FeaturesPerCell" >> beam.FlatMap(_features_per_cell, tuple(cfg.sources)))
     synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
@@ -103,9 +126,20 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
                      | "MaterializeSamples" >> MaterializeSamples(
                          cfg.classes, {s: v.seen for s, v in cfg.semantics.items()})
                      | "ApplyCorruptions" >> ApplyCorruptions(cfg.corruptions, cfg.seed)
-                     | "WriteShards" >> WriteShards(str(staging)))
+                     | "WriteShards" >> WriteShards(str(staging), store(RESUME_SHARDS)))
     all_rejections = tuple(rejections) | "AllRejections" >> beam.Flatten()
     return (manifest_rows, all_rejections) | "WriteRecords" >> WriteRecords(str(staging))
+
+
+def _features_per_cell(element, sources: tuple[str, ...]):
+    """((source | real, semantic), batch) -> the cells it is compared in: a candidate batch its
+    own, a reference batch every generator cell of its semantic."""
+    (source, semantic), batch = element
+    if batch.role == REFERENCE:
+        for s in sources:
+            yield (s, semantic), batch
+    else:
+        yield element
 
 
 # ----------------------------------------------------------------------------- driver
@@ -221,11 +255,36 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
                               software=_software())
 
 
-def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> dict:
+def staging_folders(out: Path) -> list[Path]:
+    """Every partial build of OUT beside it, whatever its settings."""
+    return sorted(out.parent.glob(f".{out.name}.partial-*"))
+
+
+def _prepare_staging(out: Path, staging: Path, fresh: bool) -> None:
+    """Start over (`fresh`) or resume: drop what a killed run left half-written, say what is reused."""
+    for other in staging_folders(out):
+        if fresh:
+            log.info("--fresh: removing %s", other)
+            shutil.rmtree(other)
+        elif other != staging:
+            log.warning("%s holds a partial build of %s with other settings; it is never reused "
+                        "(delete it, or pass --fresh, to reclaim the space)", other, out)
+    if staging.is_dir():
+        removed = remove_stale_temporaries(staging)
+        log.info("resuming the partial build in %s (%d half-written files removed)", staging, removed)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh: bool = False,
+          resume_cache: str = "all") -> dict:
     out = cfg.output_dir
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise BuildError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    # Named by the settings: a changed setting builds in another folder and never reuses this one.
     staging = out.parent / f".{out.name}.partial-{cfg.fingerprint()[:12]}"
     device = _resolve_device(cfg.runtime.device)
     options = PipelineOptions(beam_args)
@@ -236,12 +295,15 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
         plan = plan_build(cfg, staging / GENERATORS_DIR, counts, shas)
     except (RealSetError, ValueError) as exc:
         raise BuildError(str(exc)) from None
+    _prepare_staging(out, staging, fresh)
     staging.mkdir(parents=True, exist_ok=True)
+    resume = ResumeCache(str(staging / CACHE_DIR),
+                         frozenset((*RESUME_CHOICES[resume_cache], RESUME_SHARDS)))
     log.info("plan: %d photo chunks, %d given models, %d models to train, device %s",
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compose(p, cfg, plan, staging, ComputeSettings(device, cfg.runtime.torch_threads))
+    compose(p, cfg, plan, staging, ComputeSettings(device, cfg.runtime.torch_threads), resume)
     result = p.run()
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
@@ -254,8 +316,13 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
         client.close()
     wall_pipeline = time.perf_counter() - t0
     info = _finalize(cfg, staging, weights_id)
+    # The resume store is only for a rerun after a crash: a finished build gives its space back.
+    cache = staging / CACHE_DIR
+    cache_bytes = _folder_bytes(cache) if cache.is_dir() else 0
+    shutil.rmtree(cache, ignore_errors=True)
     stats = {"pipeline_seconds": round(wall_pipeline, 2),
              "total_seconds": round(time.perf_counter() - t0, 2),
+             "resume_cache_bytes": cache_bytes,
              "metrics": stage_metrics}
     write_text(staging / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
     if out.exists():
@@ -289,6 +356,13 @@ def parse_args(argv: list[str] | None, prog: str = PROG):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set sampling.per_model=1000")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over: delete every partial build of OUT (its hidden "
+                             ".OUT.partial-* folders) instead of resuming")
+    parser.add_argument("--resume-cache", choices=sorted(RESUME_CHOICES), default="all",
+                        help="what a build keeps for a rerun after a crash: all (sampled images "
+                             "and features), features, or none; deleted when the build succeeds. "
+                             "Trained generators and finished shards are always kept")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
     return parser.parse_known_args(argv)
 
@@ -308,7 +382,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
         print("config error:\n  " + "\n  ".join(exc.messages), file=sys.stderr)
         return 2
     try:
-        info = build(cfg, beam_args, overwrite=args.overwrite)
+        info = build(cfg, beam_args, overwrite=args.overwrite, fresh=args.fresh,
+                     resume_cache=args.resume_cache)
     except BuildError as exc:
         print(f"build failed: {exc}", file=sys.stderr)
         return 1

@@ -71,6 +71,19 @@ class _SampleChunkFn(beam.DoFn):
                          latent_seeds=chunk.seeds)
 
 
+class SampleChunks(beam.PTransform):
+    """SampleChunks -> one ImageBatch each (role `candidate`), with the chunk's id: the
+    sampling itself, which a resumed build runs only on the chunks it has not stored yet."""
+
+    def __init__(self, resolution: int, compute: ComputeSettings):
+        super().__init__()
+        self._resolution = resolution
+        self._compute = compute
+
+    def expand(self, chunks):
+        return chunks | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._compute))
+
+
 class SampleGenerators(beam.PTransform):
     """ModelRefs -> ImageBatches of sampled images (role `candidate`)."""
 
@@ -85,4 +98,4 @@ class SampleGenerators(beam.PTransform):
         return (models
                 | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, self._chunk_size, self._seed)
                 | "ReshuffleChunks" >> beam.Reshuffle()
-                | "SampleImages" >> beam.ParDo(_SampleChunkFn(self._resolution, self._compute)))
+                | "SampleChunks" >> SampleChunks(self._resolution, self._compute))

@@ -6,6 +6,9 @@ import csv
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -369,3 +372,61 @@ def test_native_architectures_and_a_diffusers_folder_are_sources(photo_config):
     assert options["progan"] == {"ch": 8, "dim_z": 16} and options["diffusion"] is None
     unet = {r["checkpoint_sha256"] for r in rows if r["source"] == "diffusion" and r["semantic"] == "faces"}
     assert unet == {generators.sha256_file(folders["faces"] / ddpm.WEIGHTS_NAME)}
+
+
+# ----------------------------------------------------------------------------- crash and resume
+
+
+def _cli(config: Path, out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    """The real command in a process of its own, so the fault hook's SIGKILL kills the build."""
+    env = {k: v for k, v in os.environ.items() if k != "A88_FAULT"}
+    if fault:
+        env["A88_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "pipelines.build_attribution88", "--config",
+                           str(config), "--out", str(out)], cwd=Path(__file__).resolve().parents[2],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def _all_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a built folder but its run statistics (wall times, counters)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "build_stats.json"}
+
+
+def test_killed_while_sampling_then_while_writing_shards_resumes_to_the_same_bytes(photo_config, built):
+    """SIGKILL after the 3rd of 6 sampled chunks; the rerun of the same command is itself killed
+    as it writes the 3rd of 8 shards (before its rename); the third run finishes. Its folder is
+    byte for byte the uninterrupted build's, and its counters show the work it did not redo."""
+    from pipelines.build_attribution88 import staging_folders
+
+    out = photo_config.parent / "resumed"
+    killed = _cli(photo_config, out, "sample_generators:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not out.exists()
+    [staging] = staging_folders(out)
+    stored = {p: p.stat().st_mtime_ns for p in staging.glob("cache/sample_generators/*/*.entry")}
+    assert len(stored) == 3 and not list(staging.glob("*.tar"))
+
+    killed = _cli(photo_config, out, "write_shards:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not out.exists() and staging_folders(out) == [staging]
+    now = {p: p.stat().st_mtime_ns for p in staging.glob("cache/sample_generators/*/*.entry")}
+    assert len(now) == 6 and all(now[p] == t for p, t in stored.items())  # 3 reused, 3 sampled
+    finished = sorted(staging.glob("*.tar"))
+    assert len(finished) == 2 and all(t.read_bytes() == (built / t.name).read_bytes() for t in finished)
+    # the shard being written when the process died exists only under a temporary name
+    [half] = staging.glob(".*.tar.*.tmp")
+    assert not (staging / (half.name[1:].split(".tar.")[0] + ".tar")).exists()
+
+    done = _cli(photo_config, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not staging_folders(out) and not (out / "cache").exists()
+    assert _all_files(out) == _all_files(built)  # no leftover temporary either
+    full = json.loads((built / "build_stats.json").read_text())["metrics"]
+    resumed = json.loads((out / "build_stats.json").read_text())["metrics"]
+    assert "sampled" not in resumed and resumed["sampled_from_cache"] == full["sampled"] == 48
+    assert "features_candidate" not in resumed and "features_reference" not in resumed
+    assert resumed["features_from_cache"] == full["features_candidate"] + full["features_reference"]
+    assert resumed["shards_kept"] == 2 and resumed["shards_written"] == full["shards_written"] - 2
+    assert resumed["written"] < full["written"] == 40
+    assert resumed["generators_reused"] == 2 and "generators_trained" not in resumed
