@@ -25,6 +25,7 @@ GRID_COLUMNS = 8
 # caption font needs ~110 px.
 MIN_TILE = 128
 UNSEEN_MARK = "*"
+GUTTER = 2  # white columns between tiles (added, never painted over a stored pixel)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BLACK, _GREY, _WHITE = (0, 0, 0), (90, 90, 90), (255, 255, 255)
 DISTANCES_PNG = "selection-distances.png"
@@ -76,8 +77,7 @@ def _captioned(tile: np.ndarray, lines: list[str], scale: float, lines_per_tile:
     caption = _text_block([(t, _BLACK if i == 0 else _GREY) for i, t in enumerate(lines)]
                           + [("", _BLACK)] * (lines_per_tile - len(lines)), side, scale, 4)
     out = np.vstack([tile, caption])
-    out[:, -2:] = 255  # a white gutter between tiles
-    return out
+    return np.hstack([out, np.full((out.shape[0], GUTTER, 3), 255, np.uint8)])
 
 
 @dataclass(frozen=True)
