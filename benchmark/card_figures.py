@@ -194,10 +194,10 @@ def distance_histogram_png(manifest: pa.Table, classes: tuple[str, ...], extract
     """A histogram panel per class of the kept samples' selection distances, on shared bins;
     a cluster's top-up picks (`filled`) stacked in another colour. None when no sample has a
     distance."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; the same backend (and bytes) on every host
-    import matplotlib.pyplot as plt
+    # A bare Figure on the Agg canvas: no pyplot, so no global backend or figure state is
+    # touched in the caller's process (a notebook keeps its own backend).
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     data = distances_by_class(manifest, classes)
     if not data:
@@ -209,8 +209,9 @@ def distance_histogram_png(manifest: pa.Table, classes: tuple[str, ...], extract
     bins = np.linspace(low, high, 31)
     columns = min(4, len(data))
     rows = -(-len(data) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(max(6.4, 3.2 * columns), 2.4 * rows + 0.8),
-                             sharex=True, squeeze=False)
+    fig = Figure(figsize=(max(6.4, 3.2 * columns), 2.4 * rows + 0.8))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, sharex=True, squeeze=False)
     any_filled = any(f.any() for _, f in data.values())
     for ax, (name, (dist, filled)) in zip(axes.flat, data.items()):
         ax.hist([dist[~filled], dist[filled]], bins=bins, stacked=True,
@@ -231,7 +232,6 @@ def distance_histogram_png(manifest: pa.Table, classes: tuple[str, ...], extract
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
     return buffer.getvalue()
 
 
