@@ -1,4 +1,5 @@
-"""The files beside the shards: classes, sample grids, dataset card, count checks.
+"""The files beside the shards: classes, dataset_info.json, count checks (the card and its
+figures: benchmark.dataset_card, benchmark.card_figures; croissant.json: benchmark.croissant).
 
 All are derived from the manifest and the config alone (no clock, no host), so they are as
 reproducible as the shards; timings go to build_stats.json, which is not.
@@ -11,18 +12,14 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmark import protocol
-from benchmark.atomic import atomic_path, write_text
+from benchmark.atomic import write_text
 from benchmark.config import BuildConfig
-from benchmark.images import decode_image, image_grid, label_rows, photo_short_side
+from benchmark.images import photo_short_side
 from benchmark.repmix import semantic_labels
-
-GRID_COLUMNS = 8
 
 
 def write_classes(path: Path, cfg: BuildConfig) -> None:
@@ -49,31 +46,6 @@ def read_pngs(out_dir: Path, wanted: list[tuple[str, str]]) -> dict[str, bytes]:
                 if ext == "png" and key in keys:
                     found[key] = tar.extractfile(member).read()
     return found
-
-
-def write_grids(out_dir: Path, manifest: pa.Table, classes: tuple[str, ...]) -> dict[str, str]:
-    """One PNG per split: a row per class, named on its left, its first samples in manifest order."""
-    rows = manifest.select(["key", "split", "source", "shard"]).to_pylist()
-    written = {}
-    for split in protocol.SPLIT_NAMES:
-        picks = {c: [r for r in rows if r["split"] == split and r["source"] == c][:GRID_COLUMNS]
-                 for c in classes}
-        if not any(picks.values()):
-            continue
-        pngs = read_pngs(out_dir, [(r["shard"], r["key"]) for p in picks.values() for r in p])
-        size = decode_image(next(iter(pngs.values()))).shape[0]
-        tiles = []
-        for c in classes:
-            row = [decode_image(pngs[r["key"]]) for r in picks[c]]
-            row += [np.zeros((size, size, 3), np.uint8)] * (GRID_COLUMNS - len(row))
-            tiles.extend(row)
-        grid = label_rows(image_grid(np.stack(tiles), GRID_COLUMNS), list(classes), size)
-        name = f"samples-{split}.png"
-        ok, buf = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-        with atomic_path(out_dir / name) as tmp:
-            tmp.write_bytes(buf.tobytes())
-        written[split] = name
-    return written
 
 
 def count_table(manifest: pa.Table) -> dict[tuple[str, str, str], int]:
@@ -105,41 +77,6 @@ def rejection_counts(rejections: pa.Table) -> dict[str, int]:
         cut = min((i for i in (reason.find(" ("), reason.find(":")) if i >= 0), default=len(reason))
         kinds[reason[:cut]] += 1
     return dict(sorted(kinds.items()))
-
-
-def write_card(path: Path, cfg: BuildConfig, manifest: pa.Table, grids: dict[str, str],
-               rejected: int, *, refused: dict[str, int] | None = None,
-               upsampled: dict[str, tuple[int, int]] | None = None) -> None:
-    counts = count_table(manifest)
-    lines = [
-        f"# {cfg.protocol} benchmark (protocol {protocol.PROTOCOL_VERSION})", "",
-        "Built by `python -m pipelines.build_attribution88`. Classes: "
-        + ", ".join(f"{i} {c}" for i, c in enumerate(cfg.classes)) + ".", "",
-        f"{len(manifest)} samples at {cfg.resolution}x{cfg.resolution}, stored as lossless PNG in "
-        "WebDataset shards (`SPLIT-NNNNNN.tar`, members `KEY.png` and `KEY.json`). "
-        "`manifest.parquet` has one row per sample with its provenance; "
-        f"`rejections.parquet` lists {rejected} input files that could not be used.", "",
-        "Semantics: " + ", ".join(f"{s} ({'seen' if v.seen else 'unseen'})"
-                                  for s, v in cfg.semantics.items()) + ".", "",
-    ]
-    if refused:
-        lines += ["Refused inputs by reason: " + ", ".join(f"{k} {v}" for k, v in refused.items()) + ".", ""]
-    if upsampled:
-        lines += [f"Real photos with a short side under {cfg.resolution} px, kept and upsampled to it: "
-                  + ", ".join(f"{s} {n} of {total}" for s, (n, total) in upsampled.items()) + ".", ""]
-    lines += [
-        "| source | semantic | train | val | test |", "|---|---|---:|---:|---:|",
-    ]
-    for source in cfg.classes:
-        for semantic in cfg.semantics:
-            c = [counts.get((source, semantic, s), 0) for s in protocol.SPLIT_NAMES]
-            lines.append(f"| {source} | {semantic} | {c[0]} | {c[1]} | {c[2]} |")
-    corrupted = Counter(r for r in manifest.column("corruption").to_pylist() if r != protocol.CLEAN)
-    lines += ["", f"Val/test corruptions ({sum(corrupted.values())} images): "
-              + ", ".join(f"{k} {v}" for k, v in sorted(corrupted.items())) + ".", ""]
-    for split, name in grids.items():
-        lines += [f"## {split} samples (a row per class, in class order)", "", f"![{split}]({name})", ""]
-    write_text(path, "\n".join(lines))
 
 
 def write_dataset_info(path: Path, cfg: BuildConfig, manifest: pa.Table, *, rejected: int,

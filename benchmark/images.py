@@ -166,11 +166,13 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
     return grid
 
 
-def label_rows(grid: np.ndarray, labels: list[str], row_height: int) -> np.ndarray:
+def label_rows(grid: np.ndarray, labels: list[str], row_height: int,
+               scale: float | None = None) -> np.ndarray:
     """The grid with a white margin on its left naming each row (one label per row_height),
-    so a reader of a sample grid sees which class a row shows without the card beside it."""
-    scale = max(0.3, row_height / 160)
-    thickness = max(1, round(row_height / 64))
+    so a reader of a sample grid sees which class a row shows without the card beside it.
+    The font scale follows the row height unless given."""
+    scale = max(0.3, row_height / 160) if scale is None else scale
+    thickness = max(1, round(scale * 2.5))
     widths = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][0] for t in labels]
     margin = max(widths, default=0) + 2 * max(4, row_height // 16)
     out = np.full((grid.shape[0], margin + grid.shape[1], 3), 255, np.uint8)

@@ -23,44 +23,54 @@ from benchmark.shards import shard_name
 if TYPE_CHECKING:
     from benchmark.records import ImageBatch, Placement
 
-def _column(arrow_type: pa.DataType) -> Any:
-    return field(metadata={"arrow": arrow_type})
+def _column(arrow_type: pa.DataType, doc: str) -> Any:
+    return field(metadata={"arrow": arrow_type, "doc": doc})
 
 
 @dataclass(frozen=True)
 class SampleRecord:
     """One stored sample's provenance: a manifest.parquet row and its shard's KEY.json.
 
-    The manifest schema is declared here, once (MANIFEST_SCHEMA is read off these fields), and
-    a record is made only by its constructors: `clean` when a kept image is materialized,
-    then `corrupted` when its split draws a corruption.
+    The manifest schema is declared here, once (MANIFEST_SCHEMA is read off these fields, and
+    the dataset card's and croissant.json's column descriptions are their `doc`), and a record
+    is made only by its constructors: `clean` when a kept image is materialized, then
+    `corrupted` when its split draws a corruption.
     """
 
-    key: str = _column(pa.string())
-    split: str = _column(pa.string())
-    source: str = _column(pa.string())
-    label: int = _column(pa.int32())  # class index, real = 0
-    semantic: str = _column(pa.string())
-    semantic_label: int = _column(pa.int32())  # seen semantics first (benchmark.repmix.semantic_labels)
-    seen: bool = _column(pa.bool_())  # semantic seen in training
-    generator: str = _column(pa.string())  # architecture, `photo` for real
-    checkpoint_sha256: str = _column(pa.string())  # weights (or folder listing) hash, "" for real
-    # index of a sampled image in its cell (the key's sNNNNNNNN; a folder source's file index),
-    # and the seed it was drawn with (keys.latent_seed); both -1 for real photos
-    sample_index: int = _column(pa.int64())
-    latent_seed: int = _column(pa.int64())
-    origin: str = _column(pa.string())  # photo path inside its semantic folder, "" for sampled images
-    cluster: int = _column(pa.int32())  # K-means cluster, -1 where no clustering applies
-    distance: float | None = _column(pa.float64())  # feature distance to the nearest real reference, null for real
-    filled: bool = _column(pa.bool_())  # kept by topping up a short cluster
-    corruption: str = _column(pa.string())  # protocol.CLEAN when clean
-    severity: int = _column(pa.int32())  # 1..5, 0 when clean
-    corruption_seen: bool = _column(pa.bool_())  # corruption is in the training set (true when clean)
-    corruption_seed: int = _column(pa.int64())
-    shard: str = _column(pa.string())  # e.g. test-000003.tar
-    position: int = _column(pa.int32())  # index inside the shard
-    sha256: str = _column(pa.string())  # of the stored PNG bytes
-    png_bytes: int = _column(pa.int64())
+    key: str = _column(pa.string(), "unique sample key: source-semantic-sNNNNNNNN, or "
+                                    "real-semantic-<photo path>; the shard member's name")
+    split: str = _column(pa.string(), "train, val or test")
+    source: str = _column(pa.string(), "class name: real, or the generator source")
+    label: int = _column(pa.int32(), "class index (classes.json order), real = 0")
+    semantic: str = _column(pa.string(), "semantic set (image domain), e.g. celeba")
+    semantic_label: int = _column(pa.int32(), "semantic index, seen semantics first "
+                                              "(classes.json; the RepMix CSVs' dlabel)")
+    seen: bool = _column(pa.bool_(), "the semantic is seen in training")
+    generator: str = _column(pa.string(), "architecture that made the image; photo for real")
+    checkpoint_sha256: str = _column(pa.string(), "sha256 of the generator weights (or of a "
+                                                  "folder source's listing); empty for real")
+    sample_index: int = _column(pa.int64(), "index of a sampled image in its (source, semantic) "
+                                            "cell, a folder source's file index; -1 for real")
+    latent_seed: int = _column(pa.int64(), "seed the image was drawn with "
+                                           "(benchmark.keys.latent_seed); -1 for real")
+    origin: str = _column(pa.string(), "photo path inside its semantic folder; empty for "
+                                       "sampled images")
+    cluster: int = _column(pa.int32(), "K-means cluster of the quality selection; -1 where no "
+                                       "clustering applies")
+    distance: float | None = _column(pa.float64(), "selection distance: feature distance to "
+                                                   "the nearest real reference photo; null for real")
+    filled: bool = _column(pa.bool_(), "kept by topping up a cluster short of its quota")
+    corruption: str = _column(pa.string(), "ImageNet-C corruption stored in the image; none "
+                                           "when clean")
+    severity: int = _column(pa.int32(), "corruption severity 1..5; 0 when clean")
+    corruption_seen: bool = _column(pa.bool_(), "the corruption is one training applies "
+                                                "(true when clean)")
+    corruption_seed: int = _column(pa.int64(), "seed of the corruption's random draws; 0 when "
+                                               "clean")
+    shard: str = _column(pa.string(), "tar shard holding the sample, e.g. test-000003.tar")
+    position: int = _column(pa.int32(), "index of the sample inside its shard")
+    sha256: str = _column(pa.string(), "sha256 of the stored PNG bytes")
+    png_bytes: int = _column(pa.int64(), "size of the stored PNG in bytes")
 
     @classmethod
     def clean(cls, placement: "Placement", batch: "ImageBatch", index: int, *, label: int,
@@ -105,6 +115,8 @@ class StoredSample:
 
 
 MANIFEST_SCHEMA = pa.schema([(f.name, f.metadata["arrow"]) for f in fields(SampleRecord)])
+# What each manifest column holds, in schema order.
+MANIFEST_DOCS = {f.name: f.metadata["doc"] for f in fields(SampleRecord)}
 
 REJECTION_SCHEMA = pa.schema([
     ("key", pa.string()),

@@ -3,10 +3,12 @@
 Training, prediction and scoring all load a benchmark through `open_benchmark`, so a folder is
 checked in one place and every consumer agrees on what it holds:
 
-    folder = open_benchmark("out/mini")
+    folder = open_benchmark("out/mini")  # also `from eval import open_benchmark`
     folder.classes                       # ("real", "progan", ...): label order, real first
-    folder.manifest(["key", "label"], split="test")
+    folder.splits                        # ("train", "val", "test"): those with samples
+    folder.manifest(["key", "label"], split="test")   # pyarrow Table (.to_pandas())
     folder.shards("train")               # [Path(".../train-000000.tar"), ...]
+    folder.dataset("test", seen_only=True, corruptions=["none"])   # torch IterableDataset
 
 A folder needs `manifest.parquet` and `classes.json` (that is all the scorer reads, so a
 hand-made truth folder scores too); the settings a trainer needs (`resolution`,
@@ -20,7 +22,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +31,7 @@ from pydantic import ValidationError
 
 from benchmark.atomic import sha256_file
 from benchmark.config import CorruptionSpec
-from benchmark.protocol import REAL
+from benchmark.protocol import REAL, SPLIT_NAMES
 
 MANIFEST = "manifest.parquet"
 CLASSES = "classes.json"
@@ -185,6 +187,22 @@ class BenchmarkFolder:
         if split is not None:
             table = table.filter(pc.equal(table.column("split"), split)).select(wanted)
         return table
+
+    @cached_property
+    def splits(self) -> tuple[str, ...]:
+        """The splits that have samples, in protocol order (train, val, test)."""
+        present = set(self.manifest(["split"]).column("split").to_pylist())
+        return tuple(s for s in SPLIT_NAMES if s in present) + tuple(sorted(present - set(SPLIT_NAMES)))
+
+    def dataset(self, split: str, *, seen_only: bool = False,
+                corruptions: Iterable[str] | None = None):
+        """The split's samples as a torch IterableDataset (eval.data.sample_dataset): dicts of
+        key, image (uint8 (3, H, W) tensor, as stored), label, semantic_label, seen,
+        corruption, severity. `seen_only` keeps the seen semantics, `corruptions` the samples
+        stored with one of the named corruptions ("none" for clean)."""
+        from eval.data import sample_dataset  # torch and webdataset, only when asked for
+
+        return sample_dataset(self, split, seen_only=seen_only, corruptions=corruptions)
 
     def shards(self, split: str) -> list[Path]:
         """The split's tar shards, as the manifest lists them, sorted; each must exist."""

@@ -545,6 +545,72 @@ def eval_count(folder: BenchmarkFolder, split: str, settings: DataSettings,
     return len(_eligible(folder, split, settings.seen_only if seen_only is None else seen_only))
 
 
+# ---------------------------------------------------------------- the public sample stream
+
+
+class _KeepSample:
+    """The stream filter of `sample_dataset` (a class, so DataLoader workers can pickle it)."""
+
+    def __init__(self, split: str, seen_only: bool, corruptions: frozenset[str] | None):
+        self.split, self.seen_only, self.corruptions = split, seen_only, corruptions
+
+    def __call__(self, sample: dict[str, Any]) -> bool:
+        meta = sample["meta"]
+        return (_keep(sample, self.split, self.seen_only)
+                and (self.corruptions is None or meta["corruption"] in self.corruptions))
+
+
+def _public_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    meta = sample["meta"]
+    image = torch.from_numpy(np.ascontiguousarray(decode_png(sample["png"]).transpose(2, 0, 1)))
+    return {"key": sample["key"], "image": image, "label": int(meta["label"]),
+            "semantic_label": int(meta["semantic_label"]), "seen": bool(meta["seen"]),
+            "corruption": meta["corruption"], "severity": int(meta["severity"])}
+
+
+def corruption_filter(corruptions: Iterable[str] | None) -> frozenset[str] | None:
+    """The names `sample_dataset(corruptions=...)` keeps, checked: ImageNet-C names, and
+    benchmark.protocol.CLEAN ("none") for clean images; None keeps every sample."""
+    if corruptions is None:
+        return None
+    if isinstance(corruptions, str):
+        raise ValueError(f"corruptions must be a collection of names, got the string "
+                         f"{corruptions!r} (write [{corruptions!r}])")
+    names = frozenset(corruptions)
+    known = {CLEAN, *corruption_names("all", "repmix")}
+    unknown = sorted(names - known)
+    if unknown:
+        raise ValueError(f"corruptions: unknown name(s) {unknown}; known: {CLEAN!r} (clean) "
+                         f"and {sorted(known - {CLEAN})}")
+    return names
+
+
+def sample_dataset(folder: BenchmarkFolder, split: str, *, seen_only: bool = False,
+                   corruptions: Iterable[str] | None = None) -> torch.utils.data.IterableDataset:
+    """The stored samples of `split` as a torch IterableDataset, in shard order, undecorated:
+    {"key": str, "image": uint8 tensor (3, H, W) as stored, "label": class index,
+    "semantic_label": int, "seen": bool (semantic seen in training), "corruption": str
+    ("none" when clean), "severity": int (0 when clean)}.
+    `seen_only` keeps the seen semantics; `corruptions` (names, "none" for clean) keeps the
+    samples stored with one of them. Only the shards holding a kept sample are read. Shards
+    are split between DataLoader workers (and between ranks when torch.distributed runs);
+    a webdataset pipeline, so `.map(...)`, `.shuffle(...)`, `.batched(...)` chain on it."""
+    wanted = corruption_filter(corruptions)
+    rows = folder.manifest(["seen", "corruption", "shard"], split=split).to_pylist()
+    shards = sorted({r["shard"] for r in rows if (r["seen"] or not seen_only)
+                     and (wanted is None or r["corruption"] in wanted)})
+    if not shards:
+        raise ValueError(f"{folder.path}: no {split} samples with seen_only={seen_only}, "
+                         f"corruptions={sorted(wanted) if wanted is not None else None}")
+    listed = {p.name: p for p in folder.shards(split)}  # checks that each shard exists
+    return (wds.WebDataset([str(listed[n]) for n in shards], shardshuffle=False,
+                           empty_check=False, nodesplitter=wds.split_by_node,
+                           workersplitter=wds.split_by_worker)
+            .map(_parse)
+            .select(_KeepSample(split, seen_only, wanted))
+            .map(_public_sample))
+
+
 __all__ = ["DataSettings", "Augmented", "INPUT_KINDS", "augment", "decode_png", "eval_count",
            "eval_image", "eval_loader", "examples_per_rank", "mixing_weights", "normalise", "resize_shorter",
-           "train_count", "train_loader"]
+           "sample_dataset", "train_count", "train_loader"]

@@ -29,8 +29,11 @@ from benchmark.chunk_cache import CellFeatures, SampledChunks
 from benchmark.command_line import command_parser
 from benchmark.config import (CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, ConfigError,
                               load_config)
-from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_photos, write_card,
-                                     write_classes, write_dataset_info, write_grids)
+from benchmark.card_figures import write_distance_histogram, write_grids
+from benchmark.croissant import write_croissant
+from benchmark.dataset_card import croissant_text, write_card
+from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_photos,
+                                     write_classes, write_dataset_info)
 from benchmark.manifest import read_manifest
 from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
 from benchmark.protocol import REAL
@@ -243,9 +246,12 @@ def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:
     write_classes(staging / "classes.json", cfg)
     write_repmix_csvs(staging / CSV_FOLDER, manifest,
                       {s: spec.seen for s, spec in cfg.semantics.items()})
-    grids = write_grids(staging, manifest, cfg.classes)
-    write_card(staging / "README.md", cfg, manifest, grids, rejected,
+    grids = write_grids(staging, manifest, cfg.classes, cfg.resolution)
+    histogram = write_distance_histogram(staging, manifest, cfg.classes, cfg.selection.extractor)
+    write_card(staging / "README.md", cfg, manifest, grids=grids, histogram=histogram,
+               rejected=rejected, features_weights=weights_id,
                refused=rejection_counts(rejections), upsampled=upsampled_photos(manifest, cfg))
+    write_croissant(staging, croissant_text(cfg, manifest), manifest)
     write_text(staging / "config.json", cfg.to_json() + "\n")
     # Written last: its presence marks the folder as a complete benchmark.
     return write_dataset_info(staging / "dataset_info.json", cfg, manifest, rejected=rejected,

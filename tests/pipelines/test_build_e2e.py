@@ -180,7 +180,8 @@ def test_same_config_gives_byte_identical_tars_and_manifest(photo_config, built)
     assert main(["--config", str(photo_config), "--out", str(again), "--quiet"]) == 0
     assert _tar_bytes(again) == _tar_bytes(built)
     for name in ("manifest.parquet", "rejections.parquet", "dataset_info.json", "README.md",
-                 "samples-test.png", "repmix/train.csv"):
+                 "samples-test.png", "selection-distances.png", "croissant.json",
+                 "repmix/train.csv"):
         assert (again / name).read_bytes() == (built / name).read_bytes(), name
 
 

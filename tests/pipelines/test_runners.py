@@ -19,5 +19,6 @@ def test_dask_runner_on_a_local_cluster_builds_the_same_bytes(photo_config, buil
                      f"--dask_client_address={cluster.scheduler_address}"])
     assert code == 0
     assert _tar_bytes(out) == _tar_bytes(built)
-    for name in ("manifest.parquet", "rejections.parquet", "dataset_info.json"):
+    for name in ("manifest.parquet", "rejections.parquet", "dataset_info.json", "README.md",
+                 "croissant.json", "samples-test.png"):
         assert (out / name).read_bytes() == (built / name).read_bytes(), name
