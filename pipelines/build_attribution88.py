@@ -261,12 +261,15 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
     return info
 
 
-_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.S)
+# A RealSetError message is one line. Runners that hand the worker's traceback back as text
+# (DirectRunner multi_processing, PortableRunner) chain it after the message: stop at the line end.
+_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.M)
 
 
 def input_error(exc: BaseException) -> str | None:
     """The message of a RealSetError (photos that cannot fill what the config asks), raised
-    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it); else None."""
+    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it, the DaskRunner
+    as itself); else None."""
     if isinstance(exc, RealSetError):
         return str(exc)
     match = _WRAPPED_INPUT.search(str(exc))

@@ -220,14 +220,6 @@ def test_multi_threading_runner_mode_is_refused(photo_config, capsys):
     assert "multi_threading" in capsys.readouterr().err
 
 
-def test_multi_processing_workers_build_the_same_bytes(photo_config, built):
-    out = photo_config.parent / "workers"
-    assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
-                 "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
-    assert _tar_bytes(out) == _tar_bytes(built)
-    assert (out / "manifest.parquet").read_bytes() == (built / "manifest.parquet").read_bytes()
-
-
 def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "mini"
