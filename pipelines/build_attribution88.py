@@ -22,7 +22,8 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions)
 
 import generators
 from benchmark.atomic import output_error, write_text
@@ -109,12 +110,27 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
 # ----------------------------------------------------------------------------- driver
 
 
-def _resolve_device(requested: str) -> str:
+def _workers_are_here(options: PipelineOptions) -> bool:
+    """Whether the workers run on this machine and see what the driver sees (a GPU): the
+    DirectRunner, or any runner whose SDK workers loop back into this process."""
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return (runner.removesuffix("runner") in ("direct", "bundlebaseddirect", "switchingdirect")
+            or (options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK")
+
+
+def _resolve_device(requested: str, workers_here: bool = True) -> str:
+    """One device for every worker (results differ between devices), decided here. `auto` is
+    what this machine sees; on a cluster, `cuda` is left for the workers to check
+    (ComputeSettings.apply), since a launcher without a GPU says nothing about them."""
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not workers_here:
+            log.warning("runtime.device auto is %s on this machine and so on every worker; set "
+                        "runtime.device to choose for workers elsewhere", device)
+        return device
+    if requested == "cuda" and workers_here and not torch.cuda.is_available():
         raise BuildError("runtime.device is cuda but no CUDA device is visible")
     return requested
 
@@ -223,9 +239,9 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
         if not overwrite:
             raise BuildError(f"{out} exists and is not empty; pass --overwrite to replace it")
     staging = out.parent / f".{out.name}.partial-{cfg.fingerprint()[:12]}"
-    device = _resolve_device(cfg.runtime.device)
     options = PipelineOptions(beam_args)
     _check_runner_options(options)
+    device = _resolve_device(cfg.runtime.device, _workers_are_here(options))
     counts, shas = _model_inputs(plan_cells(cfg, staging / GENERATORS_DIR), cfg.resolution)
     weights_id = _check_feature_weights(cfg)
     try:

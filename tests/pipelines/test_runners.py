@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.build_attribution88 import main
+from pipelines.build_attribution88 import BuildError, _resolve_device, _workers_are_here, main
+from pipelines.compute import ComputeSettings
 from tests.pipelines.test_build_e2e import _tar_bytes, built, photo_config  # noqa: F401 (fixtures)
 
 COMPARED = ("manifest.parquet", "rejections.parquet", "dataset_info.json")
@@ -118,3 +121,29 @@ def test_a_worker_input_error_on_the_portable_runner_is_one_clear_line(photo_con
         "the Real class needs 10; rejections.parquet in the partial output lists the files that "
         "failed\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, here", [
+    ([], True),
+    (["--direct_num_workers=2", "--direct_running_mode=multi_processing"], True),
+    (["--runner=direct"], True),
+    (["--runner", "PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"], True),
+    (["--runner", "PortableRunner", "--job_endpoint=localhost:8099", "--environment_type=DOCKER"], False),
+    (["--runner", "FlinkRunner", "--flink_master=flink:8081", "--environment_type=PROCESS"], False),
+    (["--runner", "apache_beam.runners.dask.dask_runner.DaskRunner"], False),
+    (["--runner", "DataflowRunner"], False),
+])
+def test_which_runners_put_the_workers_on_the_launching_machine(flags, here):
+    assert _workers_are_here(PipelineOptions(flags)) is here
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_on_a_launcher_without_gpu_is_refused_here_and_left_to_workers_elsewhere():
+    """A cluster's GPUs are on its workers: the launcher cannot refuse `cuda` for them, and
+    `auto` would silently pick the launcher's CPU. A worker without CUDA fails in setup."""
+    with pytest.raises(BuildError, match="runtime.device is cuda but no CUDA device is visible"):
+        _resolve_device("cuda", workers_here=True)
+    assert _resolve_device("cuda", workers_here=False) == "cuda"
+    assert _resolve_device("auto", workers_here=False) == "cpu"
+    with pytest.raises(RuntimeError, match="runtime.device is cuda but this worker sees no CUDA device"):
+        ComputeSettings("cuda", 1).apply()
