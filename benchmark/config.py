@@ -378,6 +378,19 @@ class BuildConfig(_Section):
 # ----------------------------------------------------------------------------- loading
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _local_path(value: str, base: Path, key: str) -> str:
+    """`value` made absolute against `base`; a URL is refused, not turned into a local folder
+    named `gs:` (workers read and write with local file I/O: pipelines/write_shards.py)."""
+    if _URL.match(value):
+        raise ConfigError([f"{key}: {value} is a URL; the build reads and writes local paths, the "
+                           "same on the driver and every worker: mount the bucket or share (e.g. "
+                           "gcsfuse, NFS) and give its path"])
+    return str((base / Path(value).expanduser()).resolve())
+
+
 def _resolve_paths(node: Any, base: Path, key: str = "") -> Any:
     """Make relative path-valued settings absolute against `base`."""
     path_keys = ("path", "output_dir", "weights", "backbone_weights")
@@ -386,7 +399,7 @@ def _resolve_paths(node: Any, base: Path, key: str = "") -> Any:
         for k, v in node.items():
             sub = f"{key}.{k}" if key else str(k)
             if isinstance(v, str) and (k in path_keys or key.endswith(("checkpoints", "folders"))):
-                out[k] = v if v == "random" else str((base / Path(v).expanduser()).resolve())
+                out[k] = v if v == "random" else _local_path(v, base, sub)
             else:
                 out[k] = _resolve_paths(v, base, sub)
         return out
@@ -457,11 +470,15 @@ def load_config(path: str | Path, overrides: list[str] = (), output_dir: str | P
     """Read a YAML config, apply `--set` overrides, validate; ConfigError lists every problem."""
     path = Path(path)
     source = str(path)
-    data = _resolve_paths(read_yaml_sections(path), path.parent.resolve())
+    data = read_yaml_sections(path)
+    try:
+        data = _resolve_paths(data, path.parent.resolve())
+    except ConfigError as exc:
+        raise ConfigError([f"{source}: {m}" for m in exc.messages]) from None
     for assignment in overrides:
         _apply_override(data, assignment)
     if output_dir is not None:
-        data["output_dir"] = str(Path(output_dir).resolve())
+        data["output_dir"] = _local_path(str(output_dir), Path.cwd(), "--out")
     _check_names(data, source)
     try:
         return BuildConfig.model_validate(data)

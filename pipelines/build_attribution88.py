@@ -21,7 +21,8 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, PortableOptions,
+                                                  StandardOptions)
 
 import generators
 from benchmark.atomic import output_error, remove_stale_temporaries, write_text
@@ -148,12 +149,27 @@ def _features_per_cell(element, sources: tuple[str, ...]):
 # ----------------------------------------------------------------------------- driver
 
 
-def _resolve_device(requested: str) -> str:
+def _workers_are_here(options: PipelineOptions) -> bool:
+    """Whether the workers run on this machine and see what the driver sees (a GPU): the
+    DirectRunner, or any runner whose SDK workers loop back into this process."""
+    runner = (options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return (runner.removesuffix("runner") in ("direct", "bundlebaseddirect", "switchingdirect")
+            or (options.view_as(PortableOptions).environment_type or "").upper() == "LOOPBACK")
+
+
+def _resolve_device(requested: str, workers_here: bool = True) -> str:
+    """One device for every worker (results differ between devices), decided here. `auto` is
+    what this machine sees; on a cluster, `cuda` is left for the workers to check
+    (ComputeSettings.apply), since a launcher without a GPU says nothing about them."""
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if not workers_here:
+            log.warning("runtime.device auto is %s on this machine and so on every worker; set "
+                        "runtime.device to choose for workers elsewhere", device)
+        return device
+    if requested == "cuda" and workers_here and not torch.cuda.is_available():
         raise BuildError("runtime.device is cuda but no CUDA device is visible")
     return requested
 
@@ -292,9 +308,9 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
             raise BuildError(f"{out} exists and is not empty; pass --overwrite to replace it")
     # Named by the settings: a changed setting builds in another folder and never reuses this one.
     staging = out.parent / f".{out.name}.partial-{cfg.fingerprint()[:12]}"
-    device = _resolve_device(cfg.runtime.device)
     options = PipelineOptions(beam_args)
     _check_runner_options(options)
+    device = _resolve_device(cfg.runtime.device, _workers_are_here(options))
     counts, shas = _model_inputs(plan_cells(cfg, staging / GENERATORS_DIR), cfg.resolution)
     weights_id = _check_feature_weights(cfg)
     try:
@@ -338,12 +354,15 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
     return info
 
 
-_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.S)
+# A RealSetError message is one line. Runners that hand the worker's traceback back as text
+# (DirectRunner multi_processing, PortableRunner) chain it after the message: stop at the line end.
+_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.M)
 
 
 def input_error(exc: BaseException) -> str | None:
     """The message of a RealSetError (photos that cannot fill what the config asks), raised
-    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it); else None."""
+    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it, the DaskRunner
+    as itself); else None."""
     if isinstance(exc, RealSetError):
         return str(exc)
     match = _WRAPPED_INPUT.search(str(exc))

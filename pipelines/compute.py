@@ -20,4 +20,7 @@ class ComputeSettings:
         """Call in DoFn.setup: pins torch's intra-op threads on this worker."""
         import torch
 
+        if self.device == "cuda" and not torch.cuda.is_available():
+            # the driver checks only when the workers run on its machine (_resolve_device)
+            raise RuntimeError("runtime.device is cuda but this worker sees no CUDA device")
         torch.set_num_threads(self.torch_threads)

@@ -68,6 +68,18 @@ def test_bad_config_names_file_and_key(tmp_path, text, expected):
     assert expected in str(info.value)
 
 
+def test_a_url_is_refused_as_a_path_not_made_a_local_folder(tmp_path):
+    """Workers read and write with local file I/O: `gs://b/a88` would become ./gs:/b/a88."""
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, BASE.replace("output_dir: out", "output_dir: gs://bucket/a88")))
+    assert str(info.value).startswith(f"{tmp_path / 'cfg.yaml'}: output_dir: gs://bucket/a88 is a URL;")
+    with pytest.raises(ConfigError, match=r"^--out: s3://bucket/a88 is a URL; .* mount the bucket"):
+        load_config(_write(tmp_path, BASE), output_dir="s3://bucket/a88")
+    with pytest.raises(ConfigError, match=r"semantics.faces.path: gs://bucket/faces is a URL"):
+        load_config(_write(tmp_path, BASE), ["semantics.faces.path=gs://bucket/faces"])
+    assert not list(tmp_path.glob("gs:*")) and not list(Path.cwd().glob("s3:*"))
+
+
 def test_every_architecture_is_a_valid_generator_and_ddpm_reads_folders(tmp_path):
     from benchmark.protocol import GENERATOR_ARCHS
 

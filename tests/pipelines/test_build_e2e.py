@@ -53,15 +53,19 @@ def write_tiny_inputs(root: Path) -> Path:
     return root / "cfg.yaml"
 
 
+# test_runners and test_verify import these two; an imported fixture is a new instance in each
+# module, so they share one folder of the session instead, and the tiny build runs once.
 @pytest.fixture(scope="module")
 def photo_config(tmp_path_factory) -> Path:
-    return write_tiny_inputs(tmp_path_factory.mktemp("e2e"))
+    config = tmp_path_factory.getbasetemp() / "e2e" / "cfg.yaml"
+    return config if config.exists() else write_tiny_inputs(config.parent)  # cfg.yaml is written last
 
 
 @pytest.fixture(scope="module")
 def built(photo_config) -> Path:
     out = photo_config.parent / "built"
-    assert main(["--config", str(photo_config), "--out", str(out), "--quiet"]) == 0
+    if not out.exists():  # OUT only appears once a build is complete
+        assert main(["--config", str(photo_config), "--out", str(out), "--quiet"]) == 0
     return out
 
 
@@ -224,14 +228,6 @@ def test_multi_threading_runner_mode_is_refused(photo_config, capsys):
     assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
                  "--direct_running_mode=multi_threading"]) == 1
     assert "multi_threading" in capsys.readouterr().err
-
-
-def test_multi_processing_workers_build_the_same_bytes(photo_config, built):
-    out = photo_config.parent / "workers"
-    assert main(["--config", str(photo_config), "--out", str(out), "--quiet",
-                 "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
-    assert _tar_bytes(out) == _tar_bytes(built)
-    assert (out / "manifest.parquet").read_bytes() == (built / "manifest.parquet").read_bytes()
 
 
 def test_mini_preset_on_the_shared_photos_at_tiny_counts(shared_real, tmp_path):

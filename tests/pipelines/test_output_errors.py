@@ -86,5 +86,14 @@ def test_a_semantic_short_of_decodable_photos_is_a_clear_error():
     # as Beam re-raises it from a worker
     wrapped = RuntimeError(f"RealSetError: {info.value} [while running 'SelectByQuality/KeepRealByRank']")
     assert input_error(wrapped) == str(info.value)
+    # as the PortableRunner and multi_processing re-raise it: the worker's chained traceback as text
+    chained = RuntimeError(
+        "Pipeline job-1 failed in state FAILED: Error running pipeline.\n"
+        "Traceback (most recent call last):\n  File \"pipelines/select_by_quality.py\", line 80\n"
+        f"benchmark.real_sets.RealSetError: {info.value}\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        "Traceback (most recent call last):\n  File \"apache_beam/runners/common.py\", line 1514\n"
+        f"benchmark.real_sets.RealSetError: {info.value} [while running 'SelectByQuality/KeepRealByRank']\n")
+    assert input_error(chained) == str(info.value)
     assert input_error(RuntimeError("ValueError: something else")) is None
     assert [p.key for _, ps in _keep_real(("faces", [batch]), 2) for p in ps] == ["real-faces-a", "real-faces-b"]
