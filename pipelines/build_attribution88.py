@@ -40,7 +40,8 @@ from pipelines.apply_corruptions import ApplyCorruptions
 from pipelines.assign_shards import AssignShards
 from pipelines.assign_splits import AssignSplits
 from pipelines.compute import ComputeSettings
-from pipelines.compute_features import ComputeFeatures, build_extractor
+from pipelines.compute_features import ComputeFeatures
+from pipelines.feature_handler import build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleGenerators
@@ -237,7 +238,9 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compose(p, cfg, plan, staging, ComputeSettings(device, cfg.runtime.torch_threads))
+    compute = ComputeSettings(device, cfg.runtime.torch_threads,
+                              accelerator=cfg.runtime.accelerator if device == "cuda" else None)
+    compose(p, cfg, plan, staging, compute)
     result = p.run()
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):

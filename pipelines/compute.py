@@ -15,6 +15,12 @@ from dataclasses import dataclass
 class ComputeSettings:
     device: str  # "cpu" or "cuda", already resolved
     torch_threads: int
+    # Beam `accelerator` resource hint for the model stages (runtime.accelerator); only with cuda
+    accelerator: str | None = None
+
+    def resource_hints(self) -> dict[str, str]:
+        """Hints for the model stages; runners that do not read hints (Direct, Dask) ignore them."""
+        return {} if self.accelerator is None else {"accelerator": self.accelerator}
 
     def apply(self) -> None:
         """Call in DoFn.setup: pins torch's intra-op threads on this worker."""
