@@ -238,9 +238,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False) -> di
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compute = ComputeSettings(device, cfg.runtime.torch_threads,
-                              accelerator=cfg.runtime.accelerator if device == "cuda" else None)
-    compose(p, cfg, plan, staging, compute)
+    compose(p, cfg, plan, staging, ComputeSettings.for_device(device, cfg.runtime))
     result = p.run()
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import generators
 import pipelines.feature_handler as feature_handler
-from benchmark.config import FeaturesSpec, InceptionSpec, LpipsSpec
+from benchmark.config import FeaturesSpec, InceptionSpec, LpipsSpec, RuntimeSpec
 from benchmark.images import decode_image, encode_png
 from benchmark.records import CANDIDATE, ImageBatch, ModelRef
 from pipelines.compute import ComputeSettings
@@ -153,3 +153,10 @@ def test_model_stages_carry_the_accelerator_hint_only_when_one_is_set(tmp_path):
     hinted = hints(ComputeSettings("cuda", 1, accelerator=gpu))
     assert set(hinted) == {"SampleGenerators", "ComputeFeatures", "TrainGenerators"}
     assert all(h == {"beam:resources:accelerator:v1": gpu.encode()} for h in hinted.values())
+
+
+def test_the_accelerator_setting_is_a_hint_only_on_cuda():
+    runtime = RuntimeSpec(device="auto", torch_threads=2, accelerator="type:nvidia-l4;count:1")
+    assert ComputeSettings.for_device("cpu", runtime) == ComputeSettings("cpu", 2)
+    assert ComputeSettings.for_device("cuda", runtime).resource_hints() == {
+        "accelerator": "type:nvidia-l4;count:1"}
