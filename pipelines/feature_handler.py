@@ -21,7 +21,14 @@ from pipelines.stage_metrics import counter, timed
 log = logging.getLogger(__name__)
 
 
-def build_extractor(kind: str, spec: FeaturesSpec, device: str) -> "Extractor":
+class Extractor(Protocol):
+    """What benchmark.features' extractors offer: uint8 NHWC images -> float32 rows."""
+    weights_id: str
+
+    def __call__(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def build_extractor(kind: str, spec: FeaturesSpec, device: str) -> Extractor:
     """The feature model named by SelectionSpec.extractor."""
     from benchmark.features import InceptionFeatures, LPIPSEmbedding
 
@@ -32,13 +39,6 @@ def build_extractor(kind: str, spec: FeaturesSpec, device: str) -> "Extractor":
                                  batch_size=s.batch_size)
     return LPIPSEmbedding(spec.lpips.backbone_weights, config_key="features.lpips.backbone_weights",
                           device=device)
-
-
-class Extractor(Protocol):
-    """What benchmark.features' extractors offer: uint8 NHWC images -> float32 rows."""
-    weights_id: str
-
-    def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
 def extract_features(batch: ImageBatch, extractor: Extractor) -> FeatureBatch:

@@ -120,7 +120,7 @@ def test_the_opener_keeps_one_generator_and_reopens_when_a_chunk_names_another(t
               plan_chunks(a, 2, 0)[0]]
     out = handler.run_inference(chunks, opener)
     assert [call[0] for call in opened] == ["folder"] * 3  # a, b, then a again
-    assert [b.chunk_id for b in out] == [c.chunk_id for c in chunks]
+    assert [batch.chunk_id for batch in out] == [chunk.chunk_id for chunk in chunks]
     assert all(decode_image(png).tolist() == _rgb(rank).tolist()
                for batch in out for png, rank in zip(batch.pngs, batch.ranks))
 
@@ -133,7 +133,7 @@ def test_a_generator_that_changed_during_the_build_is_refused(tmp_path):
         handler.run_inference(plan_chunks(model, 2, 0)[:1], handler.load_model())
 
 
-def test_model_stages_carry_the_accelerator_hint_only_when_one_is_set(tmp_path):
+def test_model_stages_carry_the_accelerator_hint_only_when_one_is_set():
     def hints(compute):
         p = beam.Pipeline()
         models = p | beam.Create([])
