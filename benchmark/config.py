@@ -232,6 +232,10 @@ class RuntimeSpec(_Section):
     # torch threads per worker. Part of the result: reductions split over another thread count
     # round differently, so keep it the same wherever a build must give the same bytes.
     torch_threads: int = Field(1, ge=1, le=256)
+    # Beam `accelerator` resource hint put on the model stages when the device is cuda, for
+    # runners that place work by hints; its format is the runner's, e.g. Dataflow's
+    # "type:nvidia-l4;count:1;install-nvidia-driver". Direct and Dask runners ignore it.
+    accelerator: str | None = Field(None, min_length=1)
 
 
 class BuildConfig(_Section):

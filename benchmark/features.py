@@ -98,9 +98,22 @@ def _seeded_init(module: nn.Module, seed: int) -> None:
                 sub.reset_parameters()  # ones/zeros and unit running stats: no RNG involved
 
 
-def _batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+def _padded_batches(images: np.ndarray, batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(batch, rows) pairs; every batch is exactly `batch_size` images, the last one zero-padded.
+
+    Convolution libraries pick kernels by batch shape and different kernels round differently
+    (on this CPU a batch of 1 and a batch of 8 disagree in the last bits; cuDNN chooses per
+    shape too), so a fixed shape makes an image's features the same bytes whatever batch the
+    caller passed it in. Eval-mode networks have no cross-sample operations, so the padding
+    rows change nothing else; callers keep the first `rows` outputs.
+    """
     for start in range(0, len(images), batch_size):
-        yield images[start : start + batch_size]
+        batch = images[start : start + batch_size]
+        rows = len(batch)
+        if rows < batch_size:
+            pad = np.zeros((batch_size - rows, *batch.shape[1:]), dtype=batch.dtype)
+            batch = np.concatenate([batch, pad])
+        yield batch, rows
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -183,10 +196,9 @@ class InceptionFeatures:
         images = _check_images(images)
         out = np.empty((len(images), self.dim), dtype=np.float32)
         row = 0
-        for batch in _batches(images, self.batch_size):
-            feats = self._forward(batch)
-            out[row : row + len(batch)] = feats
-            row += len(batch)
+        for batch, rows in _padded_batches(images, self.batch_size):
+            out[row : row + rows] = self._forward(batch)[:rows]
+            row += rows
         return out
 
     @torch.inference_mode()
@@ -274,7 +286,8 @@ class LPIPSEmbedding:
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = _check_images(images)
-        parts = [self._forward(batch) for batch in _batches(images, self.batch_size)]
+        parts = [self._forward(batch)[:rows]
+                 for batch, rows in _padded_batches(images, self.batch_size)]
         if not parts:
             return np.empty((0, 0), dtype=np.float32)
         return np.concatenate(parts, axis=0)

@@ -37,7 +37,6 @@ from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_p
                                      write_classes, write_dataset_info)
 from benchmark.manifest import read_manifest
 from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
-from benchmark.protocol import REAL
 from benchmark.real_sets import RealSetError
 from benchmark.repmix import CSV_FOLDER, write_repmix_csvs
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
@@ -48,7 +47,8 @@ from pipelines.assign_splits import AssignSplits
 from pipelines.cached_stage import CACHE_DIR, ResumeCache, cached
 from pipelines.compute import ComputeSettings
 from pipelines import logs
-from pipelines.compute_features import ComputeFeatures, build_extractor
+from pipelines.compute_features import ComputeFeatures, cells_of
+from pipelines.feature_handler import build_extractor
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleChunks, plan_chunks
@@ -115,9 +115,9 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     feature_rules = CellFeatures(kind, section.model_dump(mode="json"), str(weights),
                                  compute.device, compute.torch_threads)
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
-                | "ComputeFeatures" >> cached(ComputeFeatures(kind, cfg.features, compute, (REAL,)),
+                | "ComputeFeatures" >> cached(ComputeFeatures(kind, cfg.features, compute),
                                               feature_rules, store(feature_rules.stage))
-                | "FeaturesPerCell" >> beam.FlatMap(_features_per_cell, tuple(cfg.sources)))
+                | "FeaturesPerCell" >> beam.FlatMap(cells_of, tuple(cfg.sources)))
     synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
@@ -133,17 +133,6 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
                      | "WriteShards" >> WriteShards(str(staging), store(RESUME_SHARDS)))
     all_rejections = tuple(rejections) | "AllRejections" >> beam.Flatten()
     return (manifest_rows, all_rejections) | "WriteRecords" >> WriteRecords(str(staging))
-
-
-def _features_per_cell(element, sources: tuple[str, ...]):
-    """((source | real, semantic), batch) -> the cells it is compared in: a candidate batch its
-    own, a reference batch every generator cell of its semantic."""
-    (source, semantic), batch = element
-    if batch.role == REFERENCE:
-        for s in sources:
-            yield (s, semantic), batch
-    else:
-        yield element
 
 
 # ----------------------------------------------------------------------------- driver
@@ -325,7 +314,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compose(p, cfg, plan, staging, ComputeSettings(device, cfg.runtime.torch_threads), resume)
+    compose(p, cfg, plan, staging, ComputeSettings.for_device(device, cfg.runtime), resume)
     result = p.run()
     state = result.wait_until_finish()
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmark.config import RuntimeSpec
+
 
 @dataclass(frozen=True)
 class ComputeSettings:
     device: str  # "cpu" or "cuda", already resolved
     torch_threads: int
+    # Beam `accelerator` resource hint for the model stages (runtime.accelerator); only with cuda
+    accelerator: str | None = None
+
+    @classmethod
+    def for_device(cls, device: str, runtime: RuntimeSpec) -> ComputeSettings:
+        """The settings for a resolved device: the accelerator hint only goes with cuda."""
+        return cls(device, runtime.torch_threads,
+                   accelerator=runtime.accelerator if device == "cuda" else None)
+
+    def resource_hints(self) -> dict[str, str]:
+        """Hints for the model stages; runners that do not read hints (Direct, Dask) ignore them."""
+        return {} if self.accelerator is None else {"accelerator": self.accelerator}
 
     def apply(self) -> None:
         """Call in DoFn.setup: pins torch's intra-op threads on this worker."""

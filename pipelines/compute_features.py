@@ -1,74 +1,58 @@
 """ComputeFeatures: PNG batches -> perceptual features, keyed by the cell they are compared in.
 
 Synthetic candidates go to their own (source, semantic) cell; a batch of real reference
-photos goes to every generator cell of its semantic. The extractor is loaded once per worker.
+photos goes to every generator cell of its semantic. The extractor runs behind FeatureHandler
+(pipelines.feature_handler), loaded once per worker.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Iterator
 
 import apache_beam as beam
-import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler
 
 from benchmark.config import FeaturesSpec
-from benchmark.images import decode_image
-from benchmark.records import CANDIDATE, REFERENCE, FeatureBatch, ImageBatch
+from benchmark.records import CANDIDATE, REFERENCE, FeatureBatch
 from pipelines.compute import ComputeSettings
-from pipelines.stage_metrics import counter, timed
-
-log = logging.getLogger(__name__)
-
-
-def build_extractor(kind: str, spec: FeaturesSpec, device: str):
-    """The feature model named by SelectionSpec.extractor (loaded lazily on workers)."""
-    from benchmark.features import InceptionFeatures, LPIPSEmbedding
-
-    if kind == "inception":
-        s = spec.inception
-        return InceptionFeatures(s.weights, config_key="features.inception.weights", device=device,
-                                 input_size=s.input_size, precision=s.precision,
-                                 batch_size=s.batch_size)
-    return LPIPSEmbedding(spec.lpips.backbone_weights, config_key="features.lpips.backbone_weights",
-                          device=device)
+from pipelines.feature_handler import FeatureHandler
+from pipelines.model_handlers import RunOnChunks
 
 
-class _FeaturesFn(beam.DoFn):
-    def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings,
-                 sources: tuple[str, ...]):
-        self._kind = kind
-        self._spec = spec
-        self._compute = compute
-        self._sources = sources
-        self._extractor = None
-
-    def setup(self):
-        self._compute.apply()
-        self._extractor = build_extractor(self._kind, self._spec, self._compute.device)
-
-    def process(self, batch: ImageBatch):
-        with timed("compute_features"):
-            images = np.stack([decode_image(p) for p in batch.pngs])
-            feats = self._extractor(images)
-        counter(f"features_{batch.role}").inc(len(batch.keys))
-        log.info("features %s: %d images", batch.chunk_id, len(batch.keys))
-        out = FeatureBatch(chunk_id=batch.chunk_id, role=batch.role, keys=batch.keys, features=feats)
-        if batch.role == CANDIDATE:
-            yield (batch.source, batch.semantic), out
-        elif batch.role == REFERENCE:
-            for source in self._sources:
-                yield (source, batch.semantic), out
-        else:
-            raise ValueError(f"{batch.chunk_id}: no features for role {batch.role}")
+def to_cells(origin: tuple[str, str], features: FeatureBatch,
+             sources: tuple[str, ...]) -> Iterator[tuple[tuple[str, str], FeatureBatch]]:
+    """The (source, semantic) cells a batch's features are compared in, from where it came from."""
+    source, semantic = origin
+    if features.role == CANDIDATE:
+        yield (source, semantic), features
+    elif features.role == REFERENCE:
+        for generator_source in sources:
+            yield (generator_source, semantic), features
+    else:
+        raise ValueError(f"{features.chunk_id}: no features for role {features.role}")
 
 
 class ComputeFeatures(beam.PTransform):
-    """ImageBatches (candidate or reference) -> ((source, semantic), FeatureBatch)."""
+    """ImageBatches (candidate or reference) -> ((source, semantic), FeatureBatch): each batch
+    sent to the cells it is compared in, or, without `sources`, keyed by where it came from
+    (one output per batch, as the resume store keeps them; `to_cells` then fans out)."""
 
     def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings,
-                 sources: tuple[str, ...]):
+                 sources: tuple[str, ...] | None = None):
         super().__init__()
-        self._fn = _FeaturesFn(kind, spec, compute, sources)
+        self._handler = KeyedModelHandler(FeatureHandler(kind, spec, compute))
+        self._sources = sources
 
     def expand(self, batches):
-        return batches | "ExtractFeatures" >> beam.ParDo(self._fn)
+        features = (batches
+                    | "KeyByOrigin" >> beam.Map(lambda b: ((b.source, b.semantic), b))
+                    | "ExtractFeatures" >> RunOnChunks(self._handler))
+        if self._sources is None:
+            return features
+        return features | "KeyByCell" >> beam.FlatMap(cells_of, self._sources)
+
+
+def cells_of(element: tuple[tuple[str, str], FeatureBatch],
+             sources: tuple[str, ...]) -> Iterator[tuple[tuple[str, str], FeatureBatch]]:
+    """`to_cells` of an (origin, features) element."""
+    return to_cells(*element, sources)

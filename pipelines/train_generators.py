@@ -76,4 +76,5 @@ class TrainGenerators(beam.PTransform):
         photos = photo_batches | "KeyPhotosBySemantic" >> beam.Map(lambda b: (b.semantic, b))
         return ({"tasks": tasks, "images": photos}
                 | "JoinTasksWithPhotos" >> beam.CoGroupByKey()
-                | "TrainModels" >> beam.ParDo(_TrainFn(self._compute)))
+                | "TrainModels" >> beam.ParDo(_TrainFn(self._compute)).with_resource_hints(
+                    **self._compute.resource_hints()))

@@ -265,3 +265,21 @@ def test_lpips_bad_backbone_weights(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "alien.pth")
     with pytest.raises(WeightsError, match="unexpected key"):
         LPIPSEmbedding(tmp_path / "alien.pth")
+
+
+# ---------------------------------------------------------------- batch determinism
+
+
+@pytest.mark.parametrize("extractor", ["inception", "lpips_random"])
+def test_a_feature_row_is_the_same_bytes_whatever_batch_it_ran_in(extractor, images, request):
+    """Each call pads its last batch to batch_size, so how a caller splits never changes a row.
+
+    Without the padding this fails on the CPU: oneDNN runs a 1-image batch through other
+    kernels than a 2- or 3-image one and the last bits differ.
+    """
+    extract = request.getfixturevalue(extractor)
+    three = images[:3]
+    whole = extract(three)
+    for split in ([1, 2], [2, 1], [1, 1, 1]):
+        parts = np.concatenate([extract(part) for part in np.split(three, np.cumsum(split)[:-1])])
+        assert parts.tobytes() == whole.tobytes(), split

@@ -8,7 +8,8 @@ import generators
 from benchmark.keys import latent_seed
 from benchmark.records import ModelRef
 from pipelines.compute import ComputeSettings
-from pipelines.sample_generators import _SampleChunkFn, plan_chunks
+from pipelines.generator_handler import GeneratorHandler
+from pipelines.sample_generators import plan_chunks
 
 
 def _model(source="sngan", semantic="faces", arch="sngan", samples=10):
@@ -39,9 +40,9 @@ class _FakeGenerator:
 def test_sampling_draws_the_derived_seeds_and_keys_keep_the_index(monkeypatch):
     fake = _FakeGenerator()
     monkeypatch.setattr(generators, "load", lambda *a, **k: fake)
-    fn = _SampleChunkFn(8, ComputeSettings("cpu", 1))
+    handler = GeneratorHandler(8, ComputeSettings("cpu", 1))
     chunk = plan_chunks(_model(), 4, seed=3)[1]
-    (batch,) = fn.process(chunk)
+    (batch,) = handler.run_inference([chunk], handler.load_model())
     assert fake.asked == list(chunk.seeds)
     assert batch.keys == tuple(f"sngan-faces-s{i:08d}" for i in range(4, 8))
     assert batch.ranks == (4, 5, 6, 7) and batch.latent_seeds == chunk.seeds
