@@ -53,7 +53,8 @@ from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleChunks, plan_chunks
 from pipelines.select_by_quality import SelectByQuality
-from pipelines.stage_metrics import NAMESPACE
+from pipelines.progress import ProgressReporter, ProgressTail, expected_totals, stage_summary, summary_table
+from pipelines.stage_metrics import NAMESPACE, Meter, flush_all
 from pipelines.train_generators import TrainGenerators
 from pipelines.write_records import WriteRecords
 from pipelines.write_shards import WriteShards
@@ -67,6 +68,7 @@ RESUME_CHOICES = {"all": (SampledChunks.stage, CellFeatures.stage), "features": 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mini.yaml"
 PROG = "python -m pipelines.build_attribution88"
 log = logging.getLogger("attribution88")
+PROGRESS_DIR = "progress"  # in the staging folder, the stages' progress records; not in OUT
 
 
 class BuildError(RuntimeError):
@@ -74,7 +76,7 @@ class BuildError(RuntimeError):
 
 
 def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
-            compute: ComputeSettings, resume: ResumeCache | None = None):
+            compute: ComputeSettings, resume: ResumeCache | None = None, meter: Meter = Meter()):
     """Wire the stages; reads like the data flow of DESIGN.md. With `resume`, sampled chunks,
     features and finished shards are kept there and reused (pipelines.cached_stage)."""
     def store(stage: str) -> str | None:
@@ -82,7 +84,7 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
 
     def read_photos() -> ReadRealImages:
         return ReadRealImages(cfg.resolution, plan.roots, max_pixels=cfg.real.max_pixels,
-                              min_side=cfg.real.min_side)
+                              min_side=cfg.real.min_side, meter=meter)
 
     photos = (p | "CreatePhotoChunks" >> beam.Create(plan.real_chunks)
               | "ReadPhotos" >> read_photos())
@@ -99,13 +101,13 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
         rejections.append(extra | "TrainPhotoRejections" >> beam.FlatMap(lambda b: b.rejections))
         train_photos = (reference, extra) | "TrainingPool" >> beam.Flatten()
         models.append(train_photos | "TrainGenerators" >> TrainGenerators(
-            list(plan.train_tasks), compute))
+            list(plan.train_tasks), compute, meter))
     sample_rules = SampledChunks(cfg.resolution, compute.device, compute.torch_threads)
     sampled = ((models | "AllModels" >> beam.Flatten())
                | "PlanSeedChunks" >> beam.FlatMap(plan_chunks, cfg.sampling.chunk_size, cfg.seed)
                | "ReshuffleChunks" >> beam.Reshuffle()
-               | "SampleGenerators" >> cached(SampleChunks(cfg.resolution, compute), sample_rules,
-                                              store(sample_rules.stage)))
+               | "SampleGenerators" >> cached(SampleChunks(cfg.resolution, compute, meter), sample_rules,
+                                              store(sample_rules.stage), meter))
 
     # One output per batch (references keyed to `real`), so the cache stores each batch once;
     # references then go to every generator cell of their semantic.
@@ -115,22 +117,22 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     feature_rules = CellFeatures(kind, section.model_dump(mode="json"), str(weights),
                                  compute.device, compute.torch_threads)
     features = ((sampled, reference) | "FeatureInputs" >> beam.Flatten()
-                | "ComputeFeatures" >> cached(ComputeFeatures(kind, cfg.features, compute),
-                                              feature_rules, store(feature_rules.stage))
+                | "ComputeFeatures" >> cached(ComputeFeatures(kind, cfg.features, compute, meter=meter),
+                                              feature_rules, store(feature_rules.stage), meter)
                 | "FeaturesPerCell" >> beam.FlatMap(cells_of, tuple(cfg.sources)))
     synthetic_f = features | "SyntheticFeatures" >> beam.Filter(lambda kv: kv[1].role == CANDIDATE)
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
     placements = ((synthetic_f, reference_f, real_class)
-                  | "SelectByQuality" >> SelectByQuality(cfg.selection, cfg.kept_per_cell, cfg.seed)
+                  | "SelectByQuality" >> SelectByQuality(cfg.selection, cfg.kept_per_cell, cfg.seed, meter)
                   | "AssignSplits" >> AssignSplits(cfg.splits, cfg.seed)
                   | "AssignShards" >> AssignShards(cfg.seed, cfg.shards.max_samples))
     pixels = (sampled, real_class) | "StoredPixels" >> beam.Flatten()
     manifest_rows = ((pixels, placements)
                      | "MaterializeSamples" >> MaterializeSamples(
                          cfg.classes, {s: v.seen for s, v in cfg.semantics.items()})
-                     | "ApplyCorruptions" >> ApplyCorruptions(cfg.corruptions, cfg.seed)
-                     | "WriteShards" >> WriteShards(str(staging), store(RESUME_SHARDS)))
+                     | "ApplyCorruptions" >> ApplyCorruptions(cfg.corruptions, cfg.seed, meter)
+                     | "WriteShards" >> WriteShards(str(staging), store(RESUME_SHARDS), meter))
     all_rejections = tuple(rejections) | "AllRejections" >> beam.Flatten()
     return (manifest_rows, all_rejections) | "WriteRecords" >> WriteRecords(str(staging))
 
@@ -312,14 +314,23 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
                          frozenset((*RESUME_CHOICES[resume_cache], RESUME_SHARDS)))
     log.info("plan: %d photo chunks, %d given models, %d models to train, device %s",
              len(plan.real_chunks), len(plan.models), len(plan.train_tasks), device)
+    progress = staging / PROGRESS_DIR
+    shutil.rmtree(progress, ignore_errors=True)  # a killed run's counts are not this run's
+    progress.mkdir()
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
-    compose(p, cfg, plan, staging, ComputeSettings.for_device(device, cfg.runtime), resume)
-    result = p.run()
-    state = result.wait_until_finish()
+    compose(p, cfg, plan, staging, ComputeSettings.for_device(device, cfg.runtime), resume,
+            Meter(str(progress)))
+    with ProgressReporter(progress, expected_totals(cfg, plan),
+                          enabled=logging.getLogger("attribution88").isEnabledFor(logging.INFO)):
+        result = p.run()
+        state = result.wait_until_finish()
+        flush_all()  # counts still pending in this process (in-process workers)
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
         raise BuildError(f"the pipeline ended in state {state}; {staging} holds the partial output")
-    stage_metrics = _stage_times(result)
+    # Runners without metrics (DaskRunner) still have the workers' progress records.
+    stage_metrics = _stage_times(result) or ProgressTail(progress).poll()
+    shutil.rmtree(progress)
     # The DaskRunner opens a client of its own and leaves it open; closed here, it cannot
     # outlive the cluster and keep reconnecting.
     client = getattr(result, "client", None)
@@ -334,7 +345,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
     stats = {"pipeline_seconds": round(wall_pipeline, 2),
              "total_seconds": round(time.perf_counter() - t0, 2),
              "resume_cache_bytes": cache_bytes,
-             "metrics": stage_metrics}
+             "metrics": stage_metrics, "stages": stage_summary(stage_metrics)}
     write_text(staging / "build_stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
     if out.exists():
         shutil.rmtree(out)
@@ -418,9 +429,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     stats = info["build_stats"]
     print(f"built {info['samples']} samples in {len(info['shards'])} shards at {cfg.output_dir} "
           f"({stats['total_seconds']:.0f} s)")
-    for name, value in sorted(stats["metrics"].items()):
-        if name.endswith("_ms"):
-            print(f"  {name[:-3]:<20} {value / 1000:8.1f} s")
+    if stats["stages"]:
+        print("stage time summed over workers:\n" + summary_table(stats["stages"]))
     return 0
 
 

@@ -18,7 +18,7 @@ import apache_beam as beam
 
 from benchmark.chunk_cache import ChunkStore, CorruptEntry
 from benchmark.faults import fault_point
-from pipelines.stage_metrics import counter
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ class ResumeCache:
 
 
 class _LookUpFn(beam.DoFn):
-    def __init__(self, root: str, rules):
+    def __init__(self, root: str, rules, meter: Meter):
+        self._meter = meter
         self._root = root
         self._rules = rules
 
@@ -55,10 +56,10 @@ class _LookUpFn(beam.DoFn):
             output = None if payload is None else rules.decode(payload)
         except CorruptEntry as exc:
             log.warning("recomputing %s: %s", rules.input_id(element), exc)
-            counter("cache_rejected").inc()
+            self._meter.count("cache_rejected")
             output = None
         if output is not None and rules.output_id(output) == rules.input_id(element):
-            counter(f"{rules.counter}_from_cache").inc(rules.count(output))
+            self._meter.count(f"{rules.counter}_from_cache", rules.count(output))
             yield True, output
             return
         self._store.claim(rules.input_id(element), key)
@@ -84,14 +85,15 @@ class _StoreFn(beam.DoFn):
 class CachedStage(beam.PTransform):
     """`stage` on the elements not in the store at `root`; stored outputs for the rest."""
 
-    def __init__(self, stage: beam.PTransform, root: str, rules):
+    def __init__(self, stage: beam.PTransform, root: str, rules, meter: Meter = METER):
         super().__init__()
+        self._meter = meter
         self._stage = stage
         self._root = root
         self._rules = rules
 
     def expand(self, elements):
-        looked = elements | "LookUpCache" >> beam.ParDo(_LookUpFn(self._root, self._rules))
+        looked = elements | "LookUpCache" >> beam.ParDo(_LookUpFn(self._root, self._rules, self._meter))
         hits = looked | "KeepHits" >> beam.FlatMap(lambda t: [t[1]] if t[0] else [])
         computed = (looked
                     | "KeepMisses" >> beam.FlatMap(lambda t: [] if t[0] else [t[1]])
@@ -100,6 +102,6 @@ class CachedStage(beam.PTransform):
         return (hits, computed) | "HitsAndComputed" >> beam.Flatten()
 
 
-def cached(stage: beam.PTransform, rules, root: str | None) -> beam.PTransform:
+def cached(stage: beam.PTransform, rules, root: str | None, meter: Meter = METER) -> beam.PTransform:
     """`stage` wrapped in a CachedStage storing under `root`; `stage` itself when root is None."""
-    return stage if root is None else CachedStage(stage, root, rules)
+    return stage if root is None else CachedStage(stage, root, rules, meter)

@@ -17,6 +17,7 @@ from benchmark.records import CANDIDATE, REFERENCE, FeatureBatch
 from pipelines.compute import ComputeSettings
 from pipelines.feature_handler import FeatureHandler
 from pipelines.model_handlers import RunOnChunks
+from pipelines.stage_metrics import METER, Meter
 
 
 def to_cells(origin: tuple[str, str], features: FeatureBatch,
@@ -38,9 +39,9 @@ class ComputeFeatures(beam.PTransform):
     (one output per batch, as the resume store keeps them; `to_cells` then fans out)."""
 
     def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings,
-                 sources: tuple[str, ...] | None = None):
+                 sources: tuple[str, ...] | None = None, meter: Meter = METER):
         super().__init__()
-        self._handler = KeyedModelHandler(FeatureHandler(kind, spec, compute))
+        self._handler = KeyedModelHandler(FeatureHandler(kind, spec, compute, meter))
         self._sources = sources
 
     def expand(self, batches):

@@ -16,7 +16,7 @@ from benchmark.images import decode_image
 from benchmark.records import FeatureBatch, ImageBatch
 from pipelines.compute import ComputeSettings
 from pipelines.model_handlers import StageModelHandler
-from pipelines.stage_metrics import counter, timed
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,9 @@ def extract_features(batch: ImageBatch, extractor: Extractor) -> FeatureBatch:
 class FeatureHandler(StageModelHandler[ImageBatch, FeatureBatch, Extractor]):
     """ImageBatches -> FeatureBatches, one per ImageBatch."""
 
-    def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings):
+    def __init__(self, kind: str, spec: FeaturesSpec, compute: ComputeSettings, meter: Meter = METER):
         super().__init__(compute)
+        self._meter = meter
         self._kind = kind
         self._spec = spec
 
@@ -62,9 +63,9 @@ class FeatureHandler(StageModelHandler[ImageBatch, FeatureBatch, Extractor]):
                       inference_args=None) -> list[FeatureBatch]:
         out = []
         for images in batch:
-            with timed("compute_features"):
+            with self._meter.timed("compute_features"):
                 out.append(extract_features(images, model))
-            counter(f"features_{images.role}").inc(len(images.keys))
+            self._meter.count(f"features_{images.role}", len(images.keys))
             log.info("features %s: %d images", images.chunk_id, len(images.keys))
         return out
 

@@ -24,7 +24,7 @@ from benchmark.keys import synthetic_key
 from benchmark.records import CANDIDATE, ImageBatch, ModelRef, SampleChunk
 from pipelines.compute import ComputeSettings
 from pipelines.model_handlers import StageModelHandler
-from pipelines.stage_metrics import counter, timed
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,10 @@ def sample_chunk(chunk: SampleChunk, gen: generators.Generator) -> ImageBatch:
 class GeneratorHandler(StageModelHandler[SampleChunk, ImageBatch, _GeneratorOpener]):
     """SampleChunks -> ImageBatches (role `candidate`), one batch per chunk."""
 
-    def __init__(self, resolution: int, compute: ComputeSettings):
+    def __init__(self, resolution: int, compute: ComputeSettings, meter: Meter = METER):
         super().__init__(compute)
         self._resolution = resolution
+        self._meter = meter
 
     def open_model(self) -> _GeneratorOpener:
         return _GeneratorOpener(self._resolution, self._compute.device)
@@ -78,9 +79,9 @@ class GeneratorHandler(StageModelHandler[SampleChunk, ImageBatch, _GeneratorOpen
                       inference_args=None) -> list[ImageBatch]:
         out = []
         for chunk in batch:
-            with timed("sample_generators"):
+            with self._meter.timed("sample_generators"):
                 images = sample_chunk(chunk, model(chunk.model))
-            counter("sampled").inc(len(images.keys))
+            self._meter.count("sampled", len(images.keys))
             log.info("sampled %s: samples %d..%d", chunk.chunk_id, chunk.start, chunk.stop - 1)
             out.append(images)
         return out

@@ -10,7 +10,7 @@ import apache_beam as beam
 
 from benchmark.manifest import SampleRecord, StoredSample
 from benchmark.repmix import semantic_labels
-from pipelines.stage_metrics import counter
+from pipelines.stage_metrics import METER
 
 
 class _MaterializeFn(beam.DoFn):
@@ -36,7 +36,7 @@ class _MaterializeFn(beam.DoFn):
             record = SampleRecord.clean(p, batch, i, label=self._label[p.source],
                                         semantic_label=self._semantic_label[p.semantic],
                                         seen=self._seen[p.semantic])
-            counter("materialized").inc()
+            METER.count("materialized")
             yield StoredSample(record, batch.pngs[i])
 
 

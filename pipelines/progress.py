@@ -34,7 +34,7 @@ class Stage:
 
 STAGES = (
     Stage("read_real", "reading photos", "photos", ("real_read", "real_rejected")),
-    Stage("train_generators", "training", "steps", ("train_steps",)),
+    Stage("train_generators", "training", "steps", ("train_steps", "train_steps_reused")),
     Stage("sample_generators", "sampling", "images", ("sampled", "sampled_from_cache")),
     Stage("compute_features", "features", "images",
           ("features_candidate", "features_reference", "features_from_cache")),
@@ -124,7 +124,8 @@ class ProgressReporter:
     """A driver thread showing the stages' progress until stopped; a context manager."""
 
     def __init__(self, folder: Path, expected: dict[str, int], *, interval: float = 30.0,
-                 bars: bool | None = None, stream=None):
+                 bars: bool | None = None, stream=None, enabled: bool = True):
+        self.enabled = enabled
         self.tail = ProgressTail(folder)
         self.expected = expected
         self.stream = stream or sys.stderr
@@ -136,10 +137,13 @@ class ProgressReporter:
         self._tqdm: dict[str, object] = {}
 
     def __enter__(self) -> "ProgressReporter":
-        self._thread.start()
+        if self.enabled:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self.enabled:
+            return
         self._stop.set()
         self._thread.join()
         for bar in self._tqdm.values():

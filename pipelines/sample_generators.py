@@ -13,6 +13,7 @@ from benchmark.records import ModelRef, SampleChunk
 from pipelines.compute import ComputeSettings
 from pipelines.generator_handler import GeneratorHandler
 from pipelines.model_handlers import RunOnChunks
+from pipelines.stage_metrics import METER, Meter
 
 
 def plan_chunks(model: ModelRef, chunk_size: int, seed: int) -> list[SampleChunk]:
@@ -31,9 +32,9 @@ class SampleChunks(beam.PTransform):
     """SampleChunks -> one ImageBatch each (role `candidate`), with the chunk's id: the
     sampling itself, which a resumed build runs only on the chunks it has not stored yet."""
 
-    def __init__(self, resolution: int, compute: ComputeSettings):
+    def __init__(self, resolution: int, compute: ComputeSettings, meter: Meter = METER):
         super().__init__()
-        self._handler = GeneratorHandler(resolution, compute)
+        self._handler = GeneratorHandler(resolution, compute, meter)
 
     def expand(self, chunks):
         return chunks | "SampleImages" >> RunOnChunks(self._handler)
@@ -42,11 +43,12 @@ class SampleChunks(beam.PTransform):
 class SampleGenerators(beam.PTransform):
     """ModelRefs -> ImageBatches of sampled images (role `candidate`)."""
 
-    def __init__(self, chunk_size: int, resolution: int, compute: ComputeSettings, seed: int):
+    def __init__(self, chunk_size: int, resolution: int, compute: ComputeSettings, seed: int,
+                 meter: Meter = METER):
         super().__init__()
         self._chunk_size = chunk_size
         self._seed = seed
-        self._sample = SampleChunks(resolution, compute)
+        self._sample = SampleChunks(resolution, compute, meter)
 
     def expand(self, models):
         return (models

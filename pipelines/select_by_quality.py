@@ -18,7 +18,7 @@ from benchmark.config import SelectionSpec
 from benchmark.keys import derive_seed
 from benchmark.protocol import REAL
 from benchmark.records import ImageBatch, Placement
-from pipelines.stage_metrics import counter, timed
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ def _stack(batches) -> tuple[list[str], list[str], np.ndarray]:
 
 
 class _SelectCellFn(beam.DoFn):
-    def __init__(self, spec: SelectionSpec, keep: int, seed: int):
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter):
+        self._meter = meter
         self._spec = spec
         self._keep = keep
         self._seed = seed
@@ -52,7 +53,7 @@ class _SelectCellFn(beam.DoFn):
             raise RuntimeError(f"cell {cell}: no real reference photos to compare with")
         keys, chunks, feats = _stack(synthetic)
         _, _, ref = _stack(reference)
-        with timed("select_by_quality"):
+        with self._meter.timed("select_by_quality"):
             if self._spec.method == "repmix_kmeans":
                 sel = select_repmix(feats, ref, clusters=self._spec.clusters,
                                     per_cluster=self._spec.per_cluster,
@@ -62,7 +63,7 @@ class _SelectCellFn(beam.DoFn):
                 sel = select_yu(feats, ref, keep=self._keep)
         if len(sel.kept) != self._keep:
             raise RuntimeError(f"cell {cell}: selection kept {len(sel.kept)}, expected {self._keep}")
-        counter("selected").inc(len(sel.kept))
+        self._meter.count("selected", len(sel.kept))
         log.info("selected %s: %d of %d", cell, len(sel.kept), len(keys))
         yield (source, semantic), [
             Placement(key=keys[i], chunk_id=chunks[i], source=source, semantic=semantic,
@@ -71,7 +72,7 @@ class _SelectCellFn(beam.DoFn):
             for i in sel.kept]
 
 
-def _keep_real(element, keep: int):
+def _keep_real(element, keep: int, meter: Meter = METER):
     semantic, batches = element
     unique = {b.chunk_id: b for b in batches}.values()
     ranked = sorted((r, k, b.chunk_id) for b in unique for r, k in zip(b.ranks, b.keys))
@@ -80,7 +81,7 @@ def _keep_real(element, keep: int):
         raise RealSetError(f"semantics.{semantic}.path: only {len(ranked)} of the Real-class "
                            f"candidate photos decoded, the Real class needs {keep}; "
                            f"rejections.parquet in the partial output lists the files that failed")
-    counter("selected").inc(keep)
+    meter.count("selected", keep)
     yield (REAL, semantic), [Placement(key=k, chunk_id=c, source=REAL, semantic=semantic)
                              for _, k, c in ranked[:keep]]
 
@@ -95,19 +96,20 @@ def _light(batch: ImageBatch) -> ImageBatch:
 class SelectByQuality(beam.PTransform):
     """(synthetic features, reference features, real-class batches) -> (cell, [Placement])."""
 
-    def __init__(self, spec: SelectionSpec, keep: int, seed: int):
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter = METER):
         super().__init__()
         self._spec = spec
         self._keep = keep
         self._seed = seed
+        self._meter = meter
 
     def expand(self, inputs):
         synthetic, reference, real_batches = inputs
         generated = ({"synthetic": synthetic, "reference": reference}
                      | "GroupCellFeatures" >> beam.CoGroupByKey()
-                     | "SelectCell" >> beam.ParDo(_SelectCellFn(self._spec, self._keep, self._seed)))
+                     | "SelectCell" >> beam.ParDo(_SelectCellFn(self._spec, self._keep, self._seed, self._meter)))
         real = (real_batches
                 | "DropPixels" >> beam.Map(lambda b: (b.semantic, _light(b)))
                 | "GroupRealCandidates" >> beam.GroupByKey()
-                | "KeepRealByRank" >> beam.FlatMap(_keep_real, self._keep))
+                | "KeepRealByRank" >> beam.FlatMap(_keep_real, self._keep, self._meter))
         return (generated, real) | "FlattenCells" >> beam.Flatten()

@@ -97,11 +97,3 @@ def flush_all() -> None:
 
 # The default meter, for stages built without a progress folder (tests, TestPipeline).
 METER = Meter()
-
-
-def counter(name: str):
-    return Metrics.counter(NAMESPACE, name)
-
-
-def timed(stage: str):
-    return METER.timed(stage)

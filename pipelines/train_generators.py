@@ -17,7 +17,7 @@ import generators
 from benchmark.images import decode_image
 from benchmark.records import ImageBatch, ModelRef, TrainTask
 from pipelines.compute import ComputeSettings
-from pipelines.stage_metrics import counter, timed
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,9 @@ def _training_images(batches: list[ImageBatch]) -> np.ndarray:
 
 
 class _TrainFn(beam.DoFn):
-    def __init__(self, compute: ComputeSettings):
+    def __init__(self, compute: ComputeSettings, meter: Meter):
         self._compute = compute
+        self._meter = meter
 
     def setup(self):
         self._compute.apply()
@@ -47,15 +48,17 @@ class _TrainFn(beam.DoFn):
             if generators.is_trained(task.checkpoint, task.arch, task.training, task.options,
                                      data_sha256=data_sha256, resolution=images.shape[1]):
                 log.info("reusing %s (same settings and data)", task.checkpoint)
-                counter("generators_reused").inc()
+                self._meter.count("generators_reused")
+                self._meter.count("train_steps_reused", task.training.steps)
             else:
                 log.info("training %s on %s: %d photos, %d steps", task.arch, semantic,
                          len(images), task.training.steps)
-                with timed("train_generators"):
+                with self._meter.timed("train_generators"):
                     generators.train(task.arch, images, Path(task.checkpoint), task.training,
                                      dict(task.options), checkpoint_every=task.checkpoint_every,
-                                     device=self._compute.device)
-                counter("generators_trained").inc()
+                                     device=self._compute.device,
+                                     progress=lambda _: self._meter.count("train_steps"))
+                self._meter.count("generators_trained")
             yield ModelRef(source=task.source, semantic=semantic, arch=task.arch,
                            checkpoint=task.checkpoint, folder="",
                            checkpoint_sha256=generators.sha256_file(Path(task.checkpoint)),
@@ -65,10 +68,11 @@ class _TrainFn(beam.DoFn):
 class TrainGenerators(beam.PTransform):
     """(tasks, training-photo batches) -> ModelRefs of the trained checkpoints."""
 
-    def __init__(self, tasks: list[TrainTask], compute: ComputeSettings):
+    def __init__(self, tasks: list[TrainTask], compute: ComputeSettings, meter: Meter = METER):
         super().__init__()
         self._tasks = tasks
         self._compute = compute
+        self._meter = meter
 
     def expand(self, photo_batches):
         tasks = (photo_batches.pipeline
@@ -76,5 +80,5 @@ class TrainGenerators(beam.PTransform):
         photos = photo_batches | "KeyPhotosBySemantic" >> beam.Map(lambda b: (b.semantic, b))
         return ({"tasks": tasks, "images": photos}
                 | "JoinTasksWithPhotos" >> beam.CoGroupByKey()
-                | "TrainModels" >> beam.ParDo(_TrainFn(self._compute)).with_resource_hints(
+                | "TrainModels" >> beam.ParDo(_TrainFn(self._compute, self._meter)).with_resource_hints(
                     **self._compute.resource_hints()))

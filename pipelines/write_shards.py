@@ -13,13 +13,14 @@ import apache_beam as beam
 
 from benchmark.chunk_cache import CorruptEntry, FinishedShards
 from benchmark.shards import ShardSample, write_shard
-from pipelines.stage_metrics import counter, timed
+from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
 
 
 class _WriteShardFn(beam.DoFn):
-    def __init__(self, out_dir: str, done_dir: str | None):
+    def __init__(self, out_dir: str, done_dir: str | None, meter: Meter):
+        self._meter = meter
         self._out_dir = out_dir
         self._done_dir = done_dir
 
@@ -33,7 +34,7 @@ class _WriteShardFn(beam.DoFn):
             return self._finished.is_finished(path, samples)
         except CorruptEntry as exc:
             log.warning("rewriting %s: %s", path.name, exc)
-            counter("cache_rejected").inc()
+            self._meter.count("cache_rejected")
             return False
 
     def process(self, element):
@@ -47,15 +48,16 @@ class _WriteShardFn(beam.DoFn):
         path = Path(self._out_dir) / name
         contents = [ShardSample(s.key, s.png, s.record.row()) for s in ordered]
         if self._kept(path, contents):
-            counter("shards_kept").inc()
+            self._meter.count("shards_kept")
+            self._meter.count("written_kept", len(contents))
             log.info("kept %s: finished by an earlier run from the same samples", name)
         else:
-            with timed("write_shards"):
+            with self._meter.timed("write_shards"):
                 stats = write_shard(path, contents)
             if self._finished is not None:
                 self._finished.mark_finished(path, contents, stats)
-            counter("written").inc(stats.samples)
-            counter("shards_written").inc()
+            self._meter.count("written", stats.samples)
+            self._meter.count("shards_written")
             log.info("wrote %s: %d samples, %.1f MB", name, stats.samples, stats.bytes / 1e6)
         for s in ordered:
             yield s.record
@@ -65,13 +67,14 @@ class WriteShards(beam.PTransform):
     """StoredSample -> tar files under out_dir (KEY.png + KEY.json, the record's row); output:
     each sample's SampleRecord, for the manifest. With `done_dir`, finished shards are kept."""
 
-    def __init__(self, out_dir: str, done_dir: str | None = None):
+    def __init__(self, out_dir: str, done_dir: str | None = None, meter: Meter = METER):
         super().__init__()
         self._out_dir = out_dir
         self._done_dir = done_dir
+        self._meter = meter
 
     def expand(self, samples):
         return (samples
                 | "KeyByShard" >> beam.Map(lambda s: (s.record.shard, s))
                 | "GroupShard" >> beam.GroupByKey()
-                | "WriteTar" >> beam.ParDo(_WriteShardFn(self._out_dir, self._done_dir)))
+                | "WriteTar" >> beam.ParDo(_WriteShardFn(self._out_dir, self._done_dir, self._meter)))

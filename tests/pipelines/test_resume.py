@@ -12,7 +12,7 @@ from benchmark.chunk_cache import CellFeatures, ChunkStore
 from benchmark.images import decode_image, encode_png
 from benchmark.records import CANDIDATE, FeatureBatch, ImageBatch
 from pipelines.cached_stage import CachedStage
-from pipelines.stage_metrics import NAMESPACE, counter
+from pipelines.stage_metrics import METER, NAMESPACE
 from tests.pipelines.test_stages import _sample
 
 RULES = CellFeatures("mean", {"what": "channel means"}, "random", "cpu", 1)
@@ -24,7 +24,7 @@ def _means(batch: ImageBatch) -> np.ndarray:
 
 def _channel_means(batch: ImageBatch):
     """A small real stage with the features stage's shape: one output per batch, its chunk id."""
-    counter("computed_batches").inc()
+    METER.count("computed_batches")
     return (batch.source, batch.semantic), FeatureBatch(batch.chunk_id, batch.role, batch.keys,
                                                         _means(batch))
 

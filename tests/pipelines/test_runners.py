@@ -86,18 +86,29 @@ def runner_flags(runner: str, request) -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("runner", ["multi_processing", "portable", "dask"])
 def test_every_runner_builds_the_same_bytes_as_the_direct_runner(runner, request, photo_config,  # noqa: F811
-                                                                 built):  # noqa: F811
+                                                                 built, capfd):  # noqa: F811
     out = photo_config.parent / f"runner-{runner}"
+    # multi_processing runs with its log on: its workers are subprocesses sharing our stderr
+    quiet = [] if runner == "multi_processing" else ["--quiet"]
     with runner_flags(runner, request) as flags:
-        code = main(["--config", str(photo_config), "--out", str(out), "--quiet", *flags])
+        code = main(["--config", str(photo_config), "--out", str(out), *quiet, *flags])
     assert code == 0
     tars = _tar_bytes(out)
     assert len(tars) == 8 and tars == _tar_bytes(built)
     for name in COMPARED:
         assert (out / name).read_bytes() == (built / name).read_bytes(), name
+    stats = json.loads((out / "build_stats.json").read_text())
     if runner != "dask":  # the DaskRunner reports no metrics; the others feed build_stats.json
-        metrics = json.loads((out / "build_stats.json").read_text())["metrics"]
-        assert (metrics["written"], metrics["real_rejected"]) == (40, 1)
+        assert (stats["metrics"]["written"], stats["metrics"]["real_rejected"]) == (40, 1)
+    # the stage summary comes from the workers' progress records where metrics are missing
+    stages = {row["stage"]: row["items"] for row in stats["stages"]}
+    assert (stages["sample_generators"], stages["write_shards"]) == (48, 40), stages
+    assert not (out / "progress").exists()
+    if runner == "multi_processing":
+        captured = capfd.readouterr()
+        assert captured.err.count("sampled sngan-faces-c000000: samples 0..7") == 1  # not echoed
+        assert "sampling: 48/48 images (100%)" in captured.err  # the driver's progress line
+        assert "sample_generators" in captured.out.split("stage time summed over workers")[1]
 
 
 def test_a_worker_input_error_on_the_portable_runner_is_one_clear_line(photo_config, job_endpoint,  # noqa: F811
