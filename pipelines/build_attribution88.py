@@ -1,4 +1,4 @@
-"""Build an Attribution88-style benchmark: `python -m pipelines.build_attribution88`.
+"""Build an Attribution88-style benchmark (`a88 build`, or `python -m pipelines.build_attribution88`).
 
     python -m pipelines.build_attribution88 --config configs/mini.yaml --out out/mini
     python -m pipelines.build_attribution88 --config pipeline.yaml --out /data/a88 \

@@ -1,4 +1,4 @@
-"""Verify a built benchmark folder: `python -m pipelines.verify OUT`.
+"""Verify a built benchmark folder (`a88 verify OUT`, or `python -m pipelines.verify OUT`).
 
     python -m pipelines.verify OUT [--workers N] [--json REPORT.json] [--show 50]
 
