@@ -54,7 +54,7 @@ from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleChunks, plan_chunks
 from pipelines.select_by_quality import SelectByQuality
 from pipelines.progress import ProgressReporter, ProgressTail, expected_totals, stage_summary, summary_table
-from pipelines.stage_metrics import NAMESPACE, Meter, flush_all
+from pipelines.stage_metrics import FLUSH_SECONDS, NAMESPACE, Meter, flush_all
 from pipelines.train_generators import TrainGenerators
 from pipelines.write_records import WriteRecords
 from pipelines.write_shards import WriteShards
@@ -329,7 +329,10 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
     if state not in (None, "DONE", beam.runners.runner.PipelineState.DONE):
         raise BuildError(f"the pipeline ended in state {state}; {staging} holds the partial output")
     # Runners without metrics (DaskRunner) still have the workers' progress records.
-    stage_metrics = _stage_times(result) or ProgressTail(progress).poll()
+    stage_metrics = _stage_times(result)
+    if not stage_metrics:
+        time.sleep(2 * FLUSH_SECONDS)  # remote workers' last counts: their flush thread's period
+        stage_metrics = ProgressTail(progress).poll()
     shutil.rmtree(progress)
     # The DaskRunner opens a client of its own and leaves it open; closed here, it cannot
     # outlive the cluster and keep reconnecting.

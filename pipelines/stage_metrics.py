@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -48,34 +49,45 @@ class Meter:
 
 
 class _Records:
-    """This process's pending progress counts, appended to its own file at most once a second."""
+    """This process's pending progress counts, appended to its own file at most once a second,
+    by the caller or, for counts nothing follows, by a daemon thread (a Dask worker lives on
+    after its last task, and its last counts must still arrive)."""
 
     def __init__(self, folder: str):
         self.path = os.path.join(folder, f"{socket.gethostname()}-{os.getpid()}.jsonl")
         self.pending: dict[str, int] = {}
         self.last = 0.0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._flush_forever, name="a88-progress-flush", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
 
     def add(self, name: str, n: int) -> None:
-        self.pending[name] = self.pending.get(name, 0) + n
+        with self.lock:
+            self.pending[name] = self.pending.get(name, 0) + n
         if time.monotonic() - self.last >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        line = json.dumps({"t": round(time.time(), 3), **self.pending}, sort_keys=True) + "\n"
-        self.pending = {}
-        self.last = time.monotonic()
-        try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            # one O_APPEND write per line: whole lines, even from several threads
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with self.lock:
+            if not self.pending:
+                return
+            line = json.dumps({"t": round(time.time(), 3), **self.pending}, sort_keys=True) + "\n"
+            self.pending = {}
+            self.last = time.monotonic()
             try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-        except OSError:
-            pass  # progress is a view; a failed write must not fail the build
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                # one O_APPEND write per line: whole lines, whatever else writes the file
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, line.encode())
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # progress is a view; a failed write must not fail the build
 
 
 _OPEN: dict[tuple[str, int], _Records] = {}
