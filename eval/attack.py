@@ -171,10 +171,16 @@ def plot_error(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    run = Path(report["run"]).name
     ax.plot(report["eps"], [100 * r["error"] for r in report["results"]], marker="o",
-            label=f"{report['model']} ({Path(report['run']).name})")
+            label=report["model"] if run == report["model"] else f"{report['model']} ({run})")
     ax.set_xlabel("eps (1/255)")
-    ax.set_ylabel("attribution error (%)")
+    # Table 2's error is accuracy lost, so the clean accuracy it is taken from goes beside it.
+    ax.set_ylabel("attribution error (%)\n= accuracy before - after")
+    before = report["results"][0]["accuracy_before"] if report["results"] else None
+    if before is not None:
+        ax.axhline(100 * before, color="grey", linestyle="--", linewidth=1,
+                   label=f"accuracy without attack ({100 * before:.1f}%)")
     # The whole 0-100 range: a zoomed axis makes a flat curve look steep.
     ax.set_ylim(min(0, *(100 * r["error"] for r in report["results"])), 100)
     ax.set_title(f"I-FGSM, {report['iterations']} iterations, {report['images']} {report['split']} images")

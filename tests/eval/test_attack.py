@@ -243,3 +243,19 @@ def test_repmix_is_attacked_on_its_gated_logits_with_mixing_off():
     with torch.no_grad():
         assert (F.cross_entropy(model(adv * 2 - 1).logits, labels)
                 > F.cross_entropy(model(images * 2 - 1).logits, labels))
+
+
+def test_error_plot_draws_the_clean_accuracy_the_error_is_taken_from(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from eval.attack import plot_error
+
+    lines, axhline = [], Axes.axhline
+    monkeypatch.setattr(Axes, "axhline", lambda self, y, **kw: (lines.append((y, kw["label"])),
+                                                                 axhline(self, y, **kw))[1])
+    report = {"model": "repmix", "run": "runs/repmix", "iterations": 3, "images": 24, "split": "test",
+              "eps": [2.0, 8.0], "results": [{"accuracy_before": 0.625, "error": 0.125},
+                                             {"accuracy_before": 0.625, "error": 0.5}]}
+    plot_error(report, tmp_path / "attack.png")
+    assert lines == [(62.5, "accuracy without attack (62.5%)")]
+    assert (tmp_path / "attack.png").read_bytes()[:4] == b"\x89PNG"
