@@ -39,11 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 MODEL_STAGES = ("train_generators", "sample_generators", "compute_features")
-# stage timer -> the counter of items it handled
-STAGE_ITEMS = {"read_real": "real_read", "train_generators": "generators_trained",
-               "sample_generators": "sampled", "compute_features": ("features_candidate", "features_reference"),
-               "select_by_quality": "selected", "apply_corruptions": "materialized",
-               "write_shards": "written"}
 # The full protocol (RepMix, Bui et al. 2022): 7 GANs x 11 semantics, 100k samples each, 12k
 # kept per generator, 12k real photos per semantic as the Real class and as references.
 PROTOCOL = {"generators": 77, "per_model": 100_000, "kept_per_model": 12_000, "semantics": 11,
@@ -78,17 +73,10 @@ def run_build(config: str, out: Path, extra: list[str]) -> BuildRun:
 
 
 def stage_table(stats: dict) -> dict[str, tuple[float, int]]:
-    """Stage -> (seconds summed over workers, items handled)."""
-    metrics = stats["metrics"]
-    table = {}
-    for key, ms in metrics.items():
-        if not key.endswith("_ms"):
-            continue
-        stage = key[:-3]
-        names = STAGE_ITEMS.get(stage, ())
-        names = (names,) if isinstance(names, str) else names
-        table[stage] = (ms / 1000, sum(metrics.get(n, 0) for n in names))
-    return table
+    """Stage -> (seconds summed over workers, items handled), as the build's own summary counts them."""
+    from pipelines.progress import stage_summary
+
+    return {row["stage"]: (row["seconds"], row["items"]) for row in stage_summary(stats["metrics"])}
 
 
 def workers_command(args, extra: list[str]) -> None:
