@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -80,3 +82,11 @@ def test_an_installed_copy_matches_the_checkout():
     assert dist.version == benchmark.__version__
     (script,) = [e for e in dist.entry_points if e.group == "console_scripts"]
     assert script.name == "a88" and script.load() is importlib.import_module("pipelines.a88").main
+
+
+
+def test_setup_py_shim_gives_beam_setup_file_the_pyproject_package():
+    """`--setup_file ./setup.py` (Beam's way to ship code to workers) builds this package."""
+    done = subprocess.run([sys.executable, "setup.py", "--name", "--version"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["attribution88", benchmark.__version__]
