@@ -49,6 +49,7 @@ from pipelines.compute import ComputeSettings
 from pipelines import logs
 from pipelines.compute_features import ComputeFeatures, cells_of
 from pipelines.feature_handler import build_extractor
+from pipelines import data_plane_patch
 from pipelines.materialize_samples import MaterializeSamples
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleChunks, plan_chunks
@@ -318,6 +319,7 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
     shutil.rmtree(progress, ignore_errors=True)  # a killed run's counts are not this run's
     progress.mkdir()
     t0 = time.perf_counter()
+    data_plane_patch.apply()  # before the runner starts its servers
     p = beam.Pipeline(options=options)
     compose(p, cfg, plan, staging, ComputeSettings.for_device(device, cfg.runtime), resume,
             Meter(str(progress)))
