@@ -29,6 +29,27 @@ class Cell:
     path: str  # the given folder or weights file; for TRAIN, the checkpoint the build writes
 
 
+class LostChunksError(RuntimeError):
+    """A stage received fewer chunks than the plan made: the runner lost elements on the way."""
+
+
+@dataclass(frozen=True)
+class ChunkCounts:
+    """How many chunks each group must receive, from the plan: a group short of one lost it on
+    the way, and a selection over what is left would silently be another benchmark."""
+    samples: dict[tuple[str, str], int]  # (source, semantic) -> sample chunks of the cell
+    photos: dict[tuple[str, str], int]  # (semantic, role) -> photo chunks
+
+    def check(self, what: str, group: tuple[str, str], arrived: int, kind: str = "samples") -> None:
+        """Raise LostChunksError unless `arrived` (distinct chunk ids) is the planned count."""
+        expected = (self.samples if kind == "samples" else self.photos).get(group)
+        if expected is not None and arrived != expected:
+            raise LostChunksError(
+                f"{what}: {arrived} of {expected} planned chunks arrived; the runner lost "
+                f"elements on the way (README, 'Known problems'); rerun the same command, it "
+                f"resumes from the work already stored")
+
+
 @dataclass(frozen=True)
 class BuildPlan:
     real_chunks: tuple[RealChunk, ...]  # Real-class candidates and reference photos
@@ -39,6 +60,16 @@ class BuildPlan:
     cells: dict[tuple[str, str], Cell]  # (source, semantic) -> where its images come from
     # files the folder listings refused (symlink loops, duplicates): rejection rows
     listing_rejections: tuple[dict, ...] = ()
+
+
+    def chunk_counts(self, chunk_size: int) -> ChunkCounts:
+        """The chunks each cell and each photo role is made of (see ChunkCounts)."""
+        samples = {(m.source, m.semantic): m.samples for m in self.models}
+        samples.update({(t.source, t.semantic): t.samples for t in self.train_tasks})
+        photos: dict[tuple[str, str], int] = {}
+        for chunk in self.real_chunks:
+            photos[(chunk.semantic, chunk.role)] = photos.get((chunk.semantic, chunk.role), 0) + 1
+        return ChunkCounts({cell: -(-n // chunk_size) for cell, n in samples.items()}, photos)
 
 
 def _chunks(semantic: str, role: str, files: tuple[RealFile, ...], first_rank: int) -> list[RealChunk]:

@@ -36,7 +36,7 @@ from benchmark.dataset_card import croissant_text, write_card
 from benchmark.dataset_files import (check_counts, rejection_counts, upsampled_photos,
                                      write_classes, write_dataset_info)
 from benchmark.manifest import read_manifest
-from benchmark.plan import BuildPlan, Cell, plan_build, plan_cells
+from benchmark.plan import BuildPlan, Cell, LostChunksError, plan_build, plan_cells
 from benchmark.real_sets import RealSetError
 from benchmark.repmix import CSV_FOLDER, write_repmix_csvs
 from benchmark.records import CANDIDATE, REAL_CLASS, REFERENCE
@@ -125,7 +125,8 @@ def compose(p: beam.Pipeline, cfg: BuildConfig, plan: BuildPlan, staging: Path,
     reference_f = features | "ReferenceFeatures" >> beam.Filter(lambda kv: kv[1].role == REFERENCE)
 
     placements = ((synthetic_f, reference_f, real_class)
-                  | "SelectByQuality" >> SelectByQuality(cfg.selection, cfg.kept_per_cell, cfg.seed, meter)
+                  | "SelectByQuality" >> SelectByQuality(cfg.selection, cfg.kept_per_cell, cfg.seed, meter,
+                                                           plan.chunk_counts(cfg.sampling.chunk_size))
                   | "AssignSplits" >> AssignSplits(cfg.splits, cfg.seed)
                   | "AssignShards" >> AssignShards(cfg.seed, cfg.shards.max_samples))
     pixels = (sampled, real_class) | "StoredPixels" >> beam.Flatten()
@@ -361,14 +362,15 @@ def build(cfg: BuildConfig, beam_args: list[str], overwrite: bool = False, fresh
 
 # A RealSetError message is one line. Runners that hand the worker's traceback back as text
 # (DirectRunner multi_processing, PortableRunner) chain it after the message: stop at the line end.
-_WRAPPED_INPUT = re.compile(r"RealSetError: (.*?)(?: \[while running|$)", re.M)
+_WRAPPED_INPUT = re.compile(r"(?:RealSetError|LostChunksError): (.*?)(?: \[while running|$)", re.M)
 
 
 def input_error(exc: BaseException) -> str | None:
-    """The message of a RealSetError (photos that cannot fill what the config asks), raised
-    here or by a pipeline worker (Beam re-raises it as a RuntimeError naming it, the DaskRunner
-    as itself); else None."""
-    if isinstance(exc, RealSetError):
+    """The message of a failure the user acts on, not a bug: a RealSetError (photos that cannot
+    fill what the config asks) or a LostChunksError (the runner lost elements), raised here or
+    by a pipeline worker (Beam re-raises it as a RuntimeError naming it, the DaskRunner as
+    itself); else None."""
+    if isinstance(exc, (RealSetError, LostChunksError)):
         return str(exc)
     match = _WRAPPED_INPUT.search(str(exc))
     return match.group(1).strip() if match else None

@@ -11,13 +11,14 @@ import logging
 
 import apache_beam as beam
 
-from benchmark.real_sets import RealSetError
 import numpy as np
 
 from benchmark.config import SelectionSpec
 from benchmark.keys import derive_seed
+from benchmark.plan import ChunkCounts
 from benchmark.protocol import REAL
-from benchmark.records import ImageBatch, Placement
+from benchmark.real_sets import RealSetError
+from benchmark.records import REAL_CLASS, REFERENCE, ImageBatch, Placement
 from pipelines.stage_metrics import METER, Meter
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def _stack(batches) -> tuple[list[str], list[str], np.ndarray]:
     """Rows in chunk order, one copy per chunk (a re-executed step must not double a sample)."""
-    unique = sorted({b.chunk_id: b for b in batches}.items())
+    unique = sorted(_unique(batches).items())
     keys, chunks = [], []
     for chunk_id, b in unique:
         keys.extend(b.keys)
@@ -34,8 +35,14 @@ def _stack(batches) -> tuple[list[str], list[str], np.ndarray]:
     return keys, chunks, feats
 
 
+def _unique(batches) -> dict:
+    return {b.chunk_id: b for b in batches}
+
+
 class _SelectCellFn(beam.DoFn):
-    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter):
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter,
+                 expected: ChunkCounts | None):
+        self._expected = expected
         self._meter = meter
         self._spec = spec
         self._keep = keep
@@ -51,6 +58,11 @@ class _SelectCellFn(beam.DoFn):
             raise RuntimeError(f"cell {cell}: reference features arrived but no samples")
         if not reference:
             raise RuntimeError(f"cell {cell}: no real reference photos to compare with")
+        if self._expected is not None:
+            self._expected.check(f"cell {cell}, sample features", (source, semantic),
+                                 len(_unique(synthetic)))
+            self._expected.check(f"cell {cell}, reference features", (semantic, REFERENCE),
+                                 len(_unique(reference)), kind="photos")
         keys, chunks, feats = _stack(synthetic)
         _, _, ref = _stack(reference)
         with self._meter.timed("select_by_quality"):
@@ -72,9 +84,12 @@ class _SelectCellFn(beam.DoFn):
             for i in sel.kept]
 
 
-def _keep_real(element, keep: int, meter: Meter = METER):
+def _keep_real(element, keep: int, meter: Meter = METER, expected: ChunkCounts | None = None):
     semantic, batches = element
-    unique = {b.chunk_id: b for b in batches}.values()
+    unique = _unique(batches).values()
+    if expected is not None:
+        expected.check(f"semantic {semantic}, Real-class photos", (semantic, REAL_CLASS), len(unique),
+                       kind="photos")
     ranked = sorted((r, k, b.chunk_id) for b in unique for r, k in zip(b.ranks, b.keys))
     if len(ranked) < keep:
         # a user's input problem, not a bug: the driver prints it without a traceback
@@ -96,8 +111,11 @@ def _light(batch: ImageBatch) -> ImageBatch:
 class SelectByQuality(beam.PTransform):
     """(synthetic features, reference features, real-class batches) -> (cell, [Placement])."""
 
-    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter = METER):
+    def __init__(self, spec: SelectionSpec, keep: int, seed: int, meter: Meter = METER,
+                 expected: ChunkCounts | None = None):
+        """`expected`: the plan's chunk counts; each cell checks that all its chunks arrived."""
         super().__init__()
+        self._expected = expected
         self._spec = spec
         self._keep = keep
         self._seed = seed
@@ -107,9 +125,10 @@ class SelectByQuality(beam.PTransform):
         synthetic, reference, real_batches = inputs
         generated = ({"synthetic": synthetic, "reference": reference}
                      | "GroupCellFeatures" >> beam.CoGroupByKey()
-                     | "SelectCell" >> beam.ParDo(_SelectCellFn(self._spec, self._keep, self._seed, self._meter)))
+                     | "SelectCell" >> beam.ParDo(_SelectCellFn(self._spec, self._keep, self._seed, self._meter,
+                                                         self._expected)))
         real = (real_batches
                 | "DropPixels" >> beam.Map(lambda b: (b.semantic, _light(b)))
                 | "GroupRealCandidates" >> beam.GroupByKey()
-                | "KeepRealByRank" >> beam.FlatMap(_keep_real, self._keep, self._meter))
+                | "KeepRealByRank" >> beam.FlatMap(_keep_real, self._keep, self._meter, self._expected))
         return (generated, real) | "FlattenCells" >> beam.Flatten()

@@ -10,7 +10,8 @@ from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig
 from benchmark.dataset_files import check_counts
 from benchmark.keys import derive_seed
 from benchmark.manifest import MANIFEST_SCHEMA
-from benchmark.plan import REAL_CHUNK, checkpoint_path, plan_build, plan_cells
+from benchmark.plan import (REAL_CHUNK, ChunkCounts, LostChunksError, checkpoint_path, plan_build,
+                            plan_cells)
 from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE
 from generators.training import GeneratorTraining
 from tests.conftest import write_photos
@@ -79,6 +80,32 @@ def test_plan_build_carries_the_kinds_into_models_and_tasks(tmp_path):
     ref = [c for c in plan.real_chunks if c.role == REFERENCE and c.semantic == "faces"]
     assert sum(len(c.files) for c in ref) == 5
     assert all(len(c.files) <= REAL_CHUNK for c in plan.real_chunks + plan.train_chunks)
+
+
+def test_chunk_counts_are_the_chunks_the_plan_makes(tmp_path):
+    from pipelines.sample_generators import plan_chunks
+
+    cfg = _config(tmp_path)
+    keys = [k for k, c in plan_cells(cfg, tmp_path / "gen").items() if c.kind != TRAIN]
+    plan = plan_build(cfg, tmp_path / "gen", {k: 7 for k in keys if k[0] == "blackbox"},
+                      {k: "sha" for k in keys})
+    counts = plan.chunk_counts(3)
+    # 8 samples in chunks of 3: 3 chunks; the folder gives its 7 images, also 3; trained cells too
+    assert counts.samples == {cell: 3 for cell in plan_cells(cfg, tmp_path / "gen")}
+    for model in plan.models:
+        assert len(plan_chunks(model, 3, cfg.seed)) == counts.samples[(model.source, model.semantic)]
+    assert counts.photos == {(c.semantic, c.role): 1 for c in plan.real_chunks}
+    assert plan.chunk_counts(8).samples[("trained", "faces")] == 1
+
+
+def test_a_group_short_of_a_chunk_is_a_lost_chunk_error():
+    counts = ChunkCounts({("sngan", "faces"): 3}, {("faces", REFERENCE): 2})
+    counts.check("cell sngan-faces", ("sngan", "faces"), 3)
+    counts.check("unplanned", ("progan", "faces"), 1)  # groups the plan does not know: not checked
+    with pytest.raises(LostChunksError, match="cell sngan-faces: 2 of 3 planned chunks arrived"):
+        counts.check("cell sngan-faces", ("sngan", "faces"), 2)
+    with pytest.raises(LostChunksError, match="refs: 1 of 2 planned chunks"):
+        counts.check("refs", ("faces", REFERENCE), 1, kind="photos")
 
 
 def test_a_folder_with_fewer_images_than_kept_is_refused_naming_its_key(tmp_path):

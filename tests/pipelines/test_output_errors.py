@@ -96,4 +96,8 @@ def test_a_semantic_short_of_decodable_photos_is_a_clear_error():
         f"benchmark.real_sets.RealSetError: {info.value} [while running 'SelectByQuality/KeepRealByRank']\n")
     assert input_error(chained) == str(info.value)
     assert input_error(RuntimeError("ValueError: something else")) is None
+    lost = ("cell sngan-faces, sample features: 2 of 3 planned chunks arrived; the runner lost "
+            "elements on the way")
+    assert input_error(RuntimeError(f"benchmark.plan.LostChunksError: {lost} "
+                                    "[while running 'SelectByQuality/SelectCell']")) == lost
     assert [p.key for _, ps in _keep_real(("faces", [batch]), 2) for p in ps] == ["real-faces-a", "real-faces-b"]

@@ -16,6 +16,7 @@ from typing import Iterator
 import pytest
 import torch
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
 from pipelines.build_attribution88 import BuildError, _resolve_device, _workers_are_here, main
 from pipelines.compute import ComputeSettings
@@ -37,7 +38,7 @@ def portable_job_service(folder: Path, timeout: float = 60.0) -> Iterator[str]:
     log_path = folder / "job_service.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m",
-                                 "apache_beam.runners.portability.local_job_service_main",
+                                 "pipelines.job_service",
                                  "--port", "0", "--port_file", str(port_file)],
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -86,8 +87,10 @@ def runner_flags(runner: str, request) -> Iterator[list[str]]:
 
 @pytest.mark.parametrize("runner", ["multi_processing", "portable", "dask"])
 def test_every_runner_builds_the_same_bytes_as_the_direct_runner(runner, request, photo_config,  # noqa: F811
-                                                                 built, capfd):  # noqa: F811
+                                                                 built, capfd, monkeypatch):  # noqa: F811
     out = photo_config.parent / f"runner-{runner}"
+    # Beam's default, whatever an earlier build in this process did: the build must patch it
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)
     # multi_processing runs with its log on: its workers are subprocesses sharing our stderr
     quiet = [] if runner == "multi_processing" else ["--quiet"]
     with runner_flags(runner, request) as flags:
@@ -104,6 +107,7 @@ def test_every_runner_builds_the_same_bytes_as_the_direct_runner(runner, request
     stages = {row["stage"]: row["items"] for row in stats["stages"]}
     assert (stages["sample_generators"], stages["write_shards"]) == (48, 40), stages
     assert not (out / "progress").exists()
+    assert worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0  # pipelines.data_plane_patch
     if runner == "multi_processing":
         captured = capfd.readouterr()
         assert captured.err.count("sampled sngan-faces-c000000: samples 0..7") == 1  # not echoed

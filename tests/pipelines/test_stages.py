@@ -28,6 +28,7 @@ from pipelines.compute_features import ComputeFeatures
 from pipelines.read_real import ReadRealImages
 from pipelines.sample_generators import SampleGenerators
 from pipelines.select_by_quality import SelectByQuality
+from pipelines.stage_metrics import METER
 from pipelines.write_records import WriteRecords
 from pipelines.write_shards import WriteShards
 from tests.conftest import write_photos
@@ -131,6 +132,30 @@ def test_select_by_quality_keeps_the_closest_and_the_first_real_photos():
                | SelectByQuality(spec, keep=2, seed=0)
                | beam.Map(lambda kv: (kv[0], sorted(pl.key for pl in kv[1]))))
         assert_that(out, equal_to([(("sngan", "faces"), ["b", "d"]), (("real", "faces"), ["p0", "p1"])]))
+
+
+def test_select_by_quality_refuses_a_cell_or_real_class_short_of_a_planned_chunk():
+    from benchmark.plan import ChunkCounts, LostChunksError
+    from pipelines.select_by_quality import _keep_real, _SelectCellFn
+
+    feats = np.array([[3.0, 0], [0.5, 0]], np.float32)
+    grouped = {"synthetic": [FeatureBatch("c1", CANDIDATE, ("a", "b"), feats)] * 2,  # twice: one chunk
+               "reference": [FeatureBatch("r1", REFERENCE, ("r",), np.zeros((1, 2), np.float32))]}
+    spec = SelectionSpec(clusters=1, per_cluster=1, reference_count=1)
+    complete = ChunkCounts({("sngan", "faces"): 1}, {("faces", REFERENCE): 1, ("faces", REAL_CLASS): 1})
+    fn = _SelectCellFn(spec, 1, 0, METER, complete)
+    assert [pl.key for _, cell in fn.process((("sngan", "faces"), grouped)) for pl in cell] == ["b"]
+    short = ChunkCounts({("sngan", "faces"): 2}, {("faces", REFERENCE): 1})
+    with pytest.raises(LostChunksError, match="cell sngan-faces, sample features: 1 of 2"):
+        list(_SelectCellFn(spec, 1, 0, METER, short).process((("sngan", "faces"), grouped)))
+    no_refs = ChunkCounts({("sngan", "faces"): 1}, {("faces", REFERENCE): 2})
+    with pytest.raises(LostChunksError, match="reference features: 1 of 2"):
+        list(_SelectCellFn(spec, 1, 0, METER, no_refs).process((("sngan", "faces"), grouped)))
+    real = ImageBatch("p1", "real", "faces", REAL_CLASS, ("p0",), (b"",), (0,), ("",), "photo", "")
+    assert len(list(_keep_real(("faces", [real]), 1, METER, complete))) == 1
+    with pytest.raises(LostChunksError, match="semantic faces, Real-class photos: 1 of 2"):
+        list(_keep_real(("faces", [real]), 1, METER,
+                        ChunkCounts({}, {("faces", REAL_CLASS): 2})))
 
 
 def test_assign_splits_gives_each_cell_its_exact_counts():
