@@ -88,6 +88,8 @@ FOLDER_GENERATORS = ("folder", "ddpm", "ldm")
 FOLDER_ONLY_GENERATORS = a88.FOLDER_ONLY_ARCHS
 # Those whose folders are diffusers models, sampled with DDIM over `sample_steps` steps.
 DIFFUSION_GENERATORS = ("ddpm", "ldm")
+# Their DDIM steps when a source gives no sample_steps: the DDPM and LDM pipelines' default.
+DEFAULT_SAMPLE_STEPS = 50
 
 # Where a (source, semantic) cell's images come from, settled once by SourceSpec.kind: the
 # plan carries it, and the driver and the stages read it instead of re-deriving it.
@@ -106,9 +108,9 @@ class SourceSpec(_Section):
     # folder (generators in DIFFUSION_GENERATORS)
     folders: dict[str, ExistingDir] = {}
     train: TrainSpec | None = None
-    # DDIM steps when sampling a diffusers folder (DIFFUSION_GENERATORS only); 50 is the DDPM
-    # and LDM pipelines' default. A trained ddpm takes train.options.sample_steps instead.
-    sample_steps: int = Field(50, ge=1, le=1000)
+    # DDIM steps when sampling a diffusers folder (DIFFUSION_GENERATORS only); unset:
+    # DEFAULT_SAMPLE_STEPS. A trained ddpm takes train.options.sample_steps instead.
+    sample_steps: int | None = Field(None, ge=1, le=1000)
 
     def kind(self, semantic: str) -> str | None:
         """FOLDER, DIFFUSERS, CHECKPOINT or TRAIN for `semantic`; None when the source gives
@@ -132,7 +134,7 @@ def _folder_only_problems(name: str, src: SourceSpec) -> list[tuple[str, str]]:
         for key, given in (("checkpoints", src.checkpoints), ("train", src.train)):
             if given:
                 problems.append((f"sources.{name}.{key}", f"generator {src.generator} reads folders only"))
-    if "sample_steps" in src.model_fields_set and src.generator not in DIFFUSION_GENERATORS:
+    if src.sample_steps is not None and src.generator not in DIFFUSION_GENERATORS:
         problems.append((f"sources.{name}.sample_steps",
                          f"applies to diffusers folders ({', '.join(DIFFUSION_GENERATORS)}), "
                          f"not generator {src.generator}"))

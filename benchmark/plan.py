@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig, SourceSpec
+from benchmark.config import (CHECKPOINT, DEFAULT_SAMPLE_STEPS, DIFFUSERS, FOLDER, TRAIN, BuildConfig,
+                              SourceSpec)
 from benchmark.keys import derive_seed
 from benchmark.real_sets import RealFile, list_real_files, partition_pools
 from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE, ModelRef, RealChunk, TrainTask
@@ -107,7 +108,8 @@ def plan_cells(cfg: BuildConfig, generators_dir: Path) -> dict[tuple[str, str], 
 def diffusers_settings(src: SourceSpec) -> tuple[tuple[str, Any], ...]:
     """What the config says about sampling a source's diffusers folders, as sorted pairs: the
     keyword arguments of its family's load_diffusers_folder."""
-    return (("sample_steps", src.sample_steps),)
+    steps = DEFAULT_SAMPLE_STEPS if src.sample_steps is None else src.sample_steps
+    return (("sample_steps", steps),)
 
 
 def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple[str, str], int],
