@@ -219,7 +219,9 @@ class SampledChunks:
                           "source": m.source, "semantic": m.semantic, "arch": m.arch,
                           "checkpoint_sha256": m.checkpoint_sha256,
                           "model_files_sha256": self._model_files[(m.checkpoint, m.folder)],
-                          "start": chunk.start, "stop": chunk.stop, "seeds": list(chunk.seeds)})
+                          "start": chunk.start, "stop": chunk.stop, "seeds": list(chunk.seeds),
+                          # only when given, so other models' keys stay what they were
+                          **({"settings": dict(m.settings)} if m.settings else {})})
 
     @staticmethod
     def input_id(chunk: SampleChunk) -> str:

@@ -83,7 +83,13 @@ class TrainSpec(_Section):
 
 
 # Generators whose models can be a folder: images made elsewhere, or a diffusers model folder.
-FOLDER_GENERATORS = ("folder", "ddpm")
+FOLDER_GENERATORS = ("folder", "ddpm", "ldm")
+# Those that only read folders: no checkpoint, nothing to train.
+FOLDER_ONLY_GENERATORS = a88.FOLDER_ONLY_ARCHS
+# Those whose folders are diffusers models, sampled with DDIM over `sample_steps` steps.
+DIFFUSION_GENERATORS = ("ddpm", "ldm")
+# Their DDIM steps when a source gives no sample_steps: the DDPM and LDM pipelines' default.
+DEFAULT_SAMPLE_STEPS = 50
 
 # Where a (source, semantic) cell's images come from, settled once by SourceSpec.kind: the
 # plan carries it, and the driver and the stages read it instead of re-deriving it.
@@ -99,20 +105,40 @@ class SourceSpec(_Section):
     # architecture reads (generators.external: a rosinality .pt for stylegan2)
     checkpoints: dict[str, ExistingFile] = {}
     # semantic -> folder: pre-generated images (generator: folder), or a local diffusers model
-    # folder (generator: ddpm)
+    # folder (generators in DIFFUSION_GENERATORS)
     folders: dict[str, ExistingDir] = {}
     train: TrainSpec | None = None
+    # DDIM steps when sampling a diffusers folder (DIFFUSION_GENERATORS only); unset:
+    # DEFAULT_SAMPLE_STEPS. A trained ddpm takes train.options.sample_steps instead.
+    sample_steps: int | None = Field(None, ge=1, le=1000)
 
     def kind(self, semantic: str) -> str | None:
         """FOLDER, DIFFUSERS, CHECKPOINT or TRAIN for `semantic`; None when the source gives
         no way to get its images (a config error that BuildConfig reports)."""
         if self.generator == "folder":
             return FOLDER if semantic in self.folders else None
+        if self.generator in FOLDER_ONLY_GENERATORS:
+            return DIFFUSERS if semantic in self.folders else None
         if semantic in self.folders:
             return DIFFUSERS
         if semantic in self.checkpoints:
             return CHECKPOINT
         return TRAIN if self.train is not None else None
+
+
+def _folder_only_problems(name: str, src: SourceSpec) -> list[tuple[str, str]]:
+    """Keys a source's generator cannot use: checkpoints or training for a folder-only one,
+    sample_steps for one that samples no diffusers folder."""
+    problems = []
+    if src.generator in FOLDER_ONLY_GENERATORS:
+        for key, given in (("checkpoints", src.checkpoints), ("train", src.train)):
+            if given:
+                problems.append((f"sources.{name}.{key}", f"generator {src.generator} reads folders only"))
+    if src.sample_steps is not None and src.generator not in DIFFUSION_GENERATORS:
+        problems.append((f"sources.{name}.sample_steps",
+                         f"applies to diffusers folders ({', '.join(DIFFUSION_GENERATORS)}), "
+                         f"not generator {src.generator}"))
+    return problems
 
 
 class SamplingSpec(_Section):
@@ -270,15 +296,16 @@ class BuildConfig(_Section):
                 for sem in table:
                     if sem not in self.semantics:
                         problems.append((f"sources.{name}.{where}.{sem}", "not a configured semantic"))
+            problems += _folder_only_problems(name, src)
             for sem in self.semantics:
-                if src.generator == "folder" and sem not in src.folders:
+                if src.generator in FOLDER_ONLY_GENERATORS and sem not in src.folders:
                     problems.append((f"sources.{name}.folders.{sem}", "path required"))
                 if sem in src.folders and src.generator not in FOLDER_GENERATORS:
                     problems.append((f"sources.{name}.folders.{sem}",
                                      f"generator {src.generator} reads checkpoints, not folders"))
                 if sem in src.folders and sem in src.checkpoints:
                     problems.append((f"sources.{name}.checkpoints.{sem}", "give a checkpoint or a folder, not both"))
-                if src.generator != "folder" and src.kind(sem) is None:
+                if src.generator not in FOLDER_ONLY_GENERATORS and src.kind(sem) is None:
                     problems.append((f"sources.{name}.checkpoints.{sem}",
                                      "give a checkpoint, or a `train:` section to train one"))
         problems += self._output_problems()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from benchmark.config import CHECKPOINT, DIFFUSERS, FOLDER, TRAIN, BuildConfig
+from benchmark.config import (CHECKPOINT, DEFAULT_SAMPLE_STEPS, DIFFUSERS, FOLDER, TRAIN, BuildConfig,
+                              SourceSpec)
 from benchmark.keys import derive_seed
 from benchmark.real_sets import RealFile, list_real_files, partition_pools
 from benchmark.records import GAN_TRAIN, REAL_CLASS, REFERENCE, ModelRef, RealChunk, TrainTask
@@ -27,6 +29,8 @@ class Cell:
     kind: str  # config.FOLDER, DIFFUSERS, CHECKPOINT or TRAIN
     arch: str
     path: str  # the given folder or weights file; for TRAIN, the checkpoint the build writes
+    # DIFFUSERS: the sampler settings of the folder (ModelRef.settings); empty otherwise
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 class LostChunksError(RuntimeError):
@@ -96,8 +100,16 @@ def plan_cells(cfg: BuildConfig, generators_dir: Path) -> dict[tuple[str, str], 
                 path = str(checkpoint_path(generators_dir, source, semantic))
             else:  # BuildConfig refuses such a config; reached only by an unvalidated one
                 raise ValueError(f"sources.{source}: no checkpoint, folder or train section for {semantic}")
-            cells[(source, semantic)] = Cell(source, semantic, kind, src.generator, path)
+            settings = diffusers_settings(src) if kind == DIFFUSERS else ()
+            cells[(source, semantic)] = Cell(source, semantic, kind, src.generator, path, settings)
     return cells
+
+
+def diffusers_settings(src: SourceSpec) -> tuple[tuple[str, Any], ...]:
+    """What the config says about sampling a source's diffusers folders, as sorted pairs: the
+    keyword arguments of its family's load_diffusers_folder."""
+    steps = DEFAULT_SAMPLE_STEPS if src.sample_steps is None else src.sample_steps
+    return (("sample_steps", steps),)
 
 
 def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple[str, str], int],
@@ -140,7 +152,7 @@ def plan_build(cfg: BuildConfig, generators_dir: Path, folder_counts: dict[tuple
         weights = cell.path if cell.kind == CHECKPOINT else ""
         folder = "" if cell.kind == CHECKPOINT else cell.path
         models.append(ModelRef(source, semantic, cell.arch, weights, folder,
-                               checkpoint_sha256[(source, semantic)], samples))
+                               checkpoint_sha256[(source, semantic)], samples, cell.settings))
     return BuildPlan(real_chunks=tuple(real_chunks), train_chunks=tuple(train_chunks),
                      models=tuple(models), train_tasks=tuple(tasks), roots=roots,
                      cells=cells, listing_rejections=tuple(refused))

@@ -20,9 +20,12 @@ GAN_SOURCES = ("progan", "cramergan", "mmdgan", "sngan", "stylegan", "stylegan2"
 SOURCES = (REAL, *GAN_SOURCES)
 
 # Implementations a source can name as its `generator` (generators.ARCHITECTURES has one module
-# per entry): the seven GANs above, a DDPM/DDIM diffusion family, and `folder` for images
-# generated elsewhere.
-GENERATOR_ARCHS = (*GAN_SOURCES, "ddpm", "folder")
+# per entry): the seven GANs above, a DDPM/DDIM diffusion family, unconditional latent
+# diffusion read from a diffusers folder, and `folder` for images generated elsewhere.
+GENERATOR_ARCHS = (*GAN_SOURCES, "ddpm", "ldm", "folder")
+# Those that only read a folder given in the config (images, or a diffusers model trained
+# elsewhere): no checkpoint of ours, nothing to train.
+FOLDER_ONLY_ARCHS = ("ldm", "folder")
 
 SEEN_SEMANTICS = ("celeba", "bedroom", "airplane", "classroom", "cow", "church_outdoor")
 UNSEEN_SEMANTICS = ("bridge", "bus", "sheep", "kitchen", "cat")

@@ -8,6 +8,7 @@ raw pixels over the wire of a distributed runner.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmark.protocol import REAL
 from benchmark.real_sets import RealFile
@@ -40,6 +41,9 @@ class ModelRef:
     folder: str  # image folder of a folder source, ""
     checkpoint_sha256: str
     samples: int  # images to draw: sample indices 0 .. samples-1 (seeds: keys.latent_seed)
+    # Sampler settings of a diffusers folder as sorted (key, value) pairs, e.g. sample_steps;
+    # passed to generators.load(settings=...). Empty for every other kind of model.
+    settings: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import generators  # noqa: E402
+from benchmark.protocol import FOLDER_ONLY_ARCHS  # noqa: E402
 from generators.base import NetworkGenerator, isolated_rng  # noqa: E402
 from generators.training import fit, resolve_config  # noqa: E402
 
-NETWORK_ARCHS = tuple(a for a in generators.ARCHITECTURES if a != "folder")
+# Architectures we train (the others read a folder made elsewhere).
+NETWORK_ARCHS = tuple(a for a in generators.ARCHITECTURES if a not in FOLDER_ONLY_ARCHS)
 
 
 def sampling_rate(arch: str, resolution: int, options: dict, batch: int) -> float:

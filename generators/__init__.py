@@ -17,8 +17,10 @@ add one line here and its name to benchmark.protocol.GENERATOR_ARCHS.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from generators import folder as folder_source
 from generators.base import Generator, GeneratorError, NetworkGenerator
@@ -35,6 +37,7 @@ ARCHITECTURES: dict[str, str] = {
     "stylegan2": "generators.stylegan2",
     "stylegan3": "generators.stylegan3",
     "ddpm": "generators.ddpm",
+    "ldm": "generators.latent_diffusion",
     "folder": "generators.folder",
 }
 
@@ -51,7 +54,8 @@ def family(arch: str) -> ModuleType:
 
 
 def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = None,
-         resolution: int = 128, device: str = "cpu", trust_pickle: bool = False) -> Generator:
+         resolution: int = 128, device: str = "cpu", trust_pickle: bool = False,
+         settings: Mapping[str, Any] | None = None) -> Generator:
     """Open a generator: a network checkpoint for network architectures, a folder for "folder".
 
     `checkpoint` may be the stem, the .safetensors or the .json path, or another project's file
@@ -59,8 +63,10 @@ def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = Non
     unpickling code. NVIDIA .pkl files are pickles and are refused unless trust_pickle=True.
     For "ddpm", `folder` may instead name a local diffusers folder (a saved UNet2DModel with its
     scheduler config, or a DDPMPipeline folder; safetensors only, never the Hub); its
-    checkpoint_sha256 is that of the UNet's weights file. A network architecture without a
-    checkpoint is an error: train one first with generators.train(...).
+    checkpoint_sha256 is that of the UNet's weights file. "ldm" reads a local latent-diffusion
+    folder (generators.latent_diffusion). `settings` (e.g. sample_steps) go to a diffusers
+    folder's sampler as keyword arguments of its family's load_diffusers_folder. A network
+    architecture without a checkpoint is an error: train one first with generators.train(...).
     """
     module = family(arch)
     if module is folder_source:
@@ -69,7 +75,9 @@ def load(arch: str, *, checkpoint: Path | None = None, folder: Path | None = Non
         return folder_source.FolderGenerator(folder, resolution)
     load_folder = getattr(module, "load_diffusers_folder", None)
     if load_folder is not None and folder is not None and checkpoint is None:
-        return load_folder(folder, resolution, device)
+        return load_folder(folder, resolution, device, **dict(settings or {}))
+    if settings:
+        raise GeneratorError(f"settings {sorted(settings)} apply to diffusers folders only")
     if checkpoint is None or folder is not None:
         raise GeneratorError(f"arch {arch!r} needs checkpoint=... and no folder "
                              f"(no checkpoint yet? create one with generators.train)")

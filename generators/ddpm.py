@@ -38,17 +38,17 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-# Before diffusers (and so huggingface_hub) is imported: huggingface_hub reads this once.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Before diffusers: sets HF_HUB_OFFLINE, which huggingface_hub reads once at import.
+from generators.diffusers_folder import (PICKLED_WEIGHTS_NAME, SCHEDULER_CONFIG_NAME,  # noqa: F401
+                                         WEIGHTS_NAME, check_folder, load_component,
+                                         read_json, weights_file)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -83,11 +83,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
 # Ho et al. clip gradients to this global norm.
 GRAD_CLIP = 1.0
-# diffusers writes these names; anything else in a folder (e.g. .bin) is not read.
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-PICKLED_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
 UNET_CONFIG_NAME = "config.json"
-SCHEDULER_CONFIG_NAME = "scheduler_config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +206,27 @@ def scheduler_config(options: DDPMOptions) -> dict[str, Any]:
 _DDIM_KEYS = frozenset(inspect.signature(DDIMScheduler.__init__).parameters) - {"self"}
 
 
+def ddim_settings(scheduler: Mapping[str, Any]) -> dict[str, Any]:
+    """The DDIMScheduler keyword arguments in a scheduler config (of any scheduler class)."""
+    return {k: v for k, v in scheduler.items() if k in _DDIM_KEYS}
+
+
+def ddim_denoise(unet: nn.Module, scheduler: DDIMScheduler, steps: int, x: torch.Tensor,
+                 **unet_kwargs: Any) -> torch.Tensor:
+    """x_T -> x_0 by `steps` deterministic DDIM steps (eta = 0) of a fresh `scheduler`.
+
+    Pixels for DDPM, latents for latent diffusion; `unet_kwargs` (e.g. text embeddings) go to
+    every U-Net call. init_noise_sigma and scale_model_input are 1 and the identity for DDIM,
+    kept so the loop stays right for a scheduler where they are not.
+    """
+    scheduler.set_timesteps(steps)
+    x = x * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        output = unet(scheduler.scale_model_input(x, t), t.to(x.device), **unet_kwargs).sample
+        x = scheduler.step(output, t, x, eta=0.0).prev_sample
+    return x
+
+
 class DDIMSampler(nn.Module):
     """Latent (N, 3*R*R) = x_T -> image (N, 3, R, R) in [-1, 1] by deterministic DDIM (eta = 0).
 
@@ -223,7 +240,7 @@ class DDIMSampler(nn.Module):
         self.resolution = resolution  # side of the images
         self.dim_z = 3 * resolution * resolution  # the latent is the initial noise image
         # DDIMScheduler keyword arguments (noise schedule, prediction type, clipping, spacing).
-        self.scheduler_config = {k: v for k, v in scheduler.items() if k in _DDIM_KEYS}
+        self.scheduler_config = ddim_settings(scheduler)
         self.sample_steps = sample_steps  # DDIM steps per image
         if not 1 <= sample_steps <= self.make_scheduler().config.num_train_timesteps:
             raise GeneratorError(f"ddpm sample_steps={sample_steps} must be in [1, num_train_timesteps]")
@@ -233,12 +250,8 @@ class DDIMSampler(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         assert z.ndim == 2 and z.shape[1] == self.dim_z, f"expected (N, {self.dim_z}), got {tuple(z.shape)}"
-        x = z.view(-1, 3, self.resolution, self.resolution)
-        scheduler = self.make_scheduler()
-        scheduler.set_timesteps(self.sample_steps)
-        for t in scheduler.timesteps:
-            output = self.unet(x, t.to(x.device)).sample
-            x = scheduler.step(output, t, x, eta=0.0).prev_sample
+        x = ddim_denoise(self.unet, self.make_scheduler(), self.sample_steps,
+                         z.view(-1, 3, self.resolution, self.resolution))
         assert x.shape[1:] == (3, self.resolution, self.resolution), tuple(x.shape)
         return x.clamp(-1, 1)
 
@@ -342,18 +355,6 @@ def fit(images: np.ndarray, config: GeneratorTraining, options: DDPMOptions, *, 
                      ema=setting)
 
 
-def _read_json(path: Path, folder: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise GeneratorError(f"diffusers folder {folder}: {path.name} missing (looked for {path})")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GeneratorError(f"diffusers folder {folder}: {path} is not readable JSON: {e}") from e
-    if not isinstance(raw, dict):
-        raise GeneratorError(f"diffusers folder {folder}: {path} is not a JSON object")
-    return raw
-
-
 def _folder_layout(folder: Path) -> tuple[Path, Path]:
     """(unet dir, scheduler config file) of a UNet folder or a DDPMPipeline folder."""
     if (folder / "unet").is_dir():
@@ -371,17 +372,11 @@ def load_diffusers_folder(path: Path | str, resolution: int, device: str = "cpu"
     read; the scheduler's noise schedule, prediction type, clipping and spacing are the folder's.
     checkpoint_sha256 is the sha256 of the weights file.
     """
-    folder = Path(path)
     # Checked first so that a typo is never taken for a Hub repository id.
-    if not folder.is_dir():
-        raise GeneratorError(f"diffusers folder {folder} does not exist or is not a folder")
+    folder = check_folder(Path(path))
     unet_dir, scheduler_path = _folder_layout(folder)
-    unet_config = _read_json(unet_dir / UNET_CONFIG_NAME, folder)
-    weights = unet_dir / WEIGHTS_NAME
-    if not weights.is_file():
-        pickled = " (found only pickled diffusion_pytorch_model.bin, which is refused)" \
-            if (unet_dir / PICKLED_WEIGHTS_NAME).exists() else ""
-        raise GeneratorError(f"diffusers folder {folder}: {WEIGHTS_NAME} missing in {unet_dir}{pickled}")
+    unet_config = read_json(unet_dir / UNET_CONFIG_NAME, folder)
+    weights = weights_file(unet_dir, folder)
     if unet_config.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise GeneratorError(f"diffusers folder {folder}: {unet_dir / UNET_CONFIG_NAME} describes a "
                              f"{unet_config['_class_name']}, not an unconditional UNet2DModel")
@@ -395,18 +390,14 @@ def load_diffusers_folder(path: Path | str, resolution: int, device: str = "cpu"
                              f"{unet_config.get('in_channels')} -> {unet_config.get('out_channels')}")
     if unet_config.get("class_embed_type") is not None or unet_config.get("num_class_embeds") is not None:
         raise GeneratorError(f"diffusers folder {folder}: class-conditional UNets are not supported")
-    scheduler = _read_json(scheduler_path, folder)
+    scheduler = read_json(scheduler_path, folder)
     kind = scheduler.get("prediction_type", "epsilon")
     if kind not in PREDICTION_TYPES:
         raise GeneratorError(f"diffusers folder {folder}: {scheduler_path} prediction_type {kind!r} "
                              f"is not one of {list(PREDICTION_TYPES)}")
+    unet = load_component(UNet2DModel, unet_dir, folder)
     try:
-        # Initial weights are overwritten; the fixed seed only keeps construction off the global RNG.
-        with isolated_rng(0):
-            unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, local_files_only=True)
         sampler = DDIMSampler(unet, resolution, scheduler, sample_steps)
     except GeneratorError as e:
         raise GeneratorError(f"diffusers folder {folder}: {e}") from e
-    except (OSError, ValueError, TypeError, RuntimeError, KeyError) as e:
-        raise GeneratorError(f"diffusers folder {folder} could not be loaded: {e}") from e
     return NetworkGenerator(NAME, sampler, resolution, sha256_file(weights), device)

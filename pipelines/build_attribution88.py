@@ -178,7 +178,8 @@ def _model_inputs(cells: dict[tuple[str, str], Cell], resolution: int):
             if cell.kind == CHECKPOINT:
                 gen = generators.load(cell.arch, checkpoint=Path(cell.path), resolution=resolution)
             else:
-                gen = generators.load(cell.arch, folder=Path(cell.path), resolution=resolution)
+                gen = generators.load(cell.arch, folder=Path(cell.path), resolution=resolution,
+                                      settings=dict(cell.settings))
             if cell.kind == FOLDER:
                 counts[(source, semantic)] = gen.count
             shas[(source, semantic)] = gen.checkpoint_sha256
@@ -240,9 +241,10 @@ def _software() -> dict[str, str]:
 
 
 def _generator_options(cells: dict[tuple[str, str], Cell]) -> dict[tuple[str, str], dict | None]:
-    """Each network's options from its sidecar; None for folders and other projects' files."""
-    return {key: None if cell.kind in (FOLDER, DIFFUSERS) else recorded_options(cell.path)
-            for key, cell in cells.items()}
+    """Each network's options from its sidecar, a diffusers folder's sampler settings; None for
+    image folders and other projects' files."""
+    return {key: None if cell.kind == FOLDER else dict(cell.settings) if cell.kind == DIFFUSERS
+            else recorded_options(cell.path) for key, cell in cells.items()}
 
 
 def _finalize(cfg: BuildConfig, staging: Path, weights_id: str) -> dict:

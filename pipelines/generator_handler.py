@@ -45,7 +45,7 @@ class _GeneratorOpener:
                 self._current = (model, generators.load(
                     model.arch, checkpoint=Path(model.checkpoint) if model.checkpoint else None,
                     folder=Path(model.folder) if model.folder else None,
-                    resolution=self._resolution, device=self._device))
+                    resolution=self._resolution, device=self._device, settings=dict(model.settings)))
             return self._current[1]
 
 

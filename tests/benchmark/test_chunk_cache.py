@@ -63,6 +63,26 @@ def test_sample_key_changes_with_seed_weights_sidecar_resolution_and_device(tmp_
     assert SampledChunks(32, "cpu", 1).key(_chunk(ckpt)) != base
 
 
+def test_sample_key_of_a_latent_diffusion_folder_covers_every_config_and_the_settings(tmp_path):
+    """An LDM folder's images depend on the U-Net's, the autoencoder's (scaling_factor) and the
+    scheduler's configs and on the sampler settings, none of which the weights digest covers."""
+    for name in ("unet/config.json", "vqvae/config.json", "scheduler/scheduler_config.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text('{"scaling_factor": 0.5}')
+
+    def key(settings=(("sample_steps", 50),)):
+        model = ModelRef("latent", "faces", "ldm", "", str(tmp_path), "a" * 64, 4, settings)
+        return SampledChunks(32, "cpu", 1).key(SampleChunk("latent-faces-c000000", model, 0, 4, (1, 2, 3, 4)))
+
+    base = key()
+    assert key() == base and key((("sample_steps", 20),)) != base
+    for name in ("unet/config.json", "vqvae/config.json", "scheduler/scheduler_config.json"):
+        (tmp_path / name).write_text('{"scaling_factor": 0.25}')
+        assert key() != base, name
+        (tmp_path / name).write_text('{"scaling_factor": 0.5}')
+    assert key() == base
+
+
 def test_a_folder_of_images_is_never_cached(tmp_path):
     model = ModelRef("blackbox", "faces", "folder", "", str(tmp_path), "d" * 64, samples=2)
     assert not SampledChunks(32, "cpu", 1).cacheable(SampleChunk("c", model, 0, 2, (1, 2)))

@@ -53,6 +53,16 @@ def test_valid_config_resolves_paths_against_its_file(tmp_path):
      "sources.sngan.folders.faces: generator sngan reads checkpoints, not folders"),
     (BASE.replace("generator: sngan, train: {steps: 2}}", "generator: ddpm, folders: {faces: photos/a}}"),
      "sources.sngan.checkpoints.rooms: give a checkpoint"),
+    (BASE.replace("generator: sngan, train: {steps: 2}}", "generator: ldm, folders: {faces: photos/a}}"),
+     "sources.sngan.folders.rooms: path required"),
+    (BASE.replace("generator: sngan, train: {steps: 2}}",
+                  "generator: ldm, folders: {faces: photos/a, rooms: photos/b}, train: {steps: 2}}"),
+     "sources.sngan.train: generator ldm reads folders only"),
+    (BASE.replace("train: {steps: 2}}", "train: {steps: 2}, sample_steps: 10}"),
+     "sources.sngan.sample_steps: applies to diffusers folders (ddpm, ldm), not generator sngan"),
+    (BASE.replace("generator: sngan, train: {steps: 2}}",
+                  "generator: ldm, folders: {faces: photos/a, rooms: photos/b}, sample_steps: 0}"),
+     "sources.sngan.sample_steps"),
     (BASE.replace("output_dir: out", "output_dir: photos/a"), "output_dir: "),
     (BASE.replace("output_dir: out", "output_dir: photos/a/built"), "lies inside the input folder semantics.faces.path"),
     (BASE.replace("output_dir: out", "output_dir: photos"), "holds the input folder semantics.faces.path"),
@@ -83,9 +93,14 @@ def test_a_url_is_refused_as_a_path_not_made_a_local_folder(tmp_path):
 def test_every_architecture_is_a_valid_generator_and_ddpm_reads_folders(tmp_path):
     from benchmark.protocol import GENERATOR_ARCHS
 
+    from benchmark.config import DIFFUSERS, FOLDER_ONLY_GENERATORS
+
     for arch in GENERATOR_ARCHS:
-        if arch != "folder":
+        if arch not in FOLDER_ONLY_GENERATORS:
             load_config(_write(tmp_path, BASE.replace("generator: sngan", f"generator: {arch}")))
+    cfg = load_config(_write(tmp_path, BASE.replace(
+        "generator: sngan, train: {steps: 2}}", "generator: ldm, folders: {faces: photos/a, rooms: photos/b}}")))
+    assert cfg.sources["sngan"].kind("rooms") == DIFFUSERS and cfg.sources["sngan"].sample_steps is None
     cfg = load_config(_write(tmp_path, BASE.replace(
         "generator: sngan, train: {steps: 2}}", "generator: ddpm, folders: {faces: photos/a}, train: {steps: 2}}")))
     assert cfg.sources["sngan"].folders["faces"] == (tmp_path / "photos" / "a").resolve()

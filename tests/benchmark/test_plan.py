@@ -36,6 +36,8 @@ def _config(root: Path, **sources) -> BuildConfig:
                                                             for s in ("faces", "rooms")}},
             "diffusion": {"generator": "ddpm", "folders": {"faces": str(root / "pregen" / "faces"),
                                                            "rooms": str(root / "pregen" / "rooms")}},
+            "latent": {"generator": "ldm", "sample_steps": 7,
+                       "folders": {s: str(root / "pregen" / s) for s in ("faces", "rooms")}},
         },
         "sampling": {"per_model": 8},
         "features": {"inception": {"weights": "random"}},
@@ -51,7 +53,8 @@ def test_each_cell_gets_its_kind_and_path_once(tmp_path):
     assert kinds == {("trained", "faces"): TRAIN, ("trained", "rooms"): TRAIN,
                      ("given", "faces"): CHECKPOINT, ("given", "rooms"): TRAIN,
                      ("blackbox", "faces"): FOLDER, ("blackbox", "rooms"): FOLDER,
-                     ("diffusion", "faces"): DIFFUSERS, ("diffusion", "rooms"): DIFFUSERS}
+                     ("diffusion", "faces"): DIFFUSERS, ("diffusion", "rooms"): DIFFUSERS,
+                     ("latent", "faces"): DIFFUSERS, ("latent", "rooms"): DIFFUSERS}
     assert cells[("given", "rooms")].path == str(checkpoint_path(tmp_path / "gen", "given", "rooms"))
     assert cells[("given", "faces")].path == str(tmp_path / "given.safetensors")
     assert cells[("blackbox", "rooms")].arch == "folder"
@@ -73,6 +76,10 @@ def test_plan_build_carries_the_kinds_into_models_and_tasks(tmp_path):
     assert models[("given", "faces")].folder == ""
     assert models[("blackbox", "faces")].samples == 6  # a folder gives what it holds
     assert models[("diffusion", "rooms")].checkpoint == "" and models[("diffusion", "rooms")].samples == 8
+    # A diffusers folder's sampler settings travel with its models; other models have none.
+    assert models[("latent", "rooms")].settings == (("sample_steps", 7),)
+    assert models[("diffusion", "rooms")].settings == (("sample_steps", 50),)
+    assert models[("given", "faces")].settings == () and models[("blackbox", "faces")].settings == ()
     assert plan.cells == plan_cells(cfg, tmp_path / "gen")
     # Pools: the Real class and references read up front, the rest only for training.
     roles = {c.role for c in plan.real_chunks}

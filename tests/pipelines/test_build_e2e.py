@@ -339,12 +339,15 @@ def test_built_benchmark_scores_a_perfect_submission(built, tmp_path):
     assert set(report["by_semantic"]) == {"seen", "unseen"}
 
 
-def test_native_architectures_and_a_diffusers_folder_are_sources(photo_config):
-    """A trained ProGAN and a local diffusers model folder become classes of their own."""
+def test_native_architectures_and_diffusers_folders_are_sources(photo_config):
+    """A trained ProGAN, a local DDPM folder and a local latent-diffusion folder become classes
+    of their own; the diffusion sources' sampler settings are recorded in dataset_info.json."""
     from diffusers import DDIMScheduler
 
     from generators import ddpm
     from generators.base import isolated_rng
+    from generators.diffusers_folder import WEIGHTS_NAME, weights_sha256
+    from tests.generators.tiny import save_tiny_ldm
 
     options = ddpm.parse_options({"ch": 8, "layers_per_block": 1})
     folders = {}
@@ -354,19 +357,28 @@ def test_native_architectures_and_a_diffusers_folder_are_sources(photo_config):
         folders[semantic] = photo_config.parent / "diffusers" / semantic
         sampler.unet.save_pretrained(folders[semantic])
         DDIMScheduler(**ddpm.scheduler_config(options)).save_pretrained(folders[semantic])
+        save_tiny_ldm(photo_config.parent / "ldm" / semantic, seed=seed, latent=16)  # 32 px images
+    latent = photo_config.parent / "ldm"
     assert _run(photo_config, "native",
                 "sources.progan={generator: progan, train: {steps: 2, batch_size: 8, options: {ch: 8, dim_z: 16}}}",
                 f"sources.diffusion={{generator: ddpm, folders: {{faces: {folders['faces']}, "
-                f"rooms: {folders['rooms']}}}}}") == 0
+                f"rooms: {folders['rooms']}}}}}",
+                f"sources.latent={{generator: ldm, sample_steps: 2, folders: {{faces: {latent / 'faces'}, "
+                f"rooms: {latent / 'rooms'}}}}}") == 0
     out = photo_config.parent / "native"
-    assert json.loads((out / "classes.json").read_text())["classes"] == ["real", "sngan", "progan", "diffusion"]
+    assert json.loads((out / "classes.json").read_text())["classes"] == [
+        "real", "sngan", "progan", "diffusion", "latent"]
     rows = pq.read_table(out / "manifest.parquet").to_pylist()
-    for source, arch in (("progan", "progan"), ("diffusion", "ddpm")):
+    for source, arch in (("progan", "progan"), ("diffusion", "ddpm"), ("latent", "ldm")):
         mine = [r for r in rows if r["source"] == source]
         assert len(mine) == 20 and {r["generator"] for r in mine} == {arch}
     info = json.loads((out / "dataset_info.json").read_text())
     options = {g["source"]: g["options"] for g in info["generators"] if g["semantic"] == "faces"}
-    assert options["progan"] == {"ch": 8, "dim_z": 16} and options["diffusion"] is None
+    assert options["progan"] == {"ch": 8, "dim_z": 16} and options["diffusion"] == {"sample_steps": 50}
+    assert options["latent"] == {"sample_steps": 2}
+    ldm_sha = {r["checkpoint_sha256"] for r in rows if r["source"] == "latent" and r["semantic"] == "rooms"}
+    assert ldm_sha == {weights_sha256(latent / "rooms", [latent / "rooms" / sub / WEIGHTS_NAME
+                                                         for sub in ("unet", "vqvae")])}
     unet = {r["checkpoint_sha256"] for r in rows if r["source"] == "diffusion" and r["semantic"] == "faces"}
     assert unet == {generators.sha256_file(folders["faces"] / ddpm.WEIGHTS_NAME)}
 
