@@ -50,7 +50,7 @@ class ChunkCounts:
         if expected is not None and arrived != expected:
             raise LostChunksError(
                 f"{what}: {arrived} of {expected} planned chunks arrived; the runner lost "
-                f"elements on the way (README, 'Known problems'); rerun the same command, it "
+                f"elements on the way (README, Runners: 'Beam's Python runner loses elements'); rerun the same command, it "
                 f"resumes from the work already stored")
 
 
@@ -64,7 +64,6 @@ class BuildPlan:
     cells: dict[tuple[str, str], Cell]  # (source, semantic) -> where its images come from
     # files the folder listings refused (symlink loops, duplicates): rejection rows
     listing_rejections: tuple[dict, ...] = ()
-
 
     def chunk_counts(self, chunk_size: int) -> ChunkCounts:
         """The chunks each cell and each photo role is made of (see ChunkCounts)."""
